@@ -1,0 +1,10 @@
+// Entry point of the compiled extension xlm_fast._C: each csrc/<stem>.cpp exposes a
+// register_<stem>(module) function that adds its bindings here.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C, m) {
+    m.doc() = "xlm_fast compiled core";
+    m.attr("built") = true;
+}

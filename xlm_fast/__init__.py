@@ -1,0 +1,27 @@
+"""xlm_fast: drop-in XLM models and tokenizer with the transformers API, fused Triton
+kernels on CUDA and a plain PyTorch path everywhere else."""
+
+__version__ = "0.1.0"
+
+from .configuration_xlm import XLMConfig
+from .modeling_outputs import (
+    BaseModelOutput,
+    MaskedLMOutput,
+    ModelOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+    XLMForQuestionAnsweringOutput,
+)
+from .modeling_xlm import (
+    XLMForMultipleChoice,
+    XLMForQuestionAnswering,
+    XLMForQuestionAnsweringSimple,
+    XLMForSequenceClassification,
+    XLMForTokenClassification,
+    XLMModel,
+    XLMPreTrainedModel,
+    XLMWithLMHeadModel,
+)
+from .tokenization_xlm import XLMTokenizer
