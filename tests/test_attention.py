@@ -1,0 +1,154 @@
+"""triton_kernels.attention against an fp64 PyTorch reference of XLM attention.
+
+Without CUDA the kernel runs in Triton's CPU interpreter (TRITON_INTERPRET=1, set
+before triton_kernels is imported); with CUDA it runs compiled on the GPU.
+"""
+import math
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
+from triton_kernels.attention import flash_attention, split_fused_qkv  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# max |error| allowed relative to max |reference|; fp16/bf16 probabilities are rounded
+# to the input dtype before P @ V, as in HF eager
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+
+
+def reference_attention(q, k, v, keep=None, causal=False, head_scale=None):
+    """fp64 XLM attention: masked scores = the input dtype's min, softmax, head scale."""
+    masked_value = torch.finfo(q.dtype).min
+    q, k, v = (t.double().transpose(1, 2) for t in (q, k, v))  # (batch, heads, seq, hd)
+    seq_len, head_dim = q.shape[2], q.shape[3]
+    scores = (q / math.sqrt(head_dim)) @ k.transpose(-1, -2)
+    if causal:
+        keep_2d = torch.ones(seq_len, seq_len, dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~keep_2d, masked_value)
+    elif keep is not None:
+        scores = scores.masked_fill(~keep.bool()[:, None, None, :], masked_value)
+    probs = scores.softmax(-1)
+    if head_scale is not None:
+        probs = probs * head_scale.double()[None, :, None, None]
+    context = probs @ v  # (batch, heads, seq, hd)
+    return context.transpose(1, 2).reshape(q.shape[0], seq_len, -1)
+
+
+def random_qkv(batch, seq_len, heads, head_dim, dtype, seed=0):
+    """q, k, v as strided slices of one fused (batch, seq, 3 * dim) projection output."""
+    generator = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(batch, seq_len, 3 * heads * head_dim, generator=generator) * 1.5
+    return split_fused_qkv(qkv.to(device=DEVICE, dtype=dtype), heads)
+
+
+def assert_close(actual, expected, dtype):
+    assert actual.dtype == dtype
+    assert torch.isfinite(actual).all()
+    error = (actual.double() - expected).abs().max().item()
+    scale = expected.abs().max().item()
+    assert error <= TOLERANCE[dtype] * max(scale, 1e-6), f"max error {error:.3e} vs scale {scale:.3e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "batch, seq_len, heads, head_dim",
+    [(1, 1, 2, 64), (2, 7, 3, 80), (2, 130, 2, 128), (1, 33, 2, 64)],
+)
+def test_lengths_padding(batch, seq_len, heads, head_dim, dtype):
+    q, k, v = random_qkv(batch, seq_len, heads, head_dim, dtype)
+    lengths = torch.tensor([seq_len, max(seq_len // 2, 1)][:batch], device=DEVICE)
+    keep = torch.arange(seq_len, device=DEVICE)[None, :] < lengths[:, None]
+    out = flash_attention(q, k, v, lengths=lengths)
+    assert out.shape == (batch, seq_len, heads * head_dim)
+    assert_close(out, reference_attention(q, k, v, keep=keep), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_no_mask(dtype):
+    q, k, v = random_qkv(2, 45, 2, 64, dtype, seed=1)
+    assert_close(flash_attention(q, k, v), reference_attention(q, k, v), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_zero_length_rows_average_all_values(dtype):
+    """A row with no valid key gets a uniform softmax over ALL keys (mean of V), not zeros."""
+    q, k, v = random_qkv(3, 70, 2, 80, dtype, seed=2)
+    lengths = torch.tensor([0, 70, 5], device=DEVICE)
+    keep = torch.arange(70, device=DEVICE)[None, :] < lengths[:, None]
+    out = flash_attention(q, k, v, lengths=lengths)
+    expected = reference_attention(q, k, v, keep=keep)
+    mean_of_v = v[0].double().mean(0).reshape(-1)
+    assert torch.allclose(expected[0], mean_of_v.expand(70, -1))
+    assert_close(out, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("head_dim", [64, 80, 128])
+def test_general_mask_with_all_masked_row(head_dim, dtype):
+    """A non-prefix 0/1 mask (holes, one row fully masked) in float, int and bool forms."""
+    batch, seq_len, heads = 3, 50, 2
+    q, k, v = random_qkv(batch, seq_len, heads, head_dim, dtype, seed=3)
+    generator = torch.Generator().manual_seed(4)
+    keep = (torch.rand(batch, seq_len, generator=generator) > 0.4).to(DEVICE)
+    keep[1] = False
+    expected = reference_attention(q, k, v, keep=keep)
+    for mask in (keep, keep.float(), keep.long()):
+        assert_close(flash_attention(q, k, v, key_padding_mask=mask), expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("seq_len", [1, 7, 130])
+def test_causal(seq_len, dtype):
+    q, k, v = random_qkv(2, seq_len, 2, 64, dtype, seed=5)
+    assert_close(flash_attention(q, k, v, causal=True), reference_attention(q, k, v, causal=True), dtype)
+
+
+@pytest.mark.parametrize("mode", ["lengths", "mask", "causal"])
+def test_head_scale_zeros_and_fractions(mode):
+    batch, seq_len, heads, head_dim = 2, 40, 4, 80
+    q, k, v = random_qkv(batch, seq_len, heads, head_dim, torch.float32, seed=6)
+    head_scale = torch.tensor([0.0, 0.25, 1.0, 0.7], device=DEVICE)
+    lengths = torch.tensor([40, 13], device=DEVICE)
+    keep = torch.arange(seq_len, device=DEVICE)[None, :] < lengths[:, None]
+    kwargs = {"lengths": dict(lengths=lengths), "mask": dict(key_padding_mask=keep), "causal": dict(causal=True)}[mode]
+    out = flash_attention(q, k, v, head_scale=head_scale, **kwargs)
+    expected = reference_attention(q, k, v, keep=None if mode == "causal" else keep, causal=mode == "causal",
+                                   head_scale=head_scale)
+    assert_close(out, expected, torch.float32)
+    assert (out.view(batch, seq_len, heads, head_dim)[:, :, 0] == 0).all()
+
+
+def test_separate_contiguous_inputs_match_fused_views():
+    q, k, v = random_qkv(2, 20, 2, 64, torch.float32, seed=7)
+    lengths = torch.tensor([20, 9], device=DEVICE)
+    fused = flash_attention(q, k, v, lengths=lengths)
+    separate = flash_attention(q.contiguous(), k.contiguous(), v.contiguous(), lengths=lengths)
+    assert torch.equal(fused, separate)
+
+
+def test_rejects_bad_inputs():
+    q, k, v = random_qkv(2, 8, 2, 64, torch.float32)
+    lengths = torch.tensor([8, 3], device=DEVICE)
+    with pytest.raises(ValueError, match="lengths or as key_padding_mask"):
+        flash_attention(q, k, v, lengths=lengths, key_padding_mask=torch.ones(2, 8, device=DEVICE))
+    with pytest.raises(ValueError, match="causal"):
+        flash_attention(q, k, v, lengths=lengths, causal=True)
+    with pytest.raises(ValueError, match="lengths"):
+        flash_attention(q, k, v, lengths=torch.tensor([8.0, 3.0], device=DEVICE))
+    with pytest.raises(ValueError, match="key_padding_mask"):
+        flash_attention(q, k, v, key_padding_mask=torch.ones(2, 7, device=DEVICE))
+    with pytest.raises(ValueError, match="head_scale"):
+        flash_attention(q, k, v, head_scale=torch.ones(3, device=DEVICE))
+    with pytest.raises(ValueError, match="k"):
+        flash_attention(q, k[:, :4], v)
+    with pytest.raises(TypeError, match="q"):
+        flash_attention(q.long(), k, v)
+    with pytest.raises(TypeError, match="one dtype"):
+        flash_attention(q, k.half(), v)
+    with pytest.raises(ValueError, match="n_heads"):
+        split_fused_qkv(torch.randn(1, 2, 10), 4)

@@ -1,0 +1,265 @@
+"""Flash-style multi-head attention forward with XLM's masking semantics.
+
+One program computes a BLOCK_M tile of queries of one (batch, head) with an online
+softmax over BLOCK_N tiles of keys, so no (seq x seq) matrix is ever stored.
+q, k and v are (batch, seq, heads, head_dim) views, typically the three slices of one
+fused QKV projection output (batch, seq, 3 * dim) (see `split_fused_qkv`): the kernel
+takes their strides, nothing is copied. The output is (batch, seq, heads * head_dim),
+ready for out_lin.
+
+XLM semantics reproduced exactly:
+  * scores are scaled by 1 / sqrt(head_dim);
+  * masked scores are set to the dtype's minimum before an fp32 softmax, so a query
+    whose keys are ALL masked gets a uniform softmax over every key position: its
+    output is the mean of V over all seq positions, padding included (not zeros);
+  * causal=True masks the upper triangle only; key padding is then NOT masked;
+  * head_scale (one row of head_mask) multiplies each head's probabilities, which is
+    the same as scaling that head's context before out_lin.
+
+Key padding comes either as per-row `lengths` (keys [0, length) valid) or as a general
+(batch, seq) 0/1 `key_padding_mask`. With lengths, key tiles beyond the length are
+skipped, not computed: they would contribute exp(min - max) == 0 exactly. A length of
+0 (every key masked) processes all keys, which the uniform softmax needs.
+"""
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ._utils import check_floating, check_same_device, interpreting
+
+
+@triton.jit
+def _flash_attention_forward_kernel(
+    q_ptr,  # (batch, seq, heads, head_dim) queries, last dim contiguous
+    k_ptr,  # (batch, seq, heads, head_dim) keys, last dim contiguous
+    v_ptr,  # (batch, seq, heads, head_dim) values, last dim contiguous
+    out_ptr,  # (batch, seq, heads, head_dim) output, contiguous == (batch, seq, dim)
+    lengths_ptr,  # (batch,) int: keys [0, length) are valid; read when HAS_LENGTHS
+    key_mask_ptr,  # (batch, seq) nonzero = valid key; read when HAS_KEY_MASK
+    head_scale_ptr,  # (heads,) fp32 per-head probability scale; read when HAS_HEAD_SCALE
+    stride_qb, stride_qs, stride_qh,  # q strides (batch, seq, head) in elements
+    stride_kb, stride_ks, stride_kh,  # k strides (batch, seq, head)
+    stride_vb, stride_vs, stride_vh,  # v strides (batch, seq, head)
+    stride_ob, stride_os, stride_oh,  # out strides (batch, seq, head)
+    stride_mb, stride_ms,  # key_mask strides (batch, seq)
+    seq_len,  # number of query and key positions
+    n_heads,  # heads per batch row
+    head_dim,  # true head dimension (<= BLOCK_D)
+    scale_log2,  # 1 / sqrt(head_dim) * log2(e): scores go straight to the exp2 domain
+    masked_score,  # the input dtype's minimum, given to every masked score
+    CAUSAL: tl.constexpr,  # lower-triangle mask; key padding is ignored
+    HAS_LENGTHS: tl.constexpr,  # key padding given as lengths_ptr
+    HAS_KEY_MASK: tl.constexpr,  # key padding given as key_mask_ptr
+    HAS_HEAD_SCALE: tl.constexpr,  # multiply the output by head_scale_ptr[head]
+    UPCAST_OPERANDS: tl.constexpr,  # feed tl.dot fp32 copies (bf16 under the interpreter)
+    DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no TF32), "tf32" otherwise
+    BLOCK_M: tl.constexpr,  # queries per program
+    BLOCK_N: tl.constexpr,  # keys per inner step
+    BLOCK_D: tl.constexpr,  # head_dim padded to a power of two
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    batch = (pid_bh // n_heads).to(tl.int64)
+    head = (pid_bh % n_heads).to(tl.int64)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_valid = offs_d < head_dim
+    m_valid = offs_m < seq_len
+
+    q_rows = q_ptr + batch * stride_qb + head * stride_qh + offs_m.to(tl.int64) * stride_qs
+    q = tl.load(q_rows[:, None] + offs_d[None, :], mask=m_valid[:, None] & d_valid[None, :], other=0.0)
+    if UPCAST_OPERANDS:
+        q = q.to(tl.float32)
+
+    k_base = k_ptr + batch * stride_kb + head * stride_kh
+    v_base = v_ptr + batch * stride_vb + head * stride_vh
+
+    kv_end = seq_len
+    if HAS_LENGTHS:
+        length = tl.load(lengths_ptr + batch).to(tl.int32)
+        # a row without valid keys attends uniformly to ALL keys, so it scans them all
+        kv_end = tl.where(length > 0, tl.minimum(length, seq_len), seq_len)
+    if CAUSAL:
+        kv_end = tl.minimum(kv_end, (pid_m + 1) * BLOCK_M)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max (log2 units)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running softmax denominator
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running numerator @ V
+
+    for start_n in range(0, kv_end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_valid = offs_n < seq_len
+        offs_n64 = offs_n.to(tl.int64)
+
+        k = tl.load(
+            k_base + offs_n64[None, :] * stride_ks + offs_d[:, None],
+            mask=n_valid[None, :] & d_valid[:, None],
+            other=0.0,
+        )  # (BLOCK_D, BLOCK_N)
+        if UPCAST_OPERANDS:
+            k = k.to(tl.float32)
+        scores = tl.dot(q, k, input_precision=DOT_PRECISION) * scale_log2
+
+        if CAUSAL:
+            keep = offs_n[None, :] <= offs_m[:, None]
+            scores = tl.where(keep, scores, masked_score)
+        if HAS_LENGTHS:
+            scores = tl.where((offs_n < length)[None, :], scores, masked_score)
+        if HAS_KEY_MASK:
+            key_keep = tl.load(
+                key_mask_ptr + batch * stride_mb + offs_n64 * stride_ms, mask=n_valid, other=0
+            )
+            scores = tl.where((key_keep != 0)[None, :], scores, masked_score)
+        # positions past seq_len do not exist: they must not even take part uniformly
+        scores = tl.where(n_valid[None, :], scores, float("-inf"))
+
+        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(scores - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None]
+
+        v = tl.load(
+            v_base + offs_n64[:, None] * stride_vs + offs_d[None, :],
+            mask=n_valid[:, None] & d_valid[None, :],
+            other=0.0,
+        )  # (BLOCK_N, BLOCK_D)
+        p_cast = p.to(v_ptr.dtype.element_ty)  # probabilities in the input dtype, as HF
+        if UPCAST_OPERANDS:
+            p_cast = p_cast.to(tl.float32)
+            v = v.to(tl.float32)
+        acc += tl.dot(p_cast, v, input_precision=DOT_PRECISION)
+        m_i = m_new
+
+    out = acc / l_i[:, None]
+    if HAS_HEAD_SCALE:
+        out = out * tl.load(head_scale_ptr + head)
+
+    out_rows = out_ptr + batch * stride_ob + head * stride_oh + offs_m.to(tl.int64) * stride_os
+    tl.store(
+        out_rows[:, None] + offs_d[None, :],
+        out.to(out_ptr.dtype.element_ty),
+        mask=m_valid[:, None] & d_valid[None, :],
+    )
+
+
+def _launch_config(block_d: int, dtype: torch.dtype) -> dict:
+    """Tile sizes: large tiles on a GPU (fewer K/V re-reads), smaller for fp32 (shared
+    memory) and under the interpreter (cheap, and multi-tile paths get exercised)."""
+    if interpreting():
+        return dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
+    if dtype == torch.float32:
+        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+    if block_d <= 64:
+        return dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
+    return dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)
+
+
+def _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_scale):
+    batch, seq_len, n_heads, head_dim = q.shape
+    out = torch.empty((batch, seq_len, n_heads, head_dim), dtype=q.dtype, device=q.device)
+    block_d = triton.next_power_of_2(head_dim)
+    config = _launch_config(block_d, q.dtype)
+
+    # unused pointer arguments still need a tensor; `out` is never read through them
+    lengths_arg = lengths if lengths is not None else out
+    if key_padding_mask is not None:
+        mask_arg = key_padding_mask.view(torch.uint8) if key_padding_mask.dtype == torch.bool else key_padding_mask
+        stride_mb, stride_ms = mask_arg.stride()
+    else:
+        mask_arg, stride_mb, stride_ms = out, 0, 0
+    head_scale_arg = head_scale if head_scale is not None else out
+
+    grid = (triton.cdiv(seq_len, config["BLOCK_M"]), batch * n_heads)
+    _flash_attention_forward_kernel[grid](
+        q, k, v, out,
+        lengths_arg, mask_arg, head_scale_arg,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        stride_mb, stride_ms,
+        seq_len, n_heads, head_dim,
+        (1.0 / math.sqrt(head_dim)) * math.log2(math.e),
+        torch.finfo(q.dtype).min,
+        CAUSAL=causal,
+        HAS_LENGTHS=lengths is not None,
+        HAS_KEY_MASK=key_padding_mask is not None,
+        HAS_HEAD_SCALE=head_scale is not None,
+        UPCAST_OPERANDS=interpreting() and q.dtype == torch.bfloat16,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        BLOCK_D=block_d,
+        **config,
+    )
+    return out.view(batch, seq_len, n_heads * head_dim)
+
+
+def split_fused_qkv(qkv: torch.Tensor, n_heads: int):
+    """Views q, k, v as (batch, seq, heads, head_dim) slices of a fused projection
+    output qkv (batch, seq, 3 * dim) laid out [q | k | v] along the last dim. No copy."""
+    if not isinstance(qkv, torch.Tensor) or qkv.dim() != 3:
+        raise ValueError(f"qkv must be a (batch, seq, 3 * dim) tensor, got {getattr(qkv, 'shape', qkv)}")
+    if qkv.shape[-1] % (3 * n_heads) != 0:
+        raise ValueError(f"qkv last dim {qkv.shape[-1]} is not divisible by 3 * n_heads = {3 * n_heads}")
+    batch, seq_len, three_dim = qkv.shape
+    head_dim = three_dim // (3 * n_heads)
+    heads = qkv.view(batch, seq_len, 3, n_heads, head_dim)
+    return heads[:, :, 0], heads[:, :, 1], heads[:, :, 2]
+
+
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    lengths: torch.Tensor = None,
+    key_padding_mask: torch.Tensor = None,
+    causal: bool = False,
+    head_scale: torch.Tensor = None,
+) -> torch.Tensor:
+    """XLM multi-head attention forward; returns the context (batch, seq, heads * head_dim).
+
+    q, k, v: (batch, seq, heads, head_dim) in fp16 / bf16 / fp32, last dim contiguous
+      (any other strides, e.g. views from `split_fused_qkv`).
+    lengths: (batch,) integer; keys [0, length) are valid. Or
+    key_padding_mask: (batch, seq), nonzero = valid key. At most one of the two, and
+      neither with causal=True (XLM's causal mask ignores key padding).
+    head_scale: (heads,) multiplies each head's attention probabilities (head_mask[layer]).
+    Rows whose keys are all masked get the mean of V over all keys, as in XLM.
+    """
+    for name, tensor in (("q", q), ("k", k), ("v", v)):
+        check_floating(name, tensor)
+        if tensor.dim() != 4:
+            raise ValueError(f"{name} must be (batch, seq, heads, head_dim), got shape {tuple(tensor.shape)}")
+        if tensor.stride(-1) != 1:
+            raise ValueError(f"{name} must be contiguous in its last (head_dim) dimension")
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    batch, seq_len, n_heads, head_dim = q.shape
+    if head_dim > 256:
+        raise ValueError(f"head_dim must be at most 256, got {head_dim}")
+    if lengths is not None and key_padding_mask is not None:
+        raise ValueError("give key padding as lengths or as key_padding_mask, not both")
+    if causal and (lengths is not None or key_padding_mask is not None):
+        raise ValueError("causal=True ignores key padding in XLM; pass neither lengths nor key_padding_mask")
+    if lengths is not None:
+        if not isinstance(lengths, torch.Tensor) or lengths.dtype.is_floating_point or lengths.shape != (batch,):
+            raise ValueError(f"lengths must be an integer tensor of shape ({batch},), got {getattr(lengths, 'shape', lengths)}")
+        lengths = lengths.contiguous()
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.shape != (batch, seq_len):
+            raise ValueError(
+                f"key_padding_mask must be a tensor of shape ({batch}, {seq_len}), "
+                f"got {getattr(key_padding_mask, 'shape', key_padding_mask)}"
+            )
+    if head_scale is not None:
+        if not isinstance(head_scale, torch.Tensor) or head_scale.numel() != n_heads:
+            raise ValueError(f"head_scale must be a tensor with {n_heads} values (one per head)")
+        head_scale = head_scale.reshape(n_heads).to(torch.float32).contiguous()
+    check_same_device(q=q, k=k, v=v, lengths=lengths, key_padding_mask=key_padding_mask, head_scale=head_scale)
+    return _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_scale)
