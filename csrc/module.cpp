@@ -4,7 +4,10 @@
 
 namespace py = pybind11;
 
+void register_tokenization_xlm(py::module_&);
+
 PYBIND11_MODULE(_C, m) {
     m.doc() = "xlm_fast compiled core";
     m.attr("built") = true;
+    register_tokenization_xlm(m);
 }
