@@ -24,4 +24,12 @@ from .modeling_xlm import (
     XLMPreTrainedModel,
     XLMWithLMHeadModel,
 )
-from .tokenization_xlm import XLMTokenizer
+
+
+def __getattr__(name):
+    # The tokenizer pulls in sacremoses and the compiled core: load it on first use.
+    if name == "XLMTokenizer":
+        from .tokenization_xlm import XLMTokenizer
+
+        return XLMTokenizer
+    raise AttributeError(f"module 'xlm_fast' has no attribute {name!r}")

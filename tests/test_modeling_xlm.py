@@ -1,0 +1,334 @@
+"""The PyTorch path against transformers' XLM in fp32 (relative error < 1e-5), for every
+head and forward argument, plus head_mask against an independent oracle and the
+decoding cache against the full forward."""
+
+import pytest
+import torch
+
+import xlm_fast
+from conftest import CONFIGS, make_twins, random_batch, relative_error
+
+TOLERANCE = 1e-5
+
+
+def assert_close(actual, expected):
+    assert actual.shape == expected.shape
+    assert relative_error(actual, expected) < TOLERANCE
+
+
+def compare_outputs(hf_out, our_out, fields):
+    for field in fields:
+        expected, actual = getattr(hf_out, field), getattr(our_out, field)
+        if isinstance(expected, tuple):
+            assert len(actual) == len(expected)
+            for a, e in zip(actual, expected):
+                assert_close(a, e)
+        elif expected is None:
+            assert actual is None, field
+        elif expected.dtype in (torch.long, torch.int):
+            assert torch.equal(actual, expected), field
+        else:
+            assert_close(actual, expected)
+
+
+@pytest.mark.parametrize("config_name", sorted(CONFIGS))
+def test_base_model_matches_transformers(config_name):
+    hf_model, ours = make_twins("XLMModel", config_name)
+    ids, mask = random_batch(config_name)
+    kwargs = dict(attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    if CONFIGS[config_name].get("n_langs", 1) > 1:
+        kwargs["langs"] = torch.randint(0, CONFIGS[config_name]["n_langs"], ids.shape)
+    compare_outputs(hf_model(ids, **kwargs), ours(ids, **kwargs), ["last_hidden_state", "hidden_states", "attentions"])
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    ["lengths", "token_type_ids", "position_ids", "inputs_embeds", "no_mask", "langs", "batch_one", "fully_padded"],
+)
+def test_forward_arguments_match_transformers(arguments):
+    config_name = "multilingual"
+    hf_model, ours = make_twins("XLMModel", config_name)
+    ids, mask = random_batch(config_name, seq=11)
+    kwargs = {"input_ids": ids, "attention_mask": mask}
+    if arguments == "lengths":
+        kwargs = {"input_ids": ids, "lengths": torch.tensor([11, 8, 5])}
+    elif arguments == "token_type_ids":
+        kwargs["token_type_ids"] = torch.randint(0, 2, ids.shape)
+    elif arguments == "position_ids":
+        kwargs["position_ids"] = torch.randint(0, 40, ids.shape)
+    elif arguments == "inputs_embeds":
+        kwargs = {"inputs_embeds": torch.randn(3, 11, 32), "attention_mask": mask}
+    elif arguments == "no_mask":
+        kwargs = {"input_ids": ids}  # lengths come from the pad id
+    elif arguments == "langs":
+        kwargs["langs"] = torch.randint(0, 3, ids.shape)
+    elif arguments == "batch_one":
+        kwargs = {"input_ids": ids[:1], "attention_mask": mask[:1]}
+    elif arguments == "fully_padded":
+        mask[2] = 0
+    compare_outputs(hf_model(**kwargs), ours(**kwargs), ["last_hidden_state"])
+
+
+def test_return_dict_false_gives_the_same_tuple():
+    hf_model, ours = make_twins("XLMModel")
+    ids, mask = random_batch()
+    expected = hf_model(ids, attention_mask=mask, output_hidden_states=True, return_dict=False)
+    actual = ours(ids, attention_mask=mask, output_hidden_states=True, return_dict=False)
+    assert isinstance(actual, tuple) and len(actual) == len(expected) == 2
+    assert_close(actual[0], expected[0])
+
+
+@pytest.mark.parametrize("config_name", ["base", "causal"])
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_lm_head_matches_transformers(config_name, with_labels):
+    hf_model, ours = make_twins("XLMWithLMHeadModel", config_name)
+    assert ours.pred_layer.proj.weight is ours.transformer.embeddings.weight
+    ids, mask = random_batch(config_name)
+    labels = ids.masked_fill(mask == 0, -100) if with_labels else None
+    compare_outputs(hf_model(ids, attention_mask=mask, labels=labels),
+                    ours(ids, attention_mask=mask, labels=labels), ["loss", "logits"])
+    tuple_out = ours(ids, attention_mask=mask, labels=labels, return_dict=False)
+    assert len(tuple_out) == (2 if with_labels else 1)
+
+
+def test_adaptive_softmax_lm_head_matches_transformers():
+    hf_model, ours = make_twins("XLMWithLMHeadModel", asm=True, asm_cutoffs=[20, 60], asm_div_value=2.0)
+    ids, mask = random_batch()
+    labels = ids.clone()
+    # transformers' adaptive softmax fails on (batch, seq, dim) inputs: feed it 2-D rows.
+    hidden = hf_model.transformer(ids, attention_mask=mask).last_hidden_state.reshape(-1, 32)
+    expected_loss, expected_scores = hf_model.pred_layer(hidden, labels.reshape(-1))
+    out = ours(ids, attention_mask=mask, labels=labels)
+    assert_close(out.loss, expected_loss)
+    assert_close(out.logits.reshape(-1, 101), expected_scores)
+    logits = ours(ids, attention_mask=mask).logits
+    assert logits.shape == (3, 9, 101)
+    assert torch.allclose(logits.exp().sum(-1), torch.ones(3, 9), atol=1e-5)  # log-probabilities
+
+
+@pytest.mark.parametrize(
+    "num_labels,problem_type,label_kind",
+    [(1, None, "float"), (3, None, "long"), (3, None, "multi"), (4, "multi_label_classification", "multi")],
+)
+@pytest.mark.parametrize("summary_type", ["first", "last", "mean", "cls_index"])
+def test_sequence_classification_matches_transformers(num_labels, problem_type, label_kind, summary_type):
+    hf_model, ours = make_twins(
+        "XLMForSequenceClassification", num_labels=num_labels, problem_type=problem_type,
+        summary_type=summary_type, summary_activation="tanh", summary_first_dropout=0.2,
+    )
+    ids, mask = random_batch()
+    labels = {
+        "float": torch.randn(3),
+        "long": torch.randint(0, num_labels, (3,)),
+        "multi": torch.randint(0, 2, (3, num_labels)).float(),
+    }[label_kind]
+    hf_out = hf_model(ids, attention_mask=mask, labels=labels)
+    our_out = ours(ids, attention_mask=mask, labels=labels)
+    compare_outputs(hf_out, our_out, ["loss", "logits"])
+    assert ours.config.problem_type == hf_model.config.problem_type
+
+
+def test_sequence_summary_without_projection():
+    hf_model, ours = make_twins("XLMForSequenceClassification", summary_use_proj=False, summary_type="mean")
+    ids, mask = random_batch()
+    compare_outputs(hf_model(ids, attention_mask=mask), ours(ids, attention_mask=mask), ["logits"])
+
+
+def test_token_classification_matches_transformers():
+    hf_model, ours = make_twins("XLMForTokenClassification", num_labels=5)
+    ids, mask = random_batch()
+    labels = torch.randint(0, 5, ids.shape)
+    compare_outputs(hf_model(ids, attention_mask=mask, labels=labels),
+                    ours(ids, attention_mask=mask, labels=labels), ["loss", "logits"])
+
+
+def test_multiple_choice_matches_transformers():
+    hf_model, ours = make_twins("XLMForMultipleChoice", "multilingual", num_labels=1)
+    ids = torch.randint(4, 120, (2, 3, 7))
+    mask = torch.ones_like(ids)
+    mask[1, 2, 4:] = 0
+    langs = torch.randint(0, 3, ids.shape)
+    labels = torch.tensor([0, 2])
+    kwargs = dict(attention_mask=mask, langs=langs, token_type_ids=torch.randint(0, 2, ids.shape), labels=labels)
+    compare_outputs(hf_model(ids, **kwargs), ours(ids, **kwargs), ["loss", "logits"])
+    embeds = torch.randn(2, 3, 7, 32)
+    compare_outputs(hf_model(inputs_embeds=embeds), ours(inputs_embeds=embeds), ["logits"])
+
+
+def test_multiple_choice_rejects_lengths():
+    _, ours = make_twins("XLMForMultipleChoice")
+    with pytest.raises(ValueError, match="lengths"):
+        ours(torch.randint(4, 90, (1, 2, 5)), lengths=torch.tensor([5, 5]))
+
+
+@pytest.mark.parametrize("positions", ["inside", "outside"])
+def test_question_answering_simple_matches_transformers(positions):
+    hf_model, ours = make_twins("XLMForQuestionAnsweringSimple")
+    ids, mask = random_batch()
+    start = torch.tensor([1, 2, 3]) if positions == "inside" else torch.tensor([1, 50, 3])
+    end = torch.tensor([[4], [5], [6]])
+    compare_outputs(hf_model(ids, attention_mask=mask, start_positions=start, end_positions=end),
+                    ours(ids, attention_mask=mask, start_positions=start, end_positions=end),
+                    ["loss", "start_logits", "end_logits"])
+
+
+@pytest.mark.parametrize("with_p_mask", [False, True])
+@pytest.mark.parametrize("with_cls_index", [False, True])
+def test_squad_head_inference_matches_transformers(with_p_mask, with_cls_index):
+    hf_model, ours = make_twins("XLMForQuestionAnswering", start_n_top=3, end_n_top=2)
+    ids, mask = random_batch()
+    p_mask = (torch.rand(ids.shape) < 0.3).float() if with_p_mask else None
+    cls_index = torch.tensor([0, 3, 8]) if with_cls_index else None
+    fields = ["start_top_log_probs", "start_top_index", "end_top_log_probs", "end_top_index", "cls_logits"]
+    compare_outputs(hf_model(ids, attention_mask=mask, p_mask=p_mask, cls_index=cls_index),
+                    ours(ids, attention_mask=mask, p_mask=p_mask, cls_index=cls_index), fields)
+    assert len(ours(ids, attention_mask=mask, return_dict=False)) == 5
+
+
+@pytest.mark.parametrize("with_answerability", [False, True])
+def test_squad_head_loss_matches_transformers(with_answerability):
+    hf_model, ours = make_twins("XLMForQuestionAnswering")
+    ids, mask = random_batch()
+    kwargs = dict(attention_mask=mask, start_positions=torch.tensor([1, 2, 3]), end_positions=torch.tensor([4, 5, 6]))
+    if with_answerability:
+        kwargs.update(cls_index=torch.tensor([0, 0, 1]), is_impossible=torch.tensor([0.0, 1.0, 0.0]))
+    compare_outputs(hf_model(ids, **kwargs), ours(ids, **kwargs), ["loss"])
+
+
+def head_mask_oracle(hf_model, head_mask, *args, **kwargs):
+    """transformers 5 has no head_mask: scale each head's context, the input of out_lin,
+    with forward pre-hooks, which is what head_mask means."""
+    n_heads = hf_model.config.n_heads
+    handles = []
+    for layer, attention in enumerate(hf_model.attentions):
+        def scale(module, inputs, layer=layer):
+            (context,) = inputs
+            bs, qlen, dim = context.shape
+            scaled = context.view(bs, qlen, n_heads, dim // n_heads) * head_mask[layer].view(1, 1, -1, 1)
+            return (scaled.view(bs, qlen, dim),)
+
+        handles.append(attention.out_lin.register_forward_pre_hook(scale))
+    try:
+        return hf_model(*args, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@pytest.mark.parametrize("shape", ["per_head", "per_layer"])
+@pytest.mark.parametrize("config_name", ["base", "causal", "sinusoidal"])
+def test_head_mask_matches_independent_oracle(shape, config_name):
+    hf_model, ours = make_twins("XLMModel", config_name)
+    n_layers, n_heads = CONFIGS[config_name]["n_layers"], CONFIGS[config_name]["n_heads"]
+    full = torch.rand(n_layers, n_heads)
+    full[0, 0] = 0.0
+    head_mask = full[0] if shape == "per_head" else full
+    expanded = full[0].expand(n_layers, n_heads) if shape == "per_head" else full
+    ids, mask = random_batch(config_name)
+    expected = head_mask_oracle(hf_model, expanded, ids, attention_mask=mask).last_hidden_state
+    actual = ours(ids, attention_mask=mask, head_mask=head_mask).last_hidden_state
+    assert_close(actual, expected)
+    assert relative_error(actual, ours(ids, attention_mask=mask).last_hidden_state) > 1e-3
+
+
+def test_head_mask_of_ones_changes_nothing_and_scales_attentions():
+    _, ours = make_twins("XLMModel")
+    ids, mask = random_batch()
+    plain = ours(ids, attention_mask=mask, output_attentions=True)
+    ones = ours(ids, attention_mask=mask, head_mask=torch.ones(4), output_attentions=True)
+    assert torch.equal(plain.last_hidden_state, ones.last_hidden_state)
+    half = ours(ids, attention_mask=mask, head_mask=torch.full((4,), 0.5), output_attentions=True)
+    assert torch.allclose(half.attentions[0], plain.attentions[0] * 0.5)
+
+
+@pytest.mark.parametrize("steps", [[5, 1, 1, 1], [3, 4], [1, 1, 1, 1, 1, 1, 1, 1]])
+def test_cache_gives_the_full_forward_hidden_states(steps):
+    _, ours = make_twins("XLMModel", "causal")
+    total = sum(steps)
+    ids = torch.randint(4, 101, (2, total))
+    full = ours(ids).last_hidden_state
+    cache = {"slen": 0}
+    pieces, end = [], 0
+    for step in steps:
+        end += step
+        out = ours(ids[:, :end], cache=cache).last_hidden_state
+        assert out.shape == (2, step, 24)
+        assert cache["slen"] == end
+        pieces.append(out)
+    assert_close(torch.cat(pieces, dim=1), full)
+    assert set(cache) == {"slen", 0, 1}
+
+
+def test_cache_accepts_an_empty_dict_and_multilingual_inputs():
+    _, ours = make_twins("XLMModel", "multilingual", causal=True)
+    ids = torch.randint(4, 120, (2, 6))
+    langs = torch.randint(0, 3, (2, 6))
+    full = ours(ids, langs=langs).last_hidden_state
+    cache = {}
+    first = ours(ids[:, :4], langs=langs[:, :4], cache=cache).last_hidden_state
+    second = ours(ids, langs=langs, cache=cache).last_hidden_state
+    assert_close(torch.cat([first, second], dim=1), full)
+
+
+def test_output_fields_behave_like_model_output():
+    _, ours = make_twins("XLMForSequenceClassification", num_labels=3)
+    ids, mask = random_batch()
+    out = ours(ids, attention_mask=mask, labels=torch.tensor([0, 1, 2]), output_hidden_states=True)
+    assert out[0] is out.loss is out["loss"]
+    assert out[1] is out.logits
+    assert list(out.keys()) == ["loss", "logits", "hidden_states"]
+    assert len(out.to_tuple()) == 3
+    with pytest.raises(KeyError):
+        out["attentions"]
+    assert out.attentions is None
+
+
+def test_dropout_is_active_in_training_and_gradients_flow():
+    _, ours = make_twins("XLMForSequenceClassification", num_labels=3)
+    ids, mask = random_batch()
+    ours.train()
+    first = ours(ids, attention_mask=mask).logits
+    second = ours(ids, attention_mask=mask).logits
+    assert not torch.equal(first, second)
+    out = ours(ids, attention_mask=mask, labels=torch.tensor([0, 1, 2]))
+    out.loss.backward()
+    assert ours.transformer.attentions[0].q_lin.weight.grad is not None
+
+
+def test_chunked_feed_forward_matches_unchunked():
+    _, ours = make_twins("XLMModel")
+    ids, mask = random_batch(seq=13)
+    expected = ours(ids, attention_mask=mask).last_hidden_state
+    ours.config.chunk_size_feed_forward = 4
+    for ffn in ours.ffns:
+        ffn.chunk_size_feed_forward = 4
+    assert_close(ours(ids, attention_mask=mask).last_hidden_state, expected)
+
+
+def test_weight_initialisation_follows_transformers_scheme():
+    config = xlm_fast.XLMConfig(**dict(CONFIGS["sinusoidal"], init_std=0.05, embed_init_std=0.1, vocab_size=400))
+    model = xlm_fast.XLMWithLMHeadModel(config)
+    hf_table = transformers_sinusoidal_table(config.max_position_embeddings, config.emb_dim)
+    assert torch.equal(model.transformer.position_embeddings.weight, hf_table)
+    embeddings = model.transformer.embeddings.weight
+    assert torch.all(embeddings[config.pad_index] == 0)
+    assert abs(embeddings.std().item() - 0.1) < 0.01
+    lin = model.transformer.ffns[0].lin1
+    assert abs(lin.weight.std().item() - 0.05) < 0.005 and torch.all(lin.bias == 0)
+    norm = model.transformer.layer_norm1[0]
+    assert torch.all(norm.weight == 1) and torch.all(norm.bias == 0)
+    assert model.pred_layer.proj.weight is embeddings
+
+
+def transformers_sinusoidal_table(n_pos, dim):
+    from transformers.models.xlm.modeling_xlm import create_sinusoidal_embeddings
+
+    return create_sinusoidal_embeddings(n_pos, dim, torch.empty(n_pos, dim))
+
+
+def test_no_gradient_forward_matches_eval_forward():
+    _, ours = make_twins("XLMModel")
+    ids, mask = random_batch()
+    with torch.no_grad():
+        expected = ours(ids, attention_mask=mask).last_hidden_state
+    assert torch.equal(ours(ids, attention_mask=mask).last_hidden_state, expected)

@@ -1,0 +1,248 @@
+"""XLMConfig: the hyper-parameters of an XLM model, read from and written to
+transformers' `config.json` both ways (unknown keys are kept)."""
+
+import copy
+import json
+import os
+
+# Documented parameters and their defaults (transformers' XLM documentation).
+XLM_DEFAULTS = {
+    "vocab_size": 30145,
+    "emb_dim": 2048,
+    "n_layers": 12,
+    "n_heads": 16,
+    "dropout": 0.1,
+    "attention_dropout": 0.1,
+    "gelu_activation": True,
+    "sinusoidal_embeddings": False,
+    "causal": False,
+    "asm": False,
+    "n_langs": 1,
+    "use_lang_emb": True,
+    "max_position_embeddings": 512,
+    "embed_init_std": 2048**-0.5,
+    "layer_norm_eps": 1e-12,
+    "init_std": 0.02,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "pad_token_id": 2,
+    "unk_index": 3,
+    "mask_index": 5,
+    "is_encoder": True,
+    "summary_type": "first",
+    "summary_use_proj": True,
+    "summary_activation": None,
+    "summary_proj_to_labels": True,
+    "summary_first_dropout": 0.1,
+    "start_n_top": 5,
+    "end_n_top": 5,
+    "mask_token_id": 0,
+    "lang_id": 0,
+    # Adaptive softmax of the LM head (asm=True); the original XLM's defaults.
+    "asm_cutoffs": [8000, 20000],
+    "asm_div_value": 4.0,
+    "lang2id": None,
+    "id2lang": None,
+    # Common to every transformers config.
+    "problem_type": None,
+    "output_attentions": False,
+    "output_hidden_states": False,
+    "return_dict": True,
+    "chunk_size_feed_forward": 0,
+    "tie_word_embeddings": True,
+    "architectures": None,
+    "dtype": None,
+}
+
+# transformers' aliases: alias -> canonical attribute.
+ATTRIBUTE_MAP = {
+    "hidden_size": "emb_dim",
+    "num_attention_heads": "n_heads",
+    "num_hidden_layers": "n_layers",
+    "n_words": "vocab_size",
+    "bos_index": "bos_token_id",
+    "eos_index": "eos_token_id",
+    "pad_index": "pad_token_id",
+    "torch_dtype": "dtype",
+}
+
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+SUMMARY_TYPES = ("last", "first", "mean", "cls_index", "attn")
+CONFIG_NAME = "config.json"
+
+
+class XLMConfig:
+    """Configuration of an XLM model; every documented argument, alias and default.
+
+    Unknown keyword arguments are stored as attributes and written back by `to_dict`,
+    so a `config.json` survives a round trip through xlm_fast unchanged.
+    """
+
+    model_type = "xlm"
+    attribute_map = ATTRIBUTE_MAP
+
+    def __init__(self, **kwargs):
+        for alias, name in ATTRIBUTE_MAP.items():
+            if alias in kwargs:
+                value = kwargs.pop(alias)
+                kwargs.setdefault(name, value)
+        num_labels = kwargs.pop("num_labels", None)
+        id2label = kwargs.pop("id2label", None)
+        label2id = kwargs.pop("label2id", None)
+        kwargs.pop("model_type", None)
+        kwargs.pop("transformers_version", None)
+        for name, default in XLM_DEFAULTS.items():
+            object.__setattr__(self, name, copy.deepcopy(kwargs.pop(name, default)))
+        for name, value in kwargs.items():  # unknown keys are kept as they are
+            object.__setattr__(self, name, value)
+        self._set_labels(num_labels, id2label, label2id)
+        self._set_languages()
+        self._validate()
+
+    def _set_labels(self, num_labels, id2label, label2id):
+        if id2label is not None:
+            id2label = {int(key): value for key, value in dict(id2label).items()}
+            if num_labels is not None and num_labels != len(id2label):
+                raise ValueError(
+                    f"num_labels={num_labels} disagrees with id2label, which has {len(id2label)} entries"
+                )
+        else:
+            count = 2 if num_labels is None else num_labels
+            id2label = {index: f"LABEL_{index}" for index in range(count)}
+        self.id2label = id2label
+        self.label2id = (
+            {key: int(value) for key, value in dict(label2id).items()}
+            if label2id is not None
+            else {value: key for key, value in id2label.items()}
+        )
+
+    def _set_languages(self):
+        if self.id2lang is not None:
+            self.id2lang = {int(key): value for key, value in dict(self.id2lang).items()}
+        if self.lang2id is not None:
+            self.lang2id = {key: int(value) for key, value in dict(self.lang2id).items()}
+        if self.lang2id is not None and self.id2lang is None:
+            self.id2lang = {value: key for key, value in self.lang2id.items()}
+        if self.id2lang is not None and self.lang2id is None:
+            self.lang2id = {value: key for key, value in self.id2lang.items()}
+
+    def _validate(self):
+        for name in ("vocab_size", "emb_dim", "n_layers", "n_heads", "n_langs", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"XLMConfig: {name} must be a positive integer, got {value!r}")
+        if self.emb_dim % self.n_heads:
+            raise ValueError(
+                f"XLMConfig: emb_dim ({self.emb_dim}) must be a multiple of n_heads ({self.n_heads})"
+            )
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"XLMConfig: problem_type must be one of {PROBLEM_TYPES}, got {self.problem_type!r}")
+        if self.summary_type not in SUMMARY_TYPES:
+            raise ValueError(f"XLMConfig: summary_type must be one of {SUMMARY_TYPES}, got {self.summary_type!r}")
+
+    # transformers' aliases read and write the canonical attribute.
+    def __getattr__(self, name):
+        if name in ATTRIBUTE_MAP:
+            return getattr(self, ATTRIBUTE_MAP[name])
+        raise AttributeError(f"'XLMConfig' object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, ATTRIBUTE_MAP.get(name, name), value)
+
+    @property
+    def num_labels(self):
+        return len(self.id2label)
+
+    @num_labels.setter
+    def num_labels(self, count):
+        if len(self.id2label) != count:
+            self._set_labels(count, None, None)
+
+    @property
+    def use_return_dict(self):
+        return self.return_dict
+
+    # ---- serialisation -------------------------------------------------------------
+    def to_dict(self):
+        """All attributes as a JSON-ready dict, with transformers' key names.
+
+        The `*_index` aliases are written beside the `*_token_id` names because
+        transformers 4.x reads them as separate fields.
+        """
+        output = {"model_type": self.model_type}
+        for name, value in vars(self).items():
+            if name in ("id2label", "label2id"):
+                continue
+            output[name] = copy.deepcopy(value)
+        output["id2label"] = {str(key): value for key, value in self.id2label.items()}
+        output["label2id"] = dict(self.label2id)
+        if output.get("id2lang") is not None:
+            output["id2lang"] = {str(key): value for key, value in output["id2lang"].items()}
+        for alias in ("bos_index", "eos_index", "pad_index"):
+            output[alias] = output[ATTRIBUTE_MAP[alias]]
+        if output.get("dtype") is not None:
+            output["dtype"] = str(output["dtype"]).replace("torch.", "")
+        if self.architectures is None:
+            output.pop("architectures")
+        return dict(sorted(output.items()))
+
+    def to_json_string(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path):
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json_string())
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        if not isinstance(config_dict, dict):
+            raise TypeError(f"config_dict must be a dict, got {type(config_dict).__name__}")
+        merged = dict(config_dict)
+        merged.update(kwargs)
+        return cls(**merged)
+
+    @classmethod
+    def from_json_file(cls, path):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                config_dict = json.load(handle)
+        except OSError as error:
+            raise OSError(f"cannot read config file {path}: {error}") from error
+        except json.JSONDecodeError as error:
+            raise ValueError(f"config file {path} is not valid JSON: {error}") from error
+        if not isinstance(config_dict, dict):
+            raise ValueError(f"config file {path} must hold a JSON object")
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(f"config file {path} is for model_type {model_type!r}, not 'xlm'")
+        return cls.from_dict(config_dict)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, cache_dir=None, **kwargs):
+        """Reads `config.json` from a local directory, a JSON file, or a hub id already in
+        the local Hugging Face cache; keyword arguments override loaded values."""
+        from .modeling_utils import resolve_model_dir
+
+        path = os.fspath(pretrained_model_name_or_path)
+        if os.path.isfile(path):
+            config_file = path
+        else:
+            config_file = os.path.join(resolve_model_dir(path, cache_dir), CONFIG_NAME)
+            if not os.path.isfile(config_file):
+                raise OSError(f"{path} has no {CONFIG_NAME}")
+        config = cls.from_json_file(config_file)
+        for name, value in kwargs.items():
+            setattr(config, name, value)
+        return config
+
+    def save_pretrained(self, save_directory):
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_directory {save_directory} is a file, expected a directory")
+        os.makedirs(save_directory, exist_ok=True)
+        self.to_json_file(os.path.join(save_directory, CONFIG_NAME))
+
+    def __eq__(self, other):
+        return isinstance(other, XLMConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return f"XLMConfig {self.to_json_string()}"

@@ -1,0 +1,898 @@
+"""Every XLM module and head with transformers' module and parameter names, so that
+checkpoints move both ways unchanged. This is the PyTorch path and the reference the
+Triton kernels are checked against; `backend.select_backend` decides per call which
+path the encoder takes."""
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from torch.nn import functional as F
+
+from . import backend
+from .configuration_xlm import XLMConfig
+from .generation import GenerationMixin
+from .modeling_outputs import (
+    BaseModelOutput,
+    MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+    XLMForQuestionAnsweringOutput,
+    XLMSquadHeadOutput,
+)
+from .modeling_utils import XLMPreTrainedModel
+
+
+def sinusoidal_position_table(n_pos, dim):
+    """(n_pos, dim) sin on even columns, cos on odd ones, computed in float64."""
+    positions = np.arange(n_pos)[:, None]
+    rates = np.power(10000, 2 * (np.arange(dim) // 2) / dim)[None, :]
+    angles = positions / rates
+    table = np.empty((n_pos, dim))
+    table[:, 0::2] = np.sin(angles[:, 0::2])
+    table[:, 1::2] = np.cos(angles[:, 1::2])
+    return torch.tensor(table, dtype=torch.float32)
+
+
+def xlm_masks(slen, lengths, causal, padding_mask=None):
+    """Row mask (batch, slen) and attention mask: the row mask itself (keys), or with
+    causal=True the (batch, slen, slen) lower triangle alone."""
+    positions = torch.arange(slen, dtype=torch.long, device=lengths.device)
+    mask = padding_mask if padding_mask is not None else positions < lengths[:, None]
+    if causal:
+        attn_mask = (positions[None, :] <= positions[:, None]).expand(lengths.size(0), slen, slen)
+    else:
+        attn_mask = mask
+    return mask, attn_mask
+
+
+def expand_head_mask(head_mask, n_layers, n_heads):
+    """(n_heads,) or (n_layers, n_heads) -> (n_layers, n_heads), or None."""
+    if head_mask is None:
+        return None
+    if not torch.is_tensor(head_mask):
+        raise TypeError(f"head_mask must be a tensor, got {type(head_mask).__name__}")
+    if head_mask.shape == (n_heads,):
+        return head_mask[None, :].expand(n_layers, n_heads)
+    if head_mask.shape == (n_layers, n_heads):
+        return head_mask
+    raise ValueError(
+        f"head_mask must have shape ({n_heads},) or ({n_layers}, {n_heads}), got {tuple(head_mask.shape)}"
+    )
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, n_heads, dim, config, layer_idx=0):
+        super().__init__()
+        self.layer_id = layer_idx
+        self.dim = dim
+        self.n_heads = n_heads
+        self.head_dim = dim // n_heads
+        self.dropout = config.attention_dropout
+        self.q_lin = nn.Linear(dim, dim)
+        self.k_lin = nn.Linear(dim, dim)
+        self.v_lin = nn.Linear(dim, dim)
+        self.out_lin = nn.Linear(dim, dim)
+
+    def forward(self, input, mask, cache=None, head_mask=None, output_attentions=False):
+        """input (bs, qlen, dim); mask (bs, klen) or (bs, qlen, klen), nonzero = attend;
+        cache: the decoding dict, whose entry for this layer holds the keys and values
+        (bs, n_heads, klen - qlen, head_dim) of earlier positions; head_mask (n_heads,)."""
+        bs, qlen, dim = input.size()
+        heads = lambda x: x.view(bs, -1, self.n_heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        q = heads(self.q_lin(input))
+        k = heads(self.k_lin(input))
+        v = heads(self.v_lin(input))
+        if cache is not None:
+            if self.layer_id in cache:
+                k_past, v_past = cache[self.layer_id]
+                k = torch.cat([k_past, k], dim=2)
+                v = torch.cat([v_past, v], dim=2)
+            cache[self.layer_id] = (k, v)
+        klen = k.size(2)
+        q = q / math.sqrt(self.head_dim)
+        scores = torch.matmul(q, k.transpose(2, 3))  # (bs, n_heads, qlen, klen)
+        mask_shape = (bs, 1, qlen, klen) if mask.dim() == 3 else (bs, 1, 1, klen)
+        scores = scores.masked_fill((mask == 0).view(mask_shape), torch.finfo(scores.dtype).min)
+        weights = F.softmax(scores.float(), dim=-1).type_as(scores)
+        weights = F.dropout(weights, p=self.dropout, training=self.training)
+        if head_mask is not None:
+            weights = weights * head_mask.view(1, -1, 1, 1).to(weights.dtype)
+        context = torch.matmul(weights, v).transpose(1, 2).reshape(bs, qlen, dim)
+        output = self.out_lin(context)
+        return (output, weights) if output_attentions else (output,)
+
+
+class TransformerFFN(nn.Module):
+    def __init__(self, in_dim, dim_hidden, out_dim, config):
+        super().__init__()
+        self.dropout = config.dropout
+        self.lin1 = nn.Linear(in_dim, dim_hidden)
+        self.lin2 = nn.Linear(dim_hidden, out_dim)
+        self.act = F.gelu if config.gelu_activation else F.relu
+        self.chunk_size_feed_forward = config.chunk_size_feed_forward
+
+    def forward(self, input):
+        # Chunking along the sequence only bounds memory; the result is the same.
+        chunk = self.chunk_size_feed_forward
+        if chunk and input.size(1) > chunk:
+            return torch.cat([self.ff_chunk(part) for part in input.split(chunk, dim=1)], dim=1)
+        return self.ff_chunk(input)
+
+    def ff_chunk(self, input):
+        x = self.lin2(self.act(self.lin1(input)))
+        return F.dropout(x, p=self.dropout, training=self.training)
+
+
+class XLMModel(XLMPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        if not config.is_encoder:
+            raise NotImplementedError("XLM can only be used as an encoder (config.is_encoder=True)")
+        self.causal = config.causal
+        self.n_langs = config.n_langs
+        self.use_lang_emb = config.use_lang_emb
+        self.n_words = config.n_words
+        self.eos_index = config.eos_index
+        self.pad_index = config.pad_index
+        self.dim = config.emb_dim
+        self.hidden_dim = self.dim * 4
+        self.n_heads = config.n_heads
+        self.n_layers = config.n_layers
+        self.dropout = config.dropout
+        self.attention_dropout = config.attention_dropout
+
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, self.dim)
+        if config.n_langs > 1 and config.use_lang_emb:
+            self.lang_embeddings = nn.Embedding(self.n_langs, self.dim)
+        self.embeddings = nn.Embedding(self.n_words, self.dim, padding_idx=self.pad_index)
+        self.layer_norm_emb = nn.LayerNorm(self.dim, eps=config.layer_norm_eps)
+        self.attentions = nn.ModuleList()
+        self.layer_norm1 = nn.ModuleList()
+        self.ffns = nn.ModuleList()
+        self.layer_norm2 = nn.ModuleList()
+        for i in range(self.n_layers):
+            self.attentions.append(MultiHeadAttention(self.n_heads, self.dim, config=config, layer_idx=i))
+            self.layer_norm1.append(nn.LayerNorm(self.dim, eps=config.layer_norm_eps))
+            self.ffns.append(TransformerFFN(self.dim, self.hidden_dim, self.dim, config=config))
+            self.layer_norm2.append(nn.LayerNorm(self.dim, eps=config.layer_norm_eps))
+        self.register_buffer(
+            "position_ids", torch.arange(config.max_position_embeddings).expand((1, -1)), persistent=False
+        )
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def set_input_embeddings(self, new_embeddings):
+        self.embeddings = new_embeddings
+
+    @property
+    def has_lang_embeddings(self):
+        return self.n_langs > 1 and self.use_lang_emb
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        langs=None,
+        token_type_ids=None,
+        position_ids=None,
+        lengths=None,
+        cache=None,
+        head_mask=None,
+        inputs_embeds=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = config.return_dict if return_dict is None else return_dict
+
+        bs, slen, device = self._check_inputs(input_ids, inputs_embeds)
+        past = self._check_cache(cache, slen)
+        if lengths is None:
+            if input_ids is not None:
+                lengths = (input_ids != self.pad_index).sum(dim=1).long()
+            else:
+                lengths = torch.full((bs,), slen, device=device, dtype=torch.long)
+        else:
+            self._check_index_tensor("lengths", lengths, (bs,), 0, slen, inclusive=True)
+        if attention_mask is not None:
+            self._check_shape("attention_mask", attention_mask, (bs, slen))
+        mask, attn_mask = xlm_masks(slen, lengths, self.causal, padding_mask=attention_mask)
+
+        if position_ids is None:
+            if slen > config.max_position_embeddings:
+                raise ValueError(
+                    f"input_ids: sequence length {slen} exceeds max_position_embeddings "
+                    f"({config.max_position_embeddings})"
+                )
+            position_ids = self.position_ids[:, :slen]
+        else:
+            self._check_index_tensor("position_ids", position_ids, (bs, slen), 0, config.max_position_embeddings)
+        if langs is not None:
+            self._check_index_tensor("langs", langs, (bs, slen), 0, self.n_langs)
+        if token_type_ids is not None:
+            self._check_index_tensor("token_type_ids", token_type_ids, (bs, slen), 0, self.n_words)
+        head_mask = expand_head_mask(head_mask, self.n_layers, self.n_heads)
+
+        if past:  # only the positions after the cached ones are computed
+            new = slen - past
+            input_ids = input_ids[:, -new:] if input_ids is not None else None
+            inputs_embeds = inputs_embeds[:, -new:] if inputs_embeds is not None else None
+            position_ids = position_ids[:, -new:]
+            langs = langs[:, -new:] if langs is not None else None
+            token_type_ids = token_type_ids[:, -new:] if token_type_ids is not None else None
+            mask = mask[:, -new:]
+            attn_mask = attn_mask[:, -new:]
+        if not self.has_lang_embeddings:
+            langs = None
+
+        path = backend.select_backend(
+            device,
+            output_attentions=output_attentions,
+            uses_cache=cache is not None,
+            needs_grad=torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()),
+            dropout_active=self.training and (self.dropout > 0 or self.attention_dropout > 0),
+        )
+        if path == "triton":
+            tensor, hidden_states = backend.triton_encoder_forward(
+                self,
+                inputs=input_ids if input_ids is not None else inputs_embeds,
+                position_ids=position_ids,
+                langs=langs,
+                token_type_ids=token_type_ids,
+                padding_mask=mask.bool(),
+                lengths=None if attention_mask is not None else lengths,
+                head_mask=head_mask,
+                output_hidden_states=output_hidden_states,
+            )
+            attentions = None
+        else:
+            tensor, hidden_states, attentions = self._torch_encoder_forward(
+                input_ids, inputs_embeds, position_ids, langs, token_type_ids, mask, attn_mask,
+                cache, head_mask, output_attentions, output_hidden_states,
+            )
+        if cache is not None:
+            cache["slen"] = past + tensor.size(1)
+
+        if not return_dict:
+            return tuple(v for v in (tensor, hidden_states, attentions) if v is not None)
+        return BaseModelOutput(last_hidden_state=tensor, hidden_states=hidden_states, attentions=attentions)
+
+    def _torch_encoder_forward(self, input_ids, inputs_embeds, position_ids, langs, token_type_ids, mask,
+                               attn_mask, cache, head_mask, output_attentions, output_hidden_states):
+        if inputs_embeds is None:
+            inputs_embeds = self.embeddings(input_ids)
+        tensor = inputs_embeds + self.position_embeddings(position_ids).expand_as(inputs_embeds)
+        if langs is not None:
+            tensor = tensor + self.lang_embeddings(langs)
+        if token_type_ids is not None:
+            tensor = tensor + self.embeddings(token_type_ids)
+        tensor = self.layer_norm_emb(tensor)
+        tensor = F.dropout(tensor, p=self.dropout, training=self.training)
+        row_mask = mask.unsqueeze(-1).to(tensor.dtype)
+        tensor = tensor * row_mask
+
+        hidden_states = () if output_hidden_states else None
+        attentions = () if output_attentions else None
+        for i in range(self.n_layers):
+            if output_hidden_states:
+                hidden_states = hidden_states + (tensor,)
+            attn_outputs = self.attentions[i](
+                tensor,
+                attn_mask,
+                cache=cache,
+                head_mask=None if head_mask is None else head_mask[i],
+                output_attentions=output_attentions,
+            )
+            if output_attentions:
+                attentions = attentions + (attn_outputs[1],)
+            attn = F.dropout(attn_outputs[0], p=self.dropout, training=self.training)
+            tensor = self.layer_norm1[i](tensor + attn)
+            tensor = self.layer_norm2[i](tensor + self.ffns[i](tensor))
+            tensor = tensor * row_mask
+        if output_hidden_states:
+            hidden_states = hidden_states + (tensor,)
+        return tensor, hidden_states, attentions
+
+    # ---- input checks: a clear error naming the argument, never a silent guess ----
+    def _check_inputs(self, input_ids, inputs_embeds):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("exactly one of input_ids and inputs_embeds must be given")
+        if input_ids is not None:
+            if not torch.is_tensor(input_ids):
+                raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+            if input_ids.dim() != 2:
+                raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}")
+            self._check_index_tensor("input_ids", input_ids, tuple(input_ids.shape), 0, self.n_words)
+            return input_ids.size(0), input_ids.size(1), input_ids.device
+        if not torch.is_tensor(inputs_embeds) or not inputs_embeds.is_floating_point():
+            raise TypeError("inputs_embeds must be a floating-point torch.Tensor")
+        if inputs_embeds.dim() != 3 or inputs_embeds.size(-1) != self.dim:
+            raise ValueError(
+                f"inputs_embeds must have shape (batch, seq, {self.dim}), got {tuple(inputs_embeds.shape)}"
+            )
+        return inputs_embeds.size(0), inputs_embeds.size(1), inputs_embeds.device
+
+    @staticmethod
+    def _check_shape(name, tensor, shape):
+        if not torch.is_tensor(tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+
+    @classmethod
+    def _check_index_tensor(cls, name, tensor, shape, low, high, inclusive=False):
+        """Integer tensor of `shape` with values in [low, high) (or [low, high])."""
+        cls._check_shape(name, tensor, shape)
+        if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor, got {tensor.dtype}")
+        if tensor.numel():
+            smallest, largest = torch.aminmax(tensor)
+            smallest, largest = int(smallest), int(largest)
+            over = largest > high if inclusive else largest >= high
+            if smallest < low or over:
+                bound = f"[{low}, {high}]" if inclusive else f"[{low}, {high})"
+                raise ValueError(f"{name} values must lie in {bound}, got values in [{smallest}, {largest}]")
+
+    @staticmethod
+    def _check_cache(cache, slen):
+        """Number of positions already in the decoding cache."""
+        if cache is None:
+            return 0
+        if not isinstance(cache, dict):
+            raise TypeError(f"cache must be a dict, got {type(cache).__name__}")
+        past = cache.get("slen", 0)
+        if not isinstance(past, int) or past < 0 or past >= slen:
+            raise ValueError(
+                f"cache['slen'] must be an int in [0, {slen}) for an input of length {slen}, got {past!r}"
+            )
+        return past
+
+
+class XLMPredLayer(nn.Module):
+    """Prediction layer: a linear projection with cross-entropy, or an adaptive softmax."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.asm = config.asm
+        self.n_words = config.n_words
+        self.pad_index = config.pad_index
+        dim = config.emb_dim
+        if not config.asm:
+            self.proj = nn.Linear(dim, config.n_words, bias=True)
+        else:
+            self.proj = nn.AdaptiveLogSoftmaxWithLoss(
+                in_features=dim,
+                n_classes=config.n_words,
+                cutoffs=list(config.asm_cutoffs),
+                div_value=config.asm_div_value,
+                head_bias=True,
+            )
+
+    def forward(self, x, y=None):
+        """x (bs, slen, dim); y (bs, slen) labels or None. Returns (loss, scores) or (scores,)."""
+        if not self.asm:
+            scores = self.proj(x)
+            if y is None:
+                return (scores,)
+            loss = F.cross_entropy(scores.view(-1, self.n_words), y.view(-1), reduction="mean")
+            return (loss, scores)
+        scores = self.proj.log_prob(x.reshape(-1, x.size(-1))).view(*x.shape[:-1], self.n_words)
+        if y is None:
+            return (scores,)
+        _, loss = self.proj(x.reshape(-1, x.size(-1)), y.reshape(-1))
+        return (loss, scores)
+
+
+class XLMWithLMHeadModel(GenerationMixin, XLMPreTrainedModel):
+    _tied_weights_keys = {"pred_layer.proj.weight": "transformer.embeddings.weight"}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.transformer = XLMModel(config)
+        self.pred_layer = XLMPredLayer(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.pred_layer.proj
+
+    def set_output_embeddings(self, new_embeddings):
+        self.pred_layer.proj = new_embeddings
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        langs=None,
+        token_type_ids=None,
+        position_ids=None,
+        lengths=None,
+        cache=None,
+        head_mask=None,
+        inputs_embeds=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, attention_mask=attention_mask, langs=langs, token_type_ids=token_type_ids,
+            position_ids=position_ids, lengths=lengths, cache=cache, head_mask=head_mask,
+            inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=return_dict,
+        )
+        outputs = self.pred_layer(transformer_outputs[0], labels)
+        if not return_dict:
+            return outputs + tuple(transformer_outputs[1:])
+        return MaskedLMOutput(
+            loss=outputs[0] if labels is not None else None,
+            logits=outputs[-1],
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+        )
+
+
+class XLMSequenceSummary(nn.Module):
+    """One vector per sequence: the first/last/mean token or the token at cls_index,
+    then optional projection, activation and dropouts (config.summary_*)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.summary_type = config.summary_type
+        if self.summary_type == "attn":
+            raise NotImplementedError("summary_type='attn' is not implemented (as in transformers)")
+        self.summary = nn.Identity()
+        if config.summary_use_proj:
+            if config.summary_proj_to_labels and config.num_labels > 0:
+                num_classes = config.num_labels
+            else:
+                num_classes = config.hidden_size
+            self.summary = nn.Linear(config.hidden_size, num_classes)
+        self.activation = nn.Tanh() if config.summary_activation == "tanh" else nn.Identity()
+        first_dropout = getattr(config, "summary_first_dropout", 0)
+        last_dropout = getattr(config, "summary_last_dropout", 0)
+        self.first_dropout = nn.Dropout(first_dropout) if first_dropout and first_dropout > 0 else nn.Identity()
+        self.last_dropout = nn.Dropout(last_dropout) if last_dropout and last_dropout > 0 else nn.Identity()
+
+    def forward(self, hidden_states, cls_index=None):
+        """hidden_states (bs, slen, dim); cls_index (bs,) for summary_type='cls_index'."""
+        if self.summary_type == "last":
+            output = hidden_states[:, -1]
+        elif self.summary_type == "first":
+            output = hidden_states[:, 0]
+        elif self.summary_type == "mean":
+            output = hidden_states.mean(dim=1)
+        else:  # cls_index; the last token when none is given
+            if cls_index is None:
+                cls_index = torch.full_like(hidden_states[..., :1, :], hidden_states.shape[-2] - 1, dtype=torch.long)
+            else:
+                cls_index = cls_index[..., None, None]
+                cls_index = cls_index.expand((-1,) * (cls_index.dim() - 1) + (hidden_states.size(-1),))
+            output = hidden_states.gather(-2, cls_index).squeeze(-2)
+        output = self.first_dropout(output)
+        output = self.summary(output)
+        output = self.activation(output)
+        return self.last_dropout(output)
+
+
+def sequence_classification_loss(config, logits, labels):
+    """MSE, cross-entropy or BCE-with-logits by config.problem_type, which is inferred
+    (and stored) from num_labels and the labels' dtype when unset, as transformers does."""
+    num_labels = config.num_labels
+    if config.problem_type is None:
+        if num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        if num_labels == 1:
+            return MSELoss()(logits.squeeze(), labels.squeeze())
+        return MSELoss()(logits, labels)
+    if config.problem_type == "single_label_classification":
+        return CrossEntropyLoss()(logits.view(-1, num_labels), labels.view(-1))
+    return BCEWithLogitsLoss()(logits, labels)
+
+
+class XLMForSequenceClassification(XLMPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = XLMModel(config)
+        self.sequence_summary = XLMSequenceSummary(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        langs=None,
+        token_type_ids=None,
+        position_ids=None,
+        lengths=None,
+        cache=None,
+        head_mask=None,
+        inputs_embeds=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, attention_mask=attention_mask, langs=langs, token_type_ids=token_type_ids,
+            position_ids=position_ids, lengths=lengths, cache=cache, head_mask=head_mask,
+            inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=return_dict,
+        )
+        logits = self.sequence_summary(transformer_outputs[0])
+        loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
+        if not return_dict:
+            output = (logits,) + tuple(transformer_outputs[1:])
+            return output if loss is None else (loss,) + output
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits,
+            hidden_states=transformer_outputs.hidden_states, attentions=transformer_outputs.attentions,
+        )
+
+
+class XLMForQuestionAnsweringSimple(XLMPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.transformer = XLMModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        langs=None,
+        token_type_ids=None,
+        position_ids=None,
+        lengths=None,
+        cache=None,
+        head_mask=None,
+        inputs_embeds=None,
+        start_positions=None,
+        end_positions=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, attention_mask=attention_mask, langs=langs, token_type_ids=token_type_ids,
+            position_ids=position_ids, lengths=lengths, cache=cache, head_mask=head_mask,
+            inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=return_dict,
+        )
+        logits = self.qa_outputs(transformer_outputs[0])
+        start_logits, end_logits = logits.split(1, dim=-1)
+        start_logits = start_logits.squeeze(-1).contiguous()
+        end_logits = end_logits.squeeze(-1).contiguous()
+
+        total_loss = None
+        if start_positions is not None and end_positions is not None:
+            if start_positions.dim() > 1:
+                start_positions = start_positions.squeeze(-1)
+            if end_positions.dim() > 1:
+                end_positions = end_positions.squeeze(-1)
+            # Positions outside the sequence are clamped to one ignored index.
+            ignored_index = start_logits.size(1)
+            start_positions = start_positions.clamp(0, ignored_index)
+            end_positions = end_positions.clamp(0, ignored_index)
+            loss_fct = CrossEntropyLoss(ignore_index=ignored_index)
+            total_loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
+
+        if not return_dict:
+            output = (start_logits, end_logits) + tuple(transformer_outputs[1:])
+            return output if total_loss is None else (total_loss,) + output
+        return QuestionAnsweringModelOutput(
+            loss=total_loss, start_logits=start_logits, end_logits=end_logits,
+            hidden_states=transformer_outputs.hidden_states, attentions=transformer_outputs.attentions,
+        )
+
+
+def mask_invalid_positions(logits, p_mask):
+    """Pushes logits where p_mask is 1 to a large negative value (fp16-safe)."""
+    if p_mask is None:
+        return logits
+    big = 65500 if p_mask.dtype == torch.float16 else 1e30
+    return logits * (1 - p_mask) - big * p_mask
+
+
+class XLMPoolerStartLogits(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, hidden_states, p_mask=None):
+        """hidden_states (bs, slen, dim) -> start logits (bs, slen)."""
+        return mask_invalid_positions(self.dense(hidden_states).squeeze(-1), p_mask)
+
+
+def gather_positions(hidden_states, positions):
+    """hidden_states (bs, slen, dim), positions (bs,) -> (bs, 1, dim)."""
+    index = positions[:, None, None].expand(-1, -1, hidden_states.size(-1))
+    return hidden_states.gather(-2, index)
+
+
+class XLMPoolerEndLogits(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.dense_0 = nn.Linear(config.hidden_size * 2, config.hidden_size)
+        self.activation = nn.Tanh()
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense_1 = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, hidden_states, start_states=None, start_positions=None, p_mask=None):
+        """End logits (bs, slen[, n_top]) given the start token's states or positions
+        (start_positions wins when both are given)."""
+        if start_states is None and start_positions is None:
+            raise ValueError("one of start_states and start_positions must be given")
+        if start_positions is not None:
+            start_states = gather_positions(hidden_states, start_positions).expand(-1, hidden_states.size(-2), -1)
+        x = self.dense_0(torch.cat([hidden_states, start_states], dim=-1))
+        x = self.LayerNorm(self.activation(x))
+        return mask_invalid_positions(self.dense_1(x).squeeze(-1), p_mask)
+
+
+class XLMPoolerAnswerClass(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.dense_0 = nn.Linear(config.hidden_size * 2, config.hidden_size)
+        self.activation = nn.Tanh()
+        self.dense_1 = nn.Linear(config.hidden_size, 1, bias=False)
+
+    def forward(self, hidden_states, start_states=None, start_positions=None, cls_index=None):
+        """SQuAD 2.0 answerability logit (bs,) from the start token's and the CLS token's
+        states (the last token when cls_index is None)."""
+        if start_states is None and start_positions is None:
+            raise ValueError("one of start_states and start_positions must be given")
+        if start_positions is not None:
+            start_states = gather_positions(hidden_states, start_positions).squeeze(-2)
+        if cls_index is not None:
+            cls_token_state = gather_positions(hidden_states, cls_index).squeeze(-2)
+        else:
+            cls_token_state = hidden_states[:, -1, :]
+        x = self.activation(self.dense_0(torch.cat([start_states, cls_token_state], dim=-1)))
+        return self.dense_1(x).squeeze(-1)
+
+
+class XLMSQuADHead(nn.Module):
+    """Beam-search SQuAD head: the loss when start and end positions are given, else the
+    top start_n_top starts, for each the top end_n_top ends, and the answer-class logit."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.start_n_top = config.start_n_top
+        self.end_n_top = config.end_n_top
+        self.start_logits = XLMPoolerStartLogits(config)
+        self.end_logits = XLMPoolerEndLogits(config)
+        self.answer_class = XLMPoolerAnswerClass(config)
+
+    def forward(self, hidden_states, start_positions=None, end_positions=None, cls_index=None,
+                is_impossible=None, p_mask=None, return_dict=False):
+        start_logits = self.start_logits(hidden_states, p_mask=p_mask)
+
+        if start_positions is not None and end_positions is not None:
+            squeeze = lambda x: x.squeeze(-1) if x is not None and x.dim() > 1 else x  # noqa: E731
+            start_positions, end_positions = squeeze(start_positions), squeeze(end_positions)
+            cls_index, is_impossible = squeeze(cls_index), squeeze(is_impossible)
+            end_logits = self.end_logits(hidden_states, start_positions=start_positions, p_mask=p_mask)
+            loss_fct = CrossEntropyLoss()
+            total_loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
+            if cls_index is not None and is_impossible is not None:
+                cls_logits = self.answer_class(hidden_states, start_positions=start_positions, cls_index=cls_index)
+                total_loss = total_loss + BCEWithLogitsLoss()(cls_logits, is_impossible.to(cls_logits.dtype)) * 0.5
+            return XLMSquadHeadOutput(loss=total_loss) if return_dict else (total_loss,)
+
+        bsz, slen, hsz = hidden_states.size()
+        start_log_probs = F.softmax(start_logits, dim=-1)  # (bsz, slen)
+        start_top_log_probs, start_top_index = torch.topk(start_log_probs, self.start_n_top, dim=-1)
+        start_states = torch.gather(hidden_states, -2, start_top_index[..., None].expand(-1, -1, hsz))
+        start_states = start_states[:, None].expand(-1, slen, -1, -1)  # (bsz, slen, start_n_top, hsz)
+        hidden_states_expanded = hidden_states[:, :, None].expand_as(start_states)
+        end_p_mask = p_mask[..., None] if p_mask is not None else None
+        end_logits = self.end_logits(hidden_states_expanded, start_states=start_states, p_mask=end_p_mask)
+        end_log_probs = F.softmax(end_logits, dim=1)  # (bsz, slen, start_n_top)
+        end_top_log_probs, end_top_index = torch.topk(end_log_probs, self.end_n_top, dim=1)
+        end_top_log_probs = end_top_log_probs.reshape(-1, self.start_n_top * self.end_n_top)
+        end_top_index = end_top_index.reshape(-1, self.start_n_top * self.end_n_top)
+
+        # The answer class sees the start states averaged under the start distribution.
+        start_states = torch.einsum("blh,bl->bh", hidden_states, start_log_probs)
+        cls_logits = self.answer_class(hidden_states, start_states=start_states, cls_index=cls_index)
+        outputs = (start_top_log_probs, start_top_index, end_top_log_probs, end_top_index, cls_logits)
+        return XLMSquadHeadOutput(*(None,) + outputs) if return_dict else outputs
+
+
+class XLMForQuestionAnswering(XLMPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.transformer = XLMModel(config)
+        self.qa_outputs = XLMSQuADHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        langs=None,
+        token_type_ids=None,
+        position_ids=None,
+        lengths=None,
+        cache=None,
+        head_mask=None,
+        inputs_embeds=None,
+        start_positions=None,
+        end_positions=None,
+        is_impossible=None,
+        cls_index=None,
+        p_mask=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids, attention_mask=attention_mask, langs=langs, token_type_ids=token_type_ids,
+            position_ids=position_ids, lengths=lengths, cache=cache, head_mask=head_mask,
+            inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=return_dict,
+        )
+        outputs = self.qa_outputs(
+            transformer_outputs[0], start_positions=start_positions, end_positions=end_positions,
+            cls_index=cls_index, is_impossible=is_impossible, p_mask=p_mask, return_dict=return_dict,
+        )
+        if not return_dict:
+            return tuple(outputs) + tuple(transformer_outputs[1:])
+        return XLMForQuestionAnsweringOutput(
+            loss=outputs.loss,
+            start_top_log_probs=outputs.start_top_log_probs,
+            start_top_index=outputs.start_top_index,
+            end_top_log_probs=outputs.end_top_log_probs,
+            end_top_index=outputs.end_top_index,
+            cls_logits=outputs.cls_logits,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+        )
+
+
+class XLMForTokenClassification(XLMPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = XLMModel(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        langs=None,
+        token_type_ids=None,
+        position_ids=None,
+        lengths=None,
+        cache=None,
+        head_mask=None,
+        inputs_embeds=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.transformer(
+            input_ids, attention_mask=attention_mask, langs=langs, token_type_ids=token_type_ids,
+            position_ids=position_ids, lengths=lengths, cache=cache, head_mask=head_mask,
+            inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=return_dict,
+        )
+        logits = self.classifier(self.dropout(outputs[0]))
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+        if not return_dict:
+            output = (logits,) + tuple(outputs[1:])
+            return output if loss is None else (loss,) + output
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+        )
+
+
+class XLMForMultipleChoice(XLMPreTrainedModel):
+    def __init__(self, config, *inputs, **kwargs):
+        super().__init__(config)
+        self.transformer = XLMModel(config)
+        self.sequence_summary = XLMSequenceSummary(config)
+        self.logits_proj = nn.Linear(config.num_labels, 1)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        langs=None,
+        token_type_ids=None,
+        position_ids=None,
+        lengths=None,
+        cache=None,
+        head_mask=None,
+        inputs_embeds=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
+        """Inputs of shape (batch, num_choices, seq[, dim]) are flattened to
+        (batch * num_choices, seq[, dim]) for the transformer."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if lengths is not None:
+            raise ValueError(
+                "lengths cannot be used with XLMForMultipleChoice; pass attention_mask instead"
+            )
+        primary = input_ids if input_ids is not None else inputs_embeds
+        if primary is None:
+            raise ValueError("exactly one of input_ids and inputs_embeds must be given")
+        expected = 3 if input_ids is not None else 4
+        if primary.dim() != expected:
+            name = "input_ids" if input_ids is not None else "inputs_embeds"
+            raise ValueError(f"{name} must have {expected} dimensions (batch, num_choices, ...), got {primary.dim()}")
+        num_choices = primary.shape[1]
+        flat = lambda x: x.reshape(-1, x.size(-1)) if x is not None else None  # noqa: E731
+        transformer_outputs = self.transformer(
+            input_ids=flat(input_ids),
+            attention_mask=flat(attention_mask),
+            langs=flat(langs),
+            token_type_ids=flat(token_type_ids),
+            position_ids=flat(position_ids),
+            cache=cache,
+            head_mask=head_mask,
+            inputs_embeds=inputs_embeds.reshape(-1, inputs_embeds.size(-2), inputs_embeds.size(-1))
+            if inputs_embeds is not None
+            else None,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=return_dict,
+        )
+        logits = self.logits_proj(self.sequence_summary(transformer_outputs[0]))
+        reshaped_logits = logits.view(-1, num_choices)
+        loss = None if labels is None else CrossEntropyLoss()(reshaped_logits, labels)
+        if not return_dict:
+            output = (reshaped_logits,) + tuple(transformer_outputs[1:])
+            return output if loss is None else (loss,) + output
+        return MultipleChoiceModelOutput(
+            loss=loss, logits=reshaped_logits,
+            hidden_states=transformer_outputs.hidden_states, attentions=transformer_outputs.attentions,
+        )
+
+
+__all__ = [
+    "XLMConfig",
+    "XLMForMultipleChoice",
+    "XLMForQuestionAnswering",
+    "XLMForQuestionAnsweringSimple",
+    "XLMForSequenceClassification",
+    "XLMForTokenClassification",
+    "XLMModel",
+    "XLMPreTrainedModel",
+    "XLMWithLMHeadModel",
+    "sinusoidal_position_table",
+]
