@@ -332,3 +332,37 @@ def test_no_gradient_forward_matches_eval_forward():
     with torch.no_grad():
         expected = ours(ids, attention_mask=mask).last_hidden_state
     assert torch.equal(ours(ids, attention_mask=mask).last_hidden_state, expected)
+
+
+def bad_input_cases():
+    ids = torch.randint(4, 120, (2, 6))
+    return [
+        (dict(input_ids=torch.tensor([[4, 120]])), ValueError, "input_ids"),
+        (dict(input_ids=torch.tensor([[4, -1]])), ValueError, "input_ids"),
+        (dict(input_ids=ids.float()), TypeError, "input_ids"),
+        (dict(input_ids=ids[0]), ValueError, "input_ids"),
+        (dict(input_ids=[[4, 5]]), TypeError, "input_ids"),
+        (dict(input_ids=torch.randint(4, 120, (1, 41))), ValueError, "max_position_embeddings"),
+        (dict(input_ids=ids, langs=torch.full((2, 6), 3)), ValueError, "langs"),
+        (dict(input_ids=ids, langs=torch.zeros(2, 5, dtype=torch.long)), ValueError, "langs"),
+        (dict(input_ids=ids, lengths=torch.tensor([7, 3])), ValueError, "lengths"),
+        (dict(input_ids=ids, lengths=torch.tensor([6])), ValueError, "lengths"),
+        (dict(input_ids=ids, attention_mask=torch.ones(2, 7)), ValueError, "attention_mask"),
+        (dict(input_ids=ids, token_type_ids=torch.full((2, 6), 500)), ValueError, "token_type_ids"),
+        (dict(input_ids=ids, position_ids=torch.full((2, 6), 40)), ValueError, "position_ids"),
+        (dict(input_ids=ids, inputs_embeds=torch.randn(2, 6, 32)), ValueError, "inputs_embeds"),
+        (dict(), ValueError, "input_ids"),
+        (dict(inputs_embeds=torch.randn(2, 6, 31)), ValueError, "inputs_embeds"),
+        (dict(input_ids=ids, head_mask=torch.ones(3)), ValueError, "head_mask"),
+        (dict(input_ids=ids, head_mask=torch.ones(2, 4)), ValueError, "head_mask"),
+        (dict(input_ids=ids, cache=[]), TypeError, "cache"),
+        (dict(input_ids=ids, cache={"slen": 6}), ValueError, "cache"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(bad_input_cases())))
+def test_bad_input_is_rejected_naming_the_argument(case):
+    kwargs, error, name = bad_input_cases()[case]
+    _, ours = make_twins("XLMModel", "multilingual")
+    with pytest.raises(error, match=name):
+        ours(**kwargs)

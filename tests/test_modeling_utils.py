@@ -1,0 +1,149 @@
+"""Checkpoints: transformers' format both ways, safetensors and pytorch_model.bin,
+sharded or not, the local Hugging Face cache, dtype, and loading reports."""
+
+import json
+import logging
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import save_file
+
+import xlm_fast
+from conftest import make_twins, random_batch, relative_error
+
+
+def hidden(model, ids, mask):
+    return model(ids, attention_mask=mask).logits if hasattr(model, "pred_layer") else model(
+        ids, attention_mask=mask).last_hidden_state
+
+
+@pytest.mark.parametrize("config_name", ["base", "multilingual", "sinusoidal"])
+def test_round_trip_xlm_fast_transformers_xlm_fast(tmp_path, config_name):
+    _, ours = make_twins("XLMWithLMHeadModel", config_name)
+    ids, mask = random_batch(config_name)
+    expected = hidden(ours, ids, mask)
+    ours.save_pretrained(tmp_path / "ours")
+    theirs = transformers.XLMWithLMHeadModel.from_pretrained(tmp_path / "ours").eval()
+    assert relative_error(hidden(theirs, ids, mask), expected) < 1e-6
+    theirs.save_pretrained(tmp_path / "theirs")
+    back, info = xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path / "theirs", output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    assert torch.equal(hidden(back, ids, mask), expected)
+    assert back.pred_layer.proj.weight is back.transformer.embeddings.weight
+    assert not back.training
+
+
+def test_adaptive_softmax_checkpoint_saved_by_transformers_loads(tmp_path):
+    hf_model, _ = make_twins("XLMWithLMHeadModel", asm=True, asm_cutoffs=[20, 60], asm_div_value=2.0)
+    hf_model.save_pretrained(tmp_path)
+    ours, info = xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    for name, value in hf_model.state_dict().items():
+        if name != "pred_layer.proj.weight":  # transformers' tied copy of the embeddings
+            assert torch.equal(ours.state_dict()[name], value), name
+    ours.save_pretrained(tmp_path / "again")
+    again = xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path / "again")
+    ids, mask = random_batch()
+    assert torch.equal(again(ids, attention_mask=mask).logits, ours(ids, attention_mask=mask).logits)
+
+
+def write_sharded(state_dict, directory, bin_format):
+    """Two shards plus transformers' index file."""
+    keys = sorted(state_dict)
+    halves = [keys[: len(keys) // 2], keys[len(keys) // 2:]]
+    suffix = "bin" if bin_format else "safetensors"
+    base = "pytorch_model" if bin_format else "model"
+    weight_map = {}
+    for number, part in enumerate(halves, start=1):
+        name = f"{base}-{number:05d}-of-00002.{suffix}"
+        shard = {key: state_dict[key].contiguous() for key in part}
+        torch.save(shard, directory / name) if bin_format else save_file(shard, directory / name)
+        weight_map.update({key: name for key in part})
+    (directory / f"{base}.{suffix}.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+@pytest.mark.parametrize("layout", ["bin", "sharded_safetensors", "sharded_bin"])
+def test_checkpoint_layouts_load(tmp_path, layout):
+    hf_model, ours = make_twins("XLMForSequenceClassification", num_labels=3)
+    hf_model.config.save_pretrained(tmp_path)
+    state_dict = hf_model.state_dict()
+    if layout == "bin":
+        torch.save(state_dict, tmp_path / "pytorch_model.bin")
+    else:
+        write_sharded(state_dict, tmp_path, bin_format=layout == "sharded_bin")
+    loaded = xlm_fast.XLMForSequenceClassification.from_pretrained(tmp_path)
+    ids, mask = random_batch()
+    assert torch.equal(loaded(ids, attention_mask=mask).logits, ours(ids, attention_mask=mask).logits)
+
+
+def test_save_without_safetensors_writes_pytorch_bin(tmp_path):
+    _, ours = make_twins("XLMModel")
+    ours.save_pretrained(tmp_path, safe_serialization=False)
+    assert (tmp_path / "pytorch_model.bin").exists() and not (tmp_path / "model.safetensors").exists()
+    assert torch.equal(xlm_fast.XLMModel.from_pretrained(tmp_path).embeddings.weight, ours.embeddings.weight)
+
+
+def test_hub_id_in_the_local_cache_loads_and_a_missing_one_is_a_clear_error(tmp_path, monkeypatch):
+    _, ours = make_twins("XLMModel")
+    snapshot = tmp_path / "hub" / "models--someone--tiny-xlm" / "snapshots" / "abc123"
+    ours.save_pretrained(snapshot)
+    (tmp_path / "hub" / "models--someone--tiny-xlm" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--tiny-xlm" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    loaded = xlm_fast.XLMModel.from_pretrained("someone/tiny-xlm")
+    assert torch.equal(loaded.embeddings.weight, ours.embeddings.weight)
+    with pytest.raises(OSError, match="never downloads"):
+        xlm_fast.XLMModel.from_pretrained("someone/not-there")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, "bfloat16", "auto"])
+def test_dtype_argument(tmp_path, dtype):
+    _, ours = make_twins("XLMModel")
+    ours.to(torch.bfloat16).save_pretrained(tmp_path)
+    loaded = xlm_fast.XLMModel.from_pretrained(tmp_path, dtype=dtype)
+    expected = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16}.get(dtype, dtype)
+    assert loaded.dtype == expected
+    assert xlm_fast.XLMModel.from_pretrained(tmp_path).dtype == torch.float32
+    with pytest.raises(ValueError, match="dtype"):
+        xlm_fast.XLMModel.from_pretrained(tmp_path, dtype="int8")
+
+
+def test_base_checkpoint_into_a_head_and_back_reports_keys_like_transformers(tmp_path, caplog):
+    _, base = make_twins("XLMModel")
+    base.save_pretrained(tmp_path / "base")
+    with caplog.at_level(logging.WARNING, logger="xlm_fast"):
+        head, info = xlm_fast.XLMForTokenClassification.from_pretrained(
+            tmp_path / "base", num_labels=4, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"]
+    assert "newly initialized" in caplog.text and "classifier.weight" in caplog.text
+    assert torch.equal(head.transformer.embeddings.weight, base.embeddings.weight)
+    head.save_pretrained(tmp_path / "head")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="xlm_fast"):
+        _, info = xlm_fast.XLMModel.from_pretrained(tmp_path / "head", output_loading_info=True)
+    assert sorted(info["unexpected_keys"]) == ["classifier.bias", "classifier.weight"]
+    assert "were not used" in caplog.text
+
+
+def test_shape_mismatch_is_an_error_unless_ignored(tmp_path):
+    _, ours = make_twins("XLMForSequenceClassification", num_labels=3)
+    ours.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"sequence_summary\.summary\.(weight|bias)"):
+        xlm_fast.XLMForSequenceClassification.from_pretrained(tmp_path, num_labels=5)
+    model, info = xlm_fast.XLMForSequenceClassification.from_pretrained(
+        tmp_path, num_labels=5, ignore_mismatched_sizes=True, output_loading_info=True)
+    assert {key for key, _, _ in info["mismatched_keys"]} == {"sequence_summary.summary.weight",
+                                                              "sequence_summary.summary.bias"}
+
+
+def test_unreadable_weights_are_a_clear_error(tmp_path):
+    _, ours = make_twins("XLMModel")
+    ours.config.save_pretrained(tmp_path)
+    with pytest.raises(OSError, match="holds no"):
+        xlm_fast.XLMModel.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(OSError, match="model.safetensors"):
+        xlm_fast.XLMModel.from_pretrained(tmp_path)
+    with pytest.raises(TypeError, match="config"):
+        xlm_fast.XLMModel({"emb_dim": 8})
