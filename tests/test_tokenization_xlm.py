@@ -1,0 +1,523 @@
+"""xlm_fast.XLMTokenizer vs transformers' XLMTokenizer, and the C++ BPE core vs its Python twin.
+
+A BPE vocabulary is learned once per module (subword-nmt, 1500 merges) from the shipped
+multilingual sample corpus, tokenised the XLM way. transformers 5.x drops `lang=` before
+its language-specific code, so language-aware references call its `_tokenize(piece,
+lang=...)` directly on the pieces between special tokens (its own trie split).
+
+Run as a script to (re)write the demo vocabulary: python tests/test_tokenization_xlm.py
+"""
+import contextlib
+import io
+import itertools
+import json
+import os
+import pickle
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from xlm_fast import tokenization_xlm
+from xlm_fast.bpe import BPEModel as PyBPEModel
+from xlm_fast.tokenization_xlm import BatchEncoding, XLMPreTokenizer, XLMTokenizer
+
+transformers = pytest.importorskip("transformers")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "data", "sample.tsv")
+SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>"] + [f"<special{i}>" for i in range(10)]
+NUM_MERGES = 1500
+BACKENDS = ["cpp", "python"] if tokenization_xlm.CppBPEModel is not None else ["python"]
+try:
+    import Mykytea  # noqa: F401
+
+    HAVE_KYTEA = True
+except ImportError:
+    HAVE_KYTEA = False
+
+
+# ----------------------------------------------------------------------------- vocabulary
+
+
+def read_corpus(path=CORPUS):
+    with open(path, encoding="utf-8") as handle:
+        return [tuple(line.rstrip("\n").split("\t", 1)) for line in handle if line.strip()]
+
+
+def learn_vocab(corpus, num_merges=NUM_MERGES):
+    """(vocab, merges) learned the XLM way: words from XLMPreTokenizer (lowercased, accents
+    stripped), subword-nmt merges, vocab = special tokens at XLM's ids 0..13 then every BPE
+    token of the corpus by decreasing count (ties by token). Languages whose segmenter is
+    not installed (ja without KyTea) are left out."""
+    from subword_nmt.learn_bpe import learn_bpe
+
+    pre = XLMPreTokenizer(do_lowercase_and_remove_accent=True)
+    sentences = []
+    for lang, text in corpus:
+        try:
+            sentences.append(pre(text, lang))
+        except ImportError:
+            continue
+    learned = io.StringIO()
+    with contextlib.redirect_stderr(io.StringIO()):  # progress bar
+        learn_bpe(io.StringIO("\n".join(" ".join(words) for words in sentences) + "\n"), learned, num_merges)
+    merges = [tuple(line.split()) for line in learned.getvalue().splitlines() if not line.startswith("#version")]
+    bpe = PyBPEModel({}, merges, unk_id=0)
+    counts = {}
+    for words in sentences:
+        for word in words:
+            for token in bpe.bpe(word):
+                counts[token] = counts.get(token, 0) + 1
+    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
+    for token in sorted(counts, key=lambda token: (-counts[token], token)):
+        vocab.setdefault(token, len(vocab))
+    return vocab, merges
+
+
+def write_vocab_files(vocab, merges, vocab_path, merges_path):
+    with open(vocab_path, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(vocab, indent=1, ensure_ascii=False) + "\n")
+    with open(merges_path, "w", encoding="utf-8") as handle:
+        handle.writelines(f"{left} {right}\n" for left, right in merges)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return read_corpus()
+
+
+@pytest.fixture(scope="module")
+def learned(corpus):
+    return learn_vocab(corpus)
+
+
+@pytest.fixture(scope="module")
+def files(learned, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("xlm_vocab")
+    paths = str(directory / "vocab.json"), str(directory / "merges.txt")
+    write_vocab_files(*learned, *paths)
+    return paths
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["lower", "cased"])
+def lowercase(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def hf(files, lowercase):
+    return transformers.XLMTokenizer(*files, do_lowercase_and_remove_accent=lowercase)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def ours(files, lowercase, request):
+    return XLMTokenizer(*files, do_lowercase_and_remove_accent=lowercase, bpe_backend=request.param)
+
+
+@pytest.fixture(scope="module")
+def ours_en(files):
+    return XLMTokenizer(*files)
+
+
+@pytest.fixture(scope="module")
+def hf_en(files):
+    return transformers.XLMTokenizer(*files)
+
+
+def hf_tokens(hf, text, lang):
+    """transformers' tokens with `lang` honoured: its trie split, then _tokenize per piece."""
+    special = set(hf.all_special_tokens)
+    tokens = []
+    for piece in hf.tokens_trie.split(text):
+        if piece in special:
+            tokens.append(piece)
+        elif piece:
+            tokens.extend(hf._tokenize(piece, lang=lang))
+    return tokens
+
+
+def as_lists(encoding):
+    return {key: value.tolist() if hasattr(value, "tolist") else value for key, value in encoding.items()}
+
+
+# ----------------------------------------------------------------------------- ids vs transformers
+
+EDGE_CASES = [
+    "",
+    "   ",
+    "\t\n \r\n",
+    "a\x00b\x07c\x1bd",
+    "zero\u200bwidth\u200djoiner\ufeff and\u2060word",
+    "e\u0301 n\u0303 a\u0308 combining \u0301alone",
+    "emoji 😀👍🏽 family 👨‍👩‍👧 flags 🇫🇷",
+    "x" * 300,
+    "antidisestablishmentarianism" * 8,
+    "hello <s> world </s> <special3><pad>x<unk>y <special1>",
+    "<s><s></s>",
+    "1,234,567.89 and 3.14 12:30 1'000 1.000.000 -5",
+    "https://example.com/path/to?q=1&b=2#frag user@example.com",
+    "don't can't I'm we'll O'Neil rock'n'roll",
+    "l'homme qu'il aujourd'hui c'est",
+    "dell'arte un'altra l'anno",
+    "Ştiinţă şi ţară ȘȚșț Ă â î Î Â",
+    "中文，测试。你好！（括号）：“引号”",
+    "ภาษาไทยง่ายนิดเดียว ครับ",
+    "Ünïcödé ÀÉÎÕÜ ß ﬁ œ Æ İstanbul",
+    "«quotes» „German“ ‘single’ \"double\"",
+    "a...b ... c . . . d…",
+    "—dash– -- - a-b",
+    "\u00a0nbsp\u2009thin\u3000ideographic",
+    "ﾊﾝｶｸ full-width ＡＢＣ１２３．５％",
+    "Dr. Smith met Mr. Jones at 5 p.m. in the U.S.A.",
+    "tab\tseparated\tvalues",
+]
+EDGE_LANGS = ["en", "fr", "it", "de", "ro", "zh", "th", "ru", "el"]
+
+
+def test_corpus_ids_match_transformers(ours, hf, corpus):
+    for lang, text in corpus:
+        if lang == "ja":
+            continue
+        expected = hf_tokens(hf, text, lang)
+        assert ours.tokenize(text, lang=lang) == expected, (lang, text)
+        expected_ids = hf.build_inputs_with_special_tokens(hf.convert_tokens_to_ids(expected))
+        assert ours.encode(text, lang=lang) == expected_ids, (lang, text)
+
+
+def test_batch_of_corpus_matches_one_by_one(ours, corpus):
+    texts = [text for lang, text in corpus if lang in ("en", "de", "ru")]
+    batch = ours(texts, lang="en")["input_ids"]
+    assert batch == [ours.encode(text, lang="en") for text in texts]
+
+
+@pytest.mark.parametrize("lang", EDGE_LANGS)
+def test_edge_cases_match_transformers(ours, hf, lang):
+    for text in EDGE_CASES:
+        expected = hf_tokens(hf, text, lang)
+        assert ours.tokenize(text, lang=lang) == expected, (lang, text)
+        assert ours.encode(text, lang=lang) == hf.build_inputs_with_special_tokens(hf.convert_tokens_to_ids(expected))
+
+
+def test_bypass_tokenizer_matches_transformers(ours, hf):
+    for text in EDGE_CASES:
+        assert ours.tokenize(text, bypass_tokenizer=True) == hf._tokenize(text, bypass_tokenizer=True) or "<" in text
+
+
+def test_default_call_equals_transformers_call(ours, hf, corpus):
+    """transformers' own __call__ (lang is English whatever is passed) on every language."""
+    texts = [text for _, text in corpus[::7]] + EDGE_CASES
+    assert as_lists(ours(texts)) == as_lists(hf(texts))
+    for text in texts[:40]:
+        assert ours.encode(text) == hf.encode(text)
+        assert ours.tokenize(text) == hf.tokenize(text)
+
+
+def test_japanese_without_kytea_raises_like_transformers(ours, hf):
+    if HAVE_KYTEA:
+        assert ours.tokenize("日本語のテキスト", lang="ja") == hf_tokens(hf, "日本語のテキスト", "ja")
+        return
+    with pytest.raises(ImportError) as theirs:
+        hf._tokenize("日本語のテキスト", lang="ja")
+    with pytest.raises(ImportError, match="KyTea") as mine:
+        ours.tokenize("日本語のテキスト", lang="ja")
+    assert isinstance(mine.value, type(theirs.value)) or issubclass(type(theirs.value), ImportError)
+
+
+def test_romanian_normalisation_only_for_ro(files):
+    cased = XLMTokenizer(*files, do_lowercase_and_remove_accent=False)
+    assert "ş" in "".join(cased.tokenize("şi ţară", lang="en"))
+    assert "".join(cased.tokenize("şi ţară", lang="ro")).replace("</w>", " ").split() == ["si", "tara"]
+
+
+# ----------------------------------------------------------------------------- call options vs transformers
+
+PAIR_TEXTS = (
+    ["Hello world, this is a fairly long first sentence.", "Short.", "", "Bonjour <special2> le monde"],
+    ["A second segment", "and another considerably longer second segment for truncation", "x", ""],
+)
+
+
+def _call_both(ours, hf, *args, **kwargs):
+    try:
+        expected = hf(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001 - compare the error type
+        with pytest.raises(type(error)):
+            ours(*args, **kwargs)
+        return
+    assert as_lists(ours(*args, **kwargs)) == as_lists(expected), kwargs
+
+
+@pytest.mark.parametrize("pair", [False, True], ids=["single", "pair"])
+def test_padding_truncation_match_transformers(ours_en, hf_en, pair):
+    texts, seconds = PAIR_TEXTS
+    options = itertools.product(
+        [False, True, "longest", "max_length"],
+        [None, False, True, "longest_first", "only_first", "only_second"],
+        [None, 4, 9, 30],
+    )
+    for padding, truncation, max_length in options:
+        kwargs = dict(padding=padding, truncation=truncation, max_length=max_length)
+        args = (texts, seconds) if pair else (texts,)
+        _call_both(ours_en, hf_en, *args, **kwargs)
+        _call_both(ours_en, hf_en, *(a[0] for a in args), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(return_token_type_ids=True, return_special_tokens_mask=True, return_length=True),
+        dict(return_token_type_ids=True, return_special_tokens_mask=True, add_special_tokens=False),
+        dict(return_attention_mask=False, return_length=True, padding=True),
+        dict(padding="max_length", max_length=16, return_length=True, return_special_tokens_mask=True),
+        dict(padding=True, pad_to_multiple_of=8, return_token_type_ids=True),
+        dict(padding=True, padding_side="left", return_special_tokens_mask=True),
+        dict(padding=True, return_tensors="pt", return_token_type_ids=True),
+        dict(padding=True, return_tensors="np"),
+        dict(return_tensors="pt"),
+    ],
+)
+def test_return_options_match_transformers(ours_en, hf_en, kwargs):
+    texts, seconds = PAIR_TEXTS
+    single_ok = kwargs.get("return_tensors") is None or kwargs.get("padding")
+    _call_both(ours_en, hf_en, texts[0], **kwargs)
+    _call_both(ours_en, hf_en, texts[0], seconds[0], **kwargs)
+    if single_ok:
+        _call_both(ours_en, hf_en, texts, seconds, **kwargs)
+        _call_both(ours_en, hf_en, texts, **kwargs)
+    _call_both(ours_en, hf_en, list(zip(texts, seconds)), padding=True)
+
+
+def test_tensor_types_and_batch_encoding(ours_en):
+    encoded = ours_en(["one two", "three"], padding=True, return_tensors="pt")
+    assert isinstance(encoded, BatchEncoding) and encoded.input_ids.dtype == torch.long
+    assert encoded.to("cpu") is encoded and encoded.attention_mask.shape == encoded["input_ids"].shape
+    assert ours_en("one", return_tensors="np")["input_ids"].shape == (1, 3)
+    assert isinstance(ours_en("one", return_tensors="np")["input_ids"], np.ndarray)
+    assert pickle.loads(pickle.dumps(encoded)).keys() == encoded.keys()
+    with pytest.raises(AttributeError):
+        encoded.not_a_field
+    with pytest.raises(ValueError, match="padding"):
+        ours_en(["one two", "three"], return_tensors="pt")
+
+
+def test_special_token_api_matches_transformers(ours_en, hf_en):
+    for name in ("vocab_size", "unk_token_id", "bos_token_id", "sep_token_id", "pad_token_id", "cls_token_id",
+                 "mask_token_id", "all_special_ids", "all_special_tokens", "special_tokens_map", "do_lower_case"):
+        assert getattr(ours_en, name) == getattr(hf_en, name), name
+    assert len(ours_en) == len(hf_en) and ours_en.get_vocab() == hf_en.get_vocab()
+    ids = [5, 9, 0, 1]
+    assert ours_en.build_inputs_with_special_tokens(ids) == hf_en.build_inputs_with_special_tokens(ids)
+    assert ours_en.build_inputs_with_special_tokens(ids, [7]) == hf_en.build_inputs_with_special_tokens(ids, [7])
+    assert ours_en.get_special_tokens_mask(ids, [7]) == hf_en.get_special_tokens_mask(ids, [7])
+    assert ours_en.get_special_tokens_mask(ids, already_has_special_tokens=True) == hf_en.get_special_tokens_mask(
+        ids, already_has_special_tokens=True)
+    assert ours_en.create_token_type_ids_from_sequences(ids, [7]) == hf_en.create_token_type_ids_from_sequences(ids, [7])
+    tokens = ["hel", "lo</w>", "<s>", "never-seen", "<special4>"]
+    assert ours_en.convert_tokens_to_ids(tokens) == hf_en.convert_tokens_to_ids(tokens)
+    assert ours_en.convert_tokens_to_ids("<pad>") == hf_en.convert_tokens_to_ids("<pad>")
+    assert ours_en.convert_ids_to_tokens([0, 20, 10**6]) == hf_en.convert_ids_to_tokens([0, 20, 10**6])
+    assert ours_en.convert_ids_to_tokens(20) == hf_en.convert_ids_to_tokens(20)
+
+
+def test_decode_matches_transformers(ours_en, hf_en, corpus):
+    sequences = [ours_en.encode(text) for _, text in corpus[::30]] + [[0, 15, 1, 2, 5, 10**6], [], [7]]
+    for ids in sequences:
+        for skip in (False, True):
+            assert ours_en.decode(ids, skip_special_tokens=skip) == hf_en.decode(ids, skip_special_tokens=skip)
+    assert ours_en.decode(17) == hf_en.decode(17)
+    assert ours_en.decode(torch.tensor(sequences[0])) == hf_en.decode(sequences[0])
+    assert ours_en.batch_decode(sequences, skip_special_tokens=True) == hf_en.batch_decode(
+        sequences, skip_special_tokens=True)
+
+
+def test_missing_special_tokens_are_appended_like_transformers(learned, tmp_path):
+    vocab, merges = learned
+    reduced = {token: index for token, index in vocab.items() if token not in ("<pad>", "<special7>")}
+    reduced = {token: index for index, token in enumerate(reduced)}
+    paths = str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt")
+    write_vocab_files(reduced, merges, *paths)
+    mine, theirs = XLMTokenizer(*paths), transformers.XLMTokenizer(*paths)
+    assert len(mine) == len(theirs) and mine.get_vocab() == theirs.get_vocab()
+    text = "a <pad> b <special7> c"
+    assert mine.encode(text, padding="max_length", max_length=12) == theirs.encode(
+        text, padding="max_length", max_length=12)
+
+
+# ----------------------------------------------------------------------------- files
+
+def test_save_load_round_trips_with_transformers(files, tmp_path, corpus):
+    lang2id = {"en": 0, "fr": 1, "ro": 2}
+    id2lang = {0: "en", 1: "fr", 2: "ro"}
+    mine = XLMTokenizer(*files, lang2id=lang2id, id2lang=id2lang, do_lowercase_and_remove_accent=False)
+    texts = [text for _, text in corpus[::25]] + EDGE_CASES
+    saved = mine.save_pretrained(str(tmp_path / "ours"))
+    assert all(os.path.isfile(path) for path in saved)
+    theirs = transformers.XLMTokenizer.from_pretrained(str(tmp_path / "ours"))
+    assert theirs.lang2id == lang2id and not theirs.do_lowercase_and_remove_accent
+    assert theirs.all_special_tokens == mine.all_special_tokens
+    assert as_lists(theirs(texts)) == as_lists(mine(texts))
+
+    theirs.save_pretrained(str(tmp_path / "theirs"))
+    again = XLMTokenizer.from_pretrained(str(tmp_path / "theirs"))
+    assert again.lang2id == lang2id and again.id2lang == id2lang and not again.do_lowercase_and_remove_accent
+    assert again(texts) == mine(texts) and again.get_vocab() == mine.get_vocab()
+
+    mine.save_pretrained(str(tmp_path / "ours2"))
+    for name in ("vocab.json", "merges.txt"):
+        with open(tmp_path / "ours2" / name, encoding="utf-8") as a, open(tmp_path / "theirs" / name, encoding="utf-8") as b:
+            assert a.read() == b.read(), name
+    assert XLMTokenizer.from_pretrained(str(tmp_path / "ours2"), do_lowercase_and_remove_accent=True)(texts) == \
+        XLMTokenizer(*files)(texts)
+
+
+def test_bad_files_raise_clear_errors(files, tmp_path):
+    vocab, merges = files
+    with pytest.raises(FileNotFoundError, match="vocab_file"):
+        XLMTokenizer(str(tmp_path / "nope.json"), merges)
+    with pytest.raises(FileNotFoundError, match="merges_file"):
+        XLMTokenizer(vocab, str(tmp_path / "nope.txt"))
+    with pytest.raises(TypeError, match="vocab_file"):
+        XLMTokenizer(None, merges)
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.json"):
+        XLMTokenizer(str(bad_json), merges)
+    bad_json.write_text('["a", "b"]', encoding="utf-8")
+    with pytest.raises(ValueError, match="JSON object"):
+        XLMTokenizer(str(bad_json), merges)
+    bad_json.write_text('{"a": "zero"}', encoding="utf-8")
+    with pytest.raises(ValueError, match="'a'"):
+        XLMTokenizer(str(bad_json), merges)
+    bad_merges = tmp_path / "bad.txt"
+    bad_merges.write_text("a b\nlonely\nc d\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2"):
+        XLMTokenizer(vocab, str(bad_merges))
+    bad_merges.write_bytes(b"a b\n\xff\xfe c\n")
+    with pytest.raises(ValueError, match="UTF-8"):
+        XLMTokenizer(vocab, str(bad_merges))
+    unreadable = tmp_path / "dir.json"
+    unreadable.mkdir()
+    with pytest.raises(OSError, match="vocab_file"):
+        XLMTokenizer(str(unreadable), merges)
+    with pytest.raises(OSError, match="not a local directory"):
+        XLMTokenizer.from_pretrained(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="has no vocab.json"):
+        XLMTokenizer.from_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match="bpe_backend"):
+        XLMTokenizer(vocab, merges, bpe_backend="gpu")
+
+
+def test_bad_arguments_raise_clear_errors(ours_en):
+    for bad in (None, 3, b"bytes", {"a": 1}):
+        with pytest.raises(TypeError, match="text"):
+            ours_en(bad)
+    with pytest.raises(TypeError, match="text"):
+        ours_en(["fine", 5])
+    with pytest.raises(TypeError, match="text"):
+        ours_en.tokenize(4.5)
+    with pytest.raises(TypeError, match="lang"):
+        ours_en("text", lang=3)
+    with pytest.raises(ValueError, match="text_pair"):
+        ours_en(["a", "b"], ["c"])
+    with pytest.raises(ValueError, match="padding"):
+        ours_en("a", padding="sideways")
+    with pytest.raises(ValueError, match="truncation"):
+        ours_en("a", truncation="middle")
+    with pytest.raises(ValueError, match="max_length"):
+        ours_en("a", max_length=-1)
+    with pytest.raises(ValueError, match="return_tensors"):
+        ours_en("a", return_tensors="tf")
+    with pytest.raises(TypeError, match="token_ids"):
+        ours_en.decode("abc")
+
+
+# ----------------------------------------------------------------------------- C++ core vs Python twin
+
+def _random_words(count, seed=0):
+    rng = random.Random(seed)
+    alphabet = "abcdefghijklmnopqrstuvwxyzéèàçşţ中文ไทย😀 \u0301"
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(count)]
+
+
+@pytest.mark.skipif(tokenization_xlm.CppBPEModel is None, reason="extension xlm_fast._C not built")
+def test_cpp_core_equals_python_twin(learned, corpus):
+    vocab, merges = learned
+    merges = merges + merges[:50]  # repeated merges keep their last rank in both
+    cpp = tokenization_xlm.CppBPEModel(vocab, merges, 3)
+    python = PyBPEModel(vocab, merges, 3)
+    pre = XLMPreTokenizer(do_lowercase_and_remove_accent=False)
+    words = sorted({word for lang, text in corpus if lang != "ja" for word in pre(text, lang)})
+    words += _random_words(2000) + ["a" * 5000, " ", "a b", "", "</w>"]
+    for word in words:
+        assert cpp.bpe(word) == python.bpe(word), word
+    batch = [words[i : i + 17] for i in range(0, len(words), 17)]
+    expected = python.encode_batch(batch)
+    assert cpp.encode_batch(batch, 1) == expected
+    assert cpp.encode_batch(batch, 2) == expected
+    assert cpp.encode_batch(batch, 8) == expected
+    assert [cpp.encode(words) for words in batch] == expected
+    assert cpp.num_merges == python.num_merges
+
+
+@pytest.mark.skipif(tokenization_xlm.CppBPEModel is None, reason="extension xlm_fast._C not built")
+def test_cpp_core_errors_and_cache(learned):
+    vocab, merges = learned
+    cpp = tokenization_xlm.CppBPEModel(vocab, merges, 3, cache_capacity=64)
+    words = _random_words(500, seed=1)
+    first = cpp.encode_batch([words], 2)
+    assert 0 < cpp.cache_size <= 64
+    assert cpp.encode_batch([words], 2) == first  # served partly from the cache
+    cpp.cache_capacity = 0
+    assert cpp.cache_size == 0 and cpp.encode(words) == first[0] and cpp.cache_size == 0
+    cpp.cache_capacity = 1 << 16
+    cpp.clear_cache()
+    assert cpp.cache_size == 0
+    with pytest.raises(TypeError):
+        cpp.encode_batch([["ok", 5]])
+    with pytest.raises(TypeError):
+        cpp.encode_batch("not a batch of lists")
+    with pytest.raises(TypeError):
+        tokenization_xlm.CppBPEModel(vocab, [("a", "b", "c")], 3)
+    with pytest.raises(ValueError, match="empty"):
+        tokenization_xlm.CppBPEModel(vocab, [("a", "")], 3)
+    with pytest.raises(ValueError, match="out of range"):
+        tokenization_xlm.CppBPEModel({"a": -1}, [], 3)
+
+
+def test_python_twin_cache_is_bounded(learned):
+    vocab, merges = learned
+    python = PyBPEModel(vocab, merges, 3, cache_capacity=10)
+    words = _random_words(100, seed=2)
+    assert python.encode(words) == PyBPEModel(vocab, merges, 3, cache_capacity=0).encode(words)
+    assert python.cache_size <= 10
+
+
+# ----------------------------------------------------------------------------- demo vocabulary
+
+def test_demo_vocabulary_is_reproducible(learned, tmp_path):
+    paths = str(tmp_path / "demo_vocab.json"), str(tmp_path / "demo_merges.txt")
+    write_vocab_files(*learned, *paths)
+    for path in paths:
+        shipped = os.path.join(tokenization_xlm.DEMO_DIR, os.path.basename(path))
+        with open(path, encoding="utf-8") as fresh, open(shipped, encoding="utf-8") as kept:
+            assert fresh.read() == kept.read(), f"{shipped} is stale: run python tests/test_tokenization_xlm.py"
+
+
+def test_demo_tokenizer(corpus):
+    demo = XLMTokenizer.from_demo()
+    assert demo.lang2id == {lang: index for index, lang in enumerate(tokenization_xlm.DEMO_LANGUAGES)}
+    assert set(demo.lang2id) == {lang for lang, _ in corpus}
+    assert demo.id2lang == {index: lang for lang, index in demo.lang2id.items()}
+    ids = demo.encode("Hello world!")
+    assert ids[0] == 0 and ids[-1] == 1 and demo.unk_token_id not in ids[1:-1]
+
+
+if __name__ == "__main__":
+    vocab, merges = learn_vocab(read_corpus())
+    os.makedirs(tokenization_xlm.DEMO_DIR, exist_ok=True)
+    write_vocab_files(vocab, merges, os.path.join(tokenization_xlm.DEMO_DIR, "demo_vocab.json"),
+                      os.path.join(tokenization_xlm.DEMO_DIR, "demo_merges.txt"))
+    print(f"wrote {len(vocab)} tokens, {len(merges)} merges to {tokenization_xlm.DEMO_DIR}", file=sys.stderr)
