@@ -12,6 +12,9 @@ decoding cache, gradients, and training with dropout (no backward/dropout kernel
 
 import functools
 import os
+import weakref
+
+import torch
 
 BACKEND_ENV = "XLM_FAST_BACKEND"
 BACKEND_CHOICES = ("auto", "triton", "torch")
@@ -57,6 +60,28 @@ def select_backend(device, *, output_attentions, uses_cache, needs_grad, dropout
     return "triton" if device.type == "cuda" and triton_importable() else "torch"
 
 
+# ---- the Triton path ----------------------------------------------------------------
+# Fused QKV projection weights per attention module: (weight (3 * dim, dim), bias
+# (3 * dim,), key). Kept here, outside every state dict, and rebuilt when the key (the
+# storage, in-place version counter, dtype and device of the six source tensors)
+# changes: load_state_dict, optimizer steps, .to() and .half() all change it.
+_fused_qkv_cache = weakref.WeakKeyDictionary()
+
+
+def _fused_qkv(attention):
+    sources = (attention.q_lin.weight, attention.k_lin.weight, attention.v_lin.weight,
+               attention.q_lin.bias, attention.k_lin.bias, attention.v_lin.bias)
+    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+    cached = _fused_qkv_cache.get(attention)
+    if cached is None or cached[2] != key:
+        with torch.no_grad():
+            weight = torch.cat(sources[:3], dim=0)
+            bias = torch.cat(sources[3:], dim=0)
+        cached = (weight, bias, key)
+        _fused_qkv_cache[attention] = cached
+    return cached[0], cached[1]
+
+
 def triton_encoder_forward(model, *, inputs, position_ids, langs, token_type_ids, padding_mask,
                            lengths, head_mask, output_hidden_states):
     """Fused forward of XLMModel's embeddings and layers.
@@ -70,5 +95,58 @@ def triton_encoder_forward(model, *, inputs, position_ids, langs, token_type_ids
     lengths        (batch,) int64 when padding_mask is the prefix mask of these lengths, else None
     head_mask      (n_layers, n_heads) float or None
     Returns (last_hidden_state, hidden_states tuple or None).
+
+    Per layer: one GEMM for the fused QKV projection, flash attention reading q, k, v
+    as strided views of its output, then out_lin and lin2 each as a library GEMM whose
+    bias + residual + LayerNorm (+ padding mask after lin2) run in one Triton pass, and
+    lin1 as a GEMM with a fused bias + activation pass. chunk_size_feed_forward only
+    bounds memory in the PyTorch path and is not needed here (same result).
     """
-    raise NotImplementedError("the fused Triton encoder is not implemented yet")
+    from triton_kernels.attention import flash_attention, split_fused_qkv
+    from triton_kernels.embedding import embedding_layer_norm
+    from triton_kernels.ffn import linear_activation, linear_residual_layer_norm
+
+    given_embeddings = inputs.is_floating_point()
+    tensor = embedding_layer_norm(
+        None if given_embeddings else inputs,
+        model.embeddings.weight,
+        model.position_embeddings.weight,
+        model.layer_norm_emb.weight,
+        model.layer_norm_emb.bias,
+        model.layer_norm_emb.eps,
+        inputs_embeds=inputs if given_embeddings else None,
+        position_ids=position_ids,
+        langs=langs,
+        lang_embeddings=model.lang_embeddings.weight if langs is not None else None,
+        token_type_ids=token_type_ids,
+        row_mask=padding_mask,
+    )
+    # XLM: key padding only without causal; lengths let the kernel skip padded key tiles
+    if model.causal:
+        key_padding = dict(causal=True)
+    elif lengths is not None:
+        key_padding = dict(lengths=lengths)
+    else:
+        key_padding = dict(key_padding_mask=padding_mask)
+    activation = "gelu" if model.config.gelu_activation else "relu"
+
+    hidden_states = () if output_hidden_states else None
+    for i in range(model.n_layers):
+        if output_hidden_states:
+            hidden_states = hidden_states + (tensor,)
+        attention, ffn = model.attentions[i], model.ffns[i]
+        norm1, norm2 = model.layer_norm1[i], model.layer_norm2[i]
+
+        qkv_weight, qkv_bias = _fused_qkv(attention)
+        qkv = torch.nn.functional.linear(tensor, qkv_weight, qkv_bias)  # (batch, seq, 3 * dim)
+        q, k, v = split_fused_qkv(qkv, attention.n_heads)
+        context = flash_attention(q, k, v, head_scale=None if head_mask is None else head_mask[i], **key_padding)
+        tensor = linear_residual_layer_norm(context, attention.out_lin.weight, attention.out_lin.bias, tensor,
+                                            norm1.weight, norm1.bias, norm1.eps)
+
+        hidden = linear_activation(tensor, ffn.lin1.weight, ffn.lin1.bias, activation)
+        tensor = linear_residual_layer_norm(hidden, ffn.lin2.weight, ffn.lin2.bias, tensor,
+                                            norm2.weight, norm2.bias, norm2.eps, row_mask=padding_mask)
+    if output_hidden_states:
+        hidden_states = hidden_states + (tensor,)
+    return tensor, hidden_states
