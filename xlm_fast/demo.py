@@ -13,15 +13,16 @@ from .configuration_xlm import XLMConfig
 from .modeling_xlm import XLMWithLMHeadModel
 from .tokenization_xlm import XLMTokenizer
 
+# In the languages and scripts of the sample corpus the demo vocabulary was learned on.
 SAMPLES = [
     ("en", "The quick brown fox jumps over the lazy dog."),
     ("fr", "L'homme qu'il a vu hier n'est pas là."),
-    ("de", "Größere Modelle brauchen schnellere Kerne."),
+    ("de", "Früh erschrecken einfach sehr Fenster Wissen können."),
     ("ro", "Știința și învățământul românesc."),
-    ("ru", "Быстрая модель на любом устройстве."),
-    ("zh", "今天天气很好，我们去公园吧。"),
-    ("th", "ภาษาไทยไม่มีช่องว่างระหว่างคำ"),
-    ("ar", "النماذج اللغوية متعددة اللغات"),
+    ("ru", "Тысяча очко добиться число зеленый."),
+    ("el", "Ναι των εντολές."),
+    ("zh", "這個 (重要) : 183,441 « 密碼 » — 客戶?!"),
+    ("th", "อุปโภคเยาวชนแซงเอิดติดนุ่น ซ่อมเบิ่งสดดูควรยึด"),
 ]
 
 

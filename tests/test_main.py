@@ -1,0 +1,25 @@
+"""`python -m xlm_fast` command line."""
+
+import subprocess
+import sys
+
+import pytest
+
+from xlm_fast.__main__ import main
+
+
+def test_info_reports_versions_extension_and_backend(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for expected in ("xlm_fast 0.1.0", "torch", "triton", "xlm_fast._C built", "CUDA tensor would take the"):
+        assert expected in out
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "xlm_fast", "info"], capture_output=True, text=True, check=True)
+    assert "xlm_fast" in result.stdout
+
+
+def test_unknown_command_is_rejected():
+    with pytest.raises(SystemExit):
+        main(["train"])
