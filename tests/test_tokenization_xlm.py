@@ -410,6 +410,16 @@ def test_bad_files_raise_clear_errors(files, tmp_path):
         XLMTokenizer(vocab, merges, bpe_backend="gpu")
 
 
+def test_worker_processes_and_pickling_keep_ids(files, corpus, ours_en):
+    texts = [text for _, text in corpus[::11]] + EDGE_CASES
+    expected = ours_en(texts, padding=True)
+    parallel = XLMTokenizer(*files, num_workers=2)
+    assert parallel(texts, padding=True) == expected
+    assert parallel(texts[:3]) == ours_en(texts[:3])  # small batch: no workers
+    clone = pickle.loads(pickle.dumps(parallel))
+    assert clone(texts, padding=True) == expected
+
+
 def test_bad_arguments_raise_clear_errors(ours_en):
     for bad in (None, 3, b"bytes", {"a": 1}):
         with pytest.raises(TypeError, match="text"):

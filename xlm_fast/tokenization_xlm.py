@@ -227,6 +227,17 @@ class XLMPreTokenizer:
 # ----------------------------------------------------------------------------- outputs
 
 
+_WORKER_PRE_TOKENIZERS = {}
+
+
+def _pre_tokenize_many(do_lowercase_and_remove_accent, items):
+    """Worker-process side of XLMTokenizer's num_workers > 1: [(text, lang, bypass)] -> word lists."""
+    pre = _WORKER_PRE_TOKENIZERS.get(do_lowercase_and_remove_accent)
+    if pre is None:
+        pre = _WORKER_PRE_TOKENIZERS[do_lowercase_and_remove_accent] = XLMPreTokenizer(do_lowercase_and_remove_accent)
+    return [pre(text, lang, bypass) for text, lang, bypass in items]
+
+
 class BatchEncoding(dict):
     """The encoder's output: a dict (input_ids, attention_mask, ...) with attribute access."""
 
@@ -275,8 +286,12 @@ class XLMTokenizer:
 
     Args match transformers.XLMTokenizer. Extra keyword arguments read here:
     `model_max_length`, `padding_side`, `truncation_side`, `num_threads` (BPE threads for a
-    batch; default all cores), `bpe_backend` ("auto": C++ if built, "cpp", "python").
+    batch; default all cores), `num_workers` (processes sharing the Python front of a batch of
+    at least MIN_TEXTS_PER_WORKER texts per process: the front holds the GIL, so only processes
+    use more cores; default 1 = none), `bpe_backend` ("auto": C++ if built, "cpp", "python").
     """
+
+    MIN_TEXTS_PER_WORKER = 8
 
     vocab_files_names = VOCAB_FILES_NAMES
     model_input_names = ["input_ids", "attention_mask"]
@@ -319,7 +334,9 @@ class XLMTokenizer:
         self.padding_side = kwargs.pop("padding_side", "right")
         self.truncation_side = kwargs.pop("truncation_side", "right")
         self.num_threads = int(kwargs.pop("num_threads", os.cpu_count() or 1))
-        backend = kwargs.pop("bpe_backend", "auto")
+        self.num_workers = int(kwargs.pop("num_workers", 1))
+        self._pool = None
+        self._backend = kwargs.pop("bpe_backend", "auto")
         self.init_kwargs = kwargs  # other transformers options, kept for save_pretrained
 
         # Special tokens missing from the vocabulary are appended after it (as transformers does).
@@ -334,7 +351,16 @@ class XLMTokenizer:
         self._special_split = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
 
         self.pre_tokenizer = XLMPreTokenizer(self.do_lowercase_and_remove_accent)
-        self.bpe_model = self._make_bpe_model(backend)
+        self.bpe_model = self._make_bpe_model(self._backend)
+
+    def __getstate__(self):  # the C++ core and the process pool are rebuilt, not pickled
+        state = dict(self.__dict__)
+        state["bpe_model"] = state["_pool"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.bpe_model = self._make_bpe_model(self._backend)
 
     def _make_bpe_model(self, backend):
         unk_id = self.encoder.get(self.unk_token, self.added_tokens_encoder.get(self.unk_token))
@@ -450,15 +476,15 @@ class XLMTokenizer:
         """Texts -> ids without special tokens added. All words of the batch go to the BPE core
         in one call (threaded, GIL released)."""
         self._check_lang(lang)
-        layouts, chunks = [], []  # per text: special ids and None for each word chunk
+        layouts, pieces = [], []  # per text: special ids and None for each piece of plain text
         for text in texts:
             layout = []
             for special, piece in self._pieces(text):
                 layout.append(None if special is None else self._special_ids[special])
                 if special is None:
-                    chunks.append(self.pre_tokenizer(piece, lang, bypass_tokenizer))
+                    pieces.append(piece)
             layouts.append(layout)
-        encoded = iter(self.bpe_model.encode_batch(chunks, self.num_threads))
+        encoded = iter(self.bpe_model.encode_batch(self._pre_tokenize(pieces, lang, bypass_tokenizer), self.num_threads))
         results = []
         for layout in layouts:
             if layout == [None]:
@@ -472,6 +498,26 @@ class XLMTokenizer:
                     ids.append(special)
             results.append(ids)
         return results
+
+    def _pre_tokenize(self, pieces, lang, bypass_tokenizer):
+        """Pieces -> word lists; split across `num_workers` processes for a large batch (this
+        process takes the first share), in order."""
+        workers = min(self.num_workers, len(pieces) // self.MIN_TEXTS_PER_WORKER)
+        if workers <= 1:
+            return [self.pre_tokenizer(piece, lang, bypass_tokenizer) for piece in pieces]
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(self.num_workers - 1, mp_context=multiprocessing.get_context("fork"))
+        bounds = [len(pieces) * k // workers for k in range(workers + 1)]
+        shares = [[(piece, lang, bypass_tokenizer) for piece in pieces[a:b]] for a, b in zip(bounds, bounds[1:])]
+        futures = [self._pool.submit(_pre_tokenize_many, self.do_lowercase_and_remove_accent, share)
+                   for share in shares[1:]]
+        words = [self.pre_tokenizer(piece, lang, bypass_tokenizer) for piece in pieces[: bounds[1]]]
+        for future in futures:
+            words.extend(future.result())
+        return words
 
     # ------------------------------------------------------------------ model inputs
 
