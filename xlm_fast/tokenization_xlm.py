@@ -13,6 +13,8 @@ Unlike transformers 5.x, whose tokenize() drops `lang`/`bypass_tokenizer` before
 reach the language-specific code, `lang=` here selects the pipeline as documented.
 """
 
+import bisect
+import itertools
 import json
 import logging
 import os
@@ -227,15 +229,62 @@ class XLMPreTokenizer:
 # ----------------------------------------------------------------------------- outputs
 
 
-_WORKER_PRE_TOKENIZERS = {}
+def _pre_tokenizer_worker(connection, do_lowercase_and_remove_accent):
+    """Worker process loop: receives [(text, lang, bypass)], sends back ("ok", word lists) or
+    ("error", exception); None stops it."""
+    pre = XLMPreTokenizer(do_lowercase_and_remove_accent)
+    while True:
+        items = connection.recv()
+        if items is None:
+            return
+        try:
+            connection.send(("ok", [pre(text, lang, bypass) for text, lang, bypass in items]))
+        except Exception as error:  # noqa: BLE001 - re-raised in the caller
+            connection.send(("error", error))
 
 
-def _pre_tokenize_many(do_lowercase_and_remove_accent, items):
-    """Worker-process side of XLMTokenizer's num_workers > 1: [(text, lang, bypass)] -> word lists."""
-    pre = _WORKER_PRE_TOKENIZERS.get(do_lowercase_and_remove_accent)
-    if pre is None:
-        pre = _WORKER_PRE_TOKENIZERS[do_lowercase_and_remove_accent] = XLMPreTokenizer(do_lowercase_and_remove_accent)
-    return [pre(text, lang, bypass) for text, lang, bypass in items]
+class _PreTokenizerPool:
+    """Forked processes that run the Python front on shares of a batch. Talks to each over its
+    own pipe from the calling thread: a pool with feeder threads (concurrent.futures,
+    multiprocessing.Pool) waits for the GIL that this thread holds while it runs its own share."""
+
+    def __init__(self, size, do_lowercase_and_remove_accent):
+        import multiprocessing
+        import threading
+        import weakref
+
+        context = multiprocessing.get_context("fork")
+        self._lock = threading.Lock()
+        self._connections = []
+        for _ in range(size):
+            parent, child = context.Pipe()
+            context.Process(target=_pre_tokenizer_worker, args=(child, do_lowercase_and_remove_accent),
+                            daemon=True).start()
+            child.close()
+            self._connections.append(parent)
+        weakref.finalize(self, _PreTokenizerPool._stop, self._connections)
+
+    @staticmethod
+    def _stop(connections):
+        for connection in connections:
+            try:
+                connection.send(None)
+                connection.close()
+            except OSError:
+                pass
+
+    def map(self, shares, local):
+        """Word lists of shares[0] (computed here by `local`) + shares[1:] (in the workers)."""
+        with self._lock:
+            for connection, share in zip(self._connections, shares[1:]):
+                connection.send(share)
+            words = local(shares[0])
+            replies = [connection.recv() for connection in self._connections[: len(shares) - 1]]
+        for status, payload in replies:
+            if status == "error":
+                raise payload
+            words.extend(payload)
+        return words
 
 
 class BatchEncoding(dict):
@@ -506,18 +555,12 @@ class XLMTokenizer:
         if workers <= 1:
             return [self.pre_tokenizer(piece, lang, bypass_tokenizer) for piece in pieces]
         if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            self._pool = ProcessPoolExecutor(self.num_workers - 1, mp_context=multiprocessing.get_context("fork"))
-        bounds = [len(pieces) * k // workers for k in range(workers + 1)]
+            self._pool = _PreTokenizerPool(self.num_workers - 1, self.do_lowercase_and_remove_accent)
+        # Shares of about equal characters (front time grows with length), in order.
+        ends = list(itertools.accumulate(len(piece) + 1 for piece in pieces))
+        bounds = [0] + [bisect.bisect_left(ends, ends[-1] * k / workers) for k in range(1, workers)] + [len(pieces)]
         shares = [[(piece, lang, bypass_tokenizer) for piece in pieces[a:b]] for a, b in zip(bounds, bounds[1:])]
-        futures = [self._pool.submit(_pre_tokenize_many, self.do_lowercase_and_remove_accent, share)
-                   for share in shares[1:]]
-        words = [self.pre_tokenizer(piece, lang, bypass_tokenizer) for piece in pieces[: bounds[1]]]
-        for future in futures:
-            words.extend(future.result())
-        return words
+        return self._pool.map(shares, lambda share: [self.pre_tokenizer(*item) for item in share])
 
     # ------------------------------------------------------------------ model inputs
 
