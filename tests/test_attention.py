@@ -57,7 +57,7 @@ def assert_close(actual, expected, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize(
     "batch, seq_len, heads, head_dim",
-    [(1, 1, 2, 64), (2, 7, 3, 80), (2, 130, 2, 128), (1, 33, 2, 64)],
+    [(1, 1, 2, 64), (2, 7, 3, 80), (2, 130, 2, 128), (1, 33, 2, 64), (2, 9, 2, 8)],
 )
 def test_lengths_padding(batch, seq_len, heads, head_dim, dtype):
     q, k, v = random_qkv(batch, seq_len, heads, head_dim, dtype)
@@ -72,6 +72,18 @@ def test_lengths_padding(batch, seq_len, heads, head_dim, dtype):
 def test_no_mask(dtype):
     q, k, v = random_qkv(2, 45, 2, 64, dtype, seed=1)
     assert_close(flash_attention(q, k, v), reference_attention(q, k, v), dtype)
+
+
+def test_lengths_skip_key_tiles_past_the_length():
+    """Key tiles wholly past a row's length are skipped, not computed: NaN values there
+    (64 = a multiple of every key tile size used) leave the output finite and exact."""
+    q, k, v = random_qkv(2, 200, 2, 64, torch.float32, seed=8)
+    lengths = torch.tensor([50, 200], device=DEVICE)
+    keep = torch.arange(200, device=DEVICE)[None, :] < lengths[:, None]
+    expected = reference_attention(q, k, v, keep=keep)
+    v[0, 64:] = float("nan")
+    k[0, 64:] = float("nan")
+    assert_close(flash_attention(q, k, v, lengths=lengths), expected, torch.float32)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

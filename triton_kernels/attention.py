@@ -57,7 +57,7 @@ def _flash_attention_forward_kernel(
     DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no TF32), "tf32" otherwise
     BLOCK_M: tl.constexpr,  # queries per program
     BLOCK_N: tl.constexpr,  # keys per inner step
-    BLOCK_D: tl.constexpr,  # head_dim padded to a power of two
+    BLOCK_D: tl.constexpr,  # head_dim padded to a power of two (at least 16)
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -161,7 +161,7 @@ def _launch_config(block_d: int, dtype: torch.dtype) -> dict:
 def _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_scale):
     batch, seq_len, n_heads, head_dim = q.shape
     out = torch.empty((batch, seq_len, n_heads, head_dim), dtype=q.dtype, device=q.device)
-    block_d = triton.next_power_of_2(head_dim)
+    block_d = max(16, triton.next_power_of_2(head_dim))  # tl.dot needs K >= 16
     config = _launch_config(block_d, q.dtype)
 
     # unused pointer arguments still need a tensor; `out` is never read through them
