@@ -7,15 +7,19 @@
     the (tokens, dim) sum is never written and read back.
 
 Why torch's library GEMM (torch.matmul -> cuBLAS) rather than a Triton GEMM with the
-epilogue inside: at the benchmark shapes (16k tokens x 2048 x 8192) the GEMMs are
-~95% of the floor (DESIGN.md: 28.3 of 29.8 ms) and cuBLAS on an H100 runs them with
-wgmma/TMA kernels that a portable tl.dot GEMM (Triton 3.6, no warp specialisation)
-typically trails by 10-30%; the epilogue pass costs one read + write of the GEMM
-output (~3% of the GEMM time at dim 2048), far less than such a gap. The GEMM runs
-without bias so that bias, activation (and residual + LayerNorm) happen in fp32 in one
-epilogue pass. For tiny token counts (batch 1 x 32) a fused Triton GEMM could save a
-launch per linear; that trade-off and the split itself NEED CONFIRMING ON THE H100
-(bench/bench_xlm_model.py): nothing could be timed on a GPU when this was written.
+epilogue inside: at the benchmark shapes (16k tokens, dim 2048) the GEMMs are ~95% of
+the floor (DESIGN.md: 28.3 of 29.8 ms, ~2.4 ms per layer) and cuBLAS on an H100 runs
+them with wgmma/TMA kernels that a portable tl.dot GEMM (Triton 3.6, no warp
+specialisation) typically trails by 10-30%. What the split costs is one extra
+read + write of lin1's (tokens, 4 * dim) output for bias + GELU: ~0.5 GB, ~0.2 ms per
+layer at ~3 TB/s, i.e. ~8% of the layer's GEMM time, less than such a gap. (cuBLASLt's
+own GELU epilogue is the tanh approximation, not XLM's exact erf GELU.) For out_lin and
+lin2 nothing is lost: post-LN needs the whole row anyway, so bias + residual ride on
+the LayerNorm pass. The GEMMs run without bias so that bias and activation are applied
+in fp32 before the single rounding. For tiny token counts (batch 1 x 32) a fused Triton
+GEMM could save a launch per linear. This choice NEEDS CONFIRMING ON THE H100
+(bench/bench_xlm_model.py, gemm_floor column): nothing could be timed on a GPU when
+this was written.
 """
 import torch
 import triton
