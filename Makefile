@@ -15,6 +15,7 @@ $(VENV)/.installed: setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_CPU)
 	$(PY) -m pip install -e ".[test]"
+	@$(PY) -c "import xlm_fast._C" 2>/dev/null || echo "WARNING: the C++ extension xlm_fast._C was not built (no C++ compiler?); the pure-Python tokenizer will be used."
 	touch $@
 
 demo: setup
@@ -27,7 +28,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(PY) -m pytest -q bench --benchmark-only
+	$(PY) -m pytest -q bench -o python_files="bench_*.py" --benchmark-only
 
 clean:
 	rm -rf $(VENV) build *.egg-info xlm_fast/*.so

@@ -112,7 +112,7 @@ def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row)
                 candidates["hf_compiled"] = lambda: hf_compiled(input_ids, lengths=lengths).last_hidden_state
                 candidates["sdpa_compiled"] = lambda: sdpa_compiled(weights, config, input_ids, attention_mask)
             assert xlm_fast.backend.select_backend(
-                input_ids.device, output_attentions=False, uses_cache=False, needs_grad=False,
+                input_ids.device, dtype=dtype, output_attentions=False, uses_cache=False, needs_grad=False,
                 dropout_active=False) == "triton", "xlm_fast would not take its Triton path here"
             row = dict(device_description(), model=config_name, case=case_name, dtype=dtype_name, batch=batch,
                        seq=seq, variable_lengths=variable,

@@ -151,3 +151,40 @@ def test_half_precision_no_less_accurate_than_torch_path(dtype, monkeypatch):
     eager_error = relative_error(run(model, "torch", monkeypatch, **kwargs).last_hidden_state, exact)
     triton_error = relative_error(run(model, "triton", monkeypatch, **kwargs).last_hidden_state, exact)
     assert triton_error <= 1.5 * eager_error, (triton_error, eager_error)
+
+
+SELECT_DEFAULTS = dict(dtype=torch.float32, output_attentions=False, uses_cache=False, needs_grad=False,
+                       dropout_active=False)
+
+
+@pytest.mark.parametrize("uncovered", [dict(output_attentions=True), dict(uses_cache=True), dict(needs_grad=True),
+                                       dict(dropout_active=True), dict(dtype=torch.float64), dict(dtype=None)])
+def test_uncovered_calls_take_the_torch_path_even_when_triton_is_forced(uncovered, monkeypatch):
+    monkeypatch.setenv(backend.BACKEND_ENV, "triton")
+    kwargs = dict(SELECT_DEFAULTS, **uncovered)
+    assert backend.select_backend(torch.device("cuda"), **kwargs) == "torch"
+
+
+def test_backend_choice_by_environment(monkeypatch):
+    monkeypatch.setenv(backend.BACKEND_ENV, "torch")
+    assert backend.select_backend(torch.device("cuda"), **SELECT_DEFAULTS) == "torch"
+    monkeypatch.setenv(backend.BACKEND_ENV, "auto")
+    assert backend.select_backend(torch.device("cpu"), **SELECT_DEFAULTS) == "torch"
+    assert backend.select_backend(torch.device("cuda"), **SELECT_DEFAULTS) == "triton"
+    monkeypatch.setenv(backend.BACKEND_ENV, "fastest")
+    with pytest.raises(ValueError, match=backend.BACKEND_ENV):
+        backend.select_backend(torch.device("cpu"), **SELECT_DEFAULTS)
+
+
+def test_forced_triton_without_the_interpreter_on_cpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(backend.BACKEND_ENV, "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        backend.select_backend(torch.device("cpu"), **SELECT_DEFAULTS)
+
+
+def test_float64_model_takes_the_torch_path(monkeypatch):
+    model = make_model("causal").double()
+    ids, mask = padded_batch()
+    monkeypatch.setenv(backend.BACKEND_ENV, "triton")
+    assert model(ids, attention_mask=mask).last_hidden_state.dtype == torch.float64

@@ -26,7 +26,8 @@ def info(out=print):
     except ImportError:
         triton_version = "not installed"
     cuda_path = backend.select_backend(
-        torch.device("cuda"), output_attentions=False, uses_cache=False, needs_grad=False, dropout_active=False
+        torch.device("cuda"), dtype=torch.float16, output_attentions=False, uses_cache=False, needs_grad=False,
+        dropout_active=False
     )
     out(f"xlm_fast {__version__}")
     out(f"python {platform.python_version()}, torch {torch.__version__}, triton {triton_version}")

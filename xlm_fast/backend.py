@@ -7,7 +7,8 @@ XLM_FAST_BACKEND=torch|triton|auto (default auto):
           TRITON_INTERPRET=1 (how CI checks the kernels without a GPU).
   torch   always the PyTorch path.
 Calls the kernels do not cover take the PyTorch path: output_attentions=True, a
-decoding cache, gradients, and training with dropout (no backward/dropout kernels yet).
+decoding cache, gradients, training with dropout (no backward/dropout kernels yet), and
+dtypes other than fp16/bf16/fp32 (float64 references, say).
 """
 
 import functools
@@ -18,6 +19,7 @@ import torch
 
 BACKEND_ENV = "XLM_FAST_BACKEND"
 BACKEND_CHOICES = ("auto", "triton", "torch")
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def requested_backend():
@@ -45,10 +47,12 @@ def triton_runs_on(device):
     return triton_importable() and (device.type == "cuda" or interpreter_enabled())
 
 
-def select_backend(device, *, output_attentions, uses_cache, needs_grad, dropout_active):
-    """Returns "triton" or "torch" for one encoder call on tensors of `device`."""
+def select_backend(device, *, dtype, output_attentions, uses_cache, needs_grad, dropout_active):
+    """Returns "triton" or "torch" for one encoder call on tensors of `device` and
+    floating-point `dtype` (None when the inputs' dtype differs from the weights')."""
     choice = requested_backend()
-    if choice == "torch" or output_attentions or uses_cache or needs_grad or dropout_active:
+    uncovered = dtype not in KERNEL_DTYPES or output_attentions or uses_cache or needs_grad or dropout_active
+    if choice == "torch" or uncovered:
         return "torch"
     if choice == "triton":
         if not triton_runs_on(device):

@@ -237,8 +237,10 @@ class XLMModel(XLMPreTrainedModel):
         if not self.has_lang_embeddings:
             langs = None
 
+        weight_dtype = self.embeddings.weight.dtype
         path = backend.select_backend(
             device,
+            dtype=weight_dtype if inputs_embeds is None or inputs_embeds.dtype == weight_dtype else None,
             output_attentions=output_attentions,
             uses_cache=cache is not None,
             needs_grad=torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()),
