@@ -299,7 +299,7 @@ private:
     struct Scratch {
         WordEncoding encoding;
         std::string full;
-        std::vector<Symbol> symbols, merged;
+        std::vector<Symbol> symbols;
     };
 
     std::vector<int32_t> encode(const std::vector<std::string_view>& words, Scratch& scratch) {
@@ -322,20 +322,17 @@ private:
         WordEncoding& out = scratch.encoding;
         std::string& full = scratch.full;
         std::vector<Symbol>& symbols = scratch.symbols;
-        std::vector<Symbol>& merged = scratch.merged;
         out.ids.clear();
         out.spans.clear();
         if (word.empty()) return;
-        full.assign(word.data(), word.size());
-        full.append(kEndOfWord);
-        const std::string_view view(full);
+        const uint32_t full_size = static_cast<uint32_t>(word.size() + kEndOfWord.size());
 
         // Characters: (code point) ... (last code point + "</w>").
         symbols.clear();
         for (size_t pos = 0; pos < word.size();) {
             size_t next = std::min(word.size(), pos + utf8_length(static_cast<unsigned char>(word[pos])));
             const bool last = next == word.size();
-            const size_t end = last ? full.size() : next;
+            const size_t end = last ? full_size : next;
             std::pair<int32_t, int32_t> found;
             const int32_t id = char_table_.find(char_key(code_point(word.data() + pos, next - pos), last), found)
                                    ? found.first
@@ -354,31 +351,36 @@ private:
                 if (symbols[i].rank < symbols[best].rank) best = i;
             if (symbols[best].result < 0) break;
             const int32_t left = symbols[best].id, right = symbols[best + 1].id, result = symbols[best].result;
-            merged.clear();
-            for (size_t i = 0; i < symbols.size();) {
+            // Merge every occurrence left to right, compacting in place (write index <= read index).
+            size_t write = 0;
+            for (size_t i = 0; i < symbols.size(); ++write) {
                 if (i + 1 < symbols.size() && symbols[i].id == left && symbols[i + 1].id == right) {
-                    merged.push_back({result, symbols[i].start, symbols[i + 1].end, kNoRank, -1, true});
+                    symbols[write] = {result, symbols[i].start, symbols[i + 1].end, kNoRank, -1, true};
                     i += 2;
                 } else {
-                    merged.push_back(symbols[i]);
-                    merged.back().fresh = false;
+                    symbols[write] = symbols[i];
+                    symbols[write].fresh = false;
                     i += 1;
                 }
             }
-            for (size_t j = 0; j + 1 < merged.size(); ++j)
-                if (merged[j].fresh || merged[j + 1].fresh) rank_pair(merged[j], merged[j + 1]);
-            merged.back().rank = kNoRank;
-            merged.back().result = -1;
-            symbols.swap(merged);
+            symbols.resize(write);
+            for (size_t j = 0; j + 1 < symbols.size(); ++j)
+                if (symbols[j].fresh || symbols[j + 1].fresh) rank_pair(symbols[j], symbols[j + 1]);
+            symbols.back().rank = kNoRank;
+            symbols.back().result = -1;
         }
 
-        const bool has_space = word.find(' ') != std::string::npos;
-        for (const Symbol& symbol : symbols) {
-            if (!has_space) {
+        if (word.find(' ') == std::string_view::npos) {
+            for (const Symbol& symbol : symbols) {
                 out.ids.push_back(symbol.id < 0 ? unk_id_ : symbol_ids_[symbol.id]);
                 out.spans.emplace_back(symbol.start, symbol.end);
-                continue;
             }
+            return;
+        }
+        full.assign(word.data(), word.size());
+        full.append(kEndOfWord);
+        const std::string_view view(full);
+        for (const Symbol& symbol : symbols) {
             // " ".join(symbols).split(" "): each symbol splits on its own spaces.
             uint32_t start = symbol.start;
             for (uint32_t pos = symbol.start; pos <= symbol.end; ++pos) {
