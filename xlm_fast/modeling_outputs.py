@@ -54,7 +54,9 @@ class BaseModelOutput(ModelOutput):
 
 
 @model_output
-class MaskedLMOutput(ModelOutput):
+class LossLogitsOutput(ModelOutput):
+    """Fields shared by the LM, sequence, multiple-choice and token classification heads."""
+
     loss: Optional[torch.Tensor] = None
     logits: Optional[torch.Tensor] = None
     hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
@@ -62,27 +64,23 @@ class MaskedLMOutput(ModelOutput):
 
 
 @model_output
-class SequenceClassifierOutput(ModelOutput):
-    loss: Optional[torch.Tensor] = None
-    logits: Optional[torch.Tensor] = None
-    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
-    attentions: Optional[Tuple[torch.Tensor, ...]] = None
+class MaskedLMOutput(LossLogitsOutput):
+    """logits (batch, seq, vocab): scores, or log-probabilities with an adaptive softmax."""
 
 
 @model_output
-class MultipleChoiceModelOutput(ModelOutput):
-    loss: Optional[torch.Tensor] = None
-    logits: Optional[torch.Tensor] = None
-    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
-    attentions: Optional[Tuple[torch.Tensor, ...]] = None
+class SequenceClassifierOutput(LossLogitsOutput):
+    """logits (batch, num_labels)."""
 
 
 @model_output
-class TokenClassifierOutput(ModelOutput):
-    loss: Optional[torch.Tensor] = None
-    logits: Optional[torch.Tensor] = None
-    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
-    attentions: Optional[Tuple[torch.Tensor, ...]] = None
+class MultipleChoiceModelOutput(LossLogitsOutput):
+    """logits (batch, num_choices)."""
+
+
+@model_output
+class TokenClassifierOutput(LossLogitsOutput):
+    """logits (batch, seq, num_labels)."""
 
 
 @model_output
@@ -107,12 +105,6 @@ class XLMSquadHeadOutput(ModelOutput):
 
 
 @model_output
-class XLMForQuestionAnsweringOutput(ModelOutput):
-    loss: Optional[torch.Tensor] = None
-    start_top_log_probs: Optional[torch.Tensor] = None
-    start_top_index: Optional[torch.Tensor] = None
-    end_top_log_probs: Optional[torch.Tensor] = None
-    end_top_index: Optional[torch.Tensor] = None
-    cls_logits: Optional[torch.Tensor] = None
+class XLMForQuestionAnsweringOutput(XLMSquadHeadOutput):
     hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
     attentions: Optional[Tuple[torch.Tensor, ...]] = None
