@@ -1,9 +1,14 @@
-# Set-up and entry points. `make demo` and `make test` install what is missing into
-# .venv first. The venv sees the system's site-packages so that a torch the user
-# already has (e.g. a CUDA build) is kept; only where no torch is importable is the
-# CPU wheel torch==2.13.0 installed, which avoids the multi-GB CUDA download.
+# Set-up and entry points. `make demo` and `make test` install what is missing first:
+# into the active virtual environment (or conda env) when it already has torch (a GPU
+# user's CUDA build, say), else into .venv, which also sees the system's site-packages
+# so that a system-wide torch is kept. Only where no torch is importable is the CPU
+# wheel torch==2.13.0 installed, which avoids the multi-GB CUDA download.
 PYTHON ?= python3
 VENV ?= .venv
+ACTIVE_ENV_WITH_TORCH := $(shell $(PYTHON) -c "import os, sys, torch; sys.exit(sys.prefix == sys.base_prefix and not os.environ.get('CONDA_PREFIX'))" 2>/dev/null && echo yes)
+ifeq ($(ACTIVE_ENV_WITH_TORCH),yes)
+VENV := $(shell $(PYTHON) -c "import sys; print(sys.prefix)")
+endif
 PY := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
 
