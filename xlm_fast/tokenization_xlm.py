@@ -145,6 +145,21 @@ def lowercase_and_remove_accent(words):
     return text.split(" ")
 
 
+class _MosesPunctNormalizer(sacremoses.MosesPunctNormalizer):
+    """sacremoses' normalizer with its substitution table compiled once: the stock normalize()
+    passes ~45 pattern strings to re.sub per call, and the regex-cache lookups cost ~40% of
+    it. Same table, same order, same results (the pre/post options stay off, as in XLM)."""
+
+    def __init__(self, lang):
+        super().__init__(lang=lang)
+        self.substitutions = [(re.compile(pattern), replacement) for pattern, replacement in self.substitutions]
+
+    def normalize(self, text):
+        for pattern, replacement in self.substitutions:
+            text = pattern.sub(replacement, text)
+        return text.strip()
+
+
 class _MosesTokenizer(sacremoses.MosesTokenizer):
     """sacremoses' tokenizer with its character-class tests on sets built once: the stock
     islower/isanyalpha build a set of ~2,000 characters on every call (about half of
@@ -178,7 +193,7 @@ class XLMPreTokenizer:
     def moses_pipeline(self, text, lang):
         normalizer = self._normalizers.get(lang)
         if normalizer is None:
-            normalizer = self._normalizers[lang] = sacremoses.MosesPunctNormalizer(lang=lang)
+            normalizer = self._normalizers[lang] = _MosesPunctNormalizer(lang)
         return remove_non_printing_char(normalizer.normalize(replace_unicode_punct(text)))
 
     def moses_tokenize(self, text, lang):
