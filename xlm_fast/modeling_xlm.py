@@ -50,6 +50,18 @@ def xlm_masks(slen, lengths, causal, padding_mask=None):
     return mask, attn_mask
 
 
+def check_value_ranges(ranges):
+    """ranges: (name, integer tensor, low, high) tuples; raises a ValueError naming the
+    first tensor with a value outside [low, high]. One device sync for all of them."""
+    ranges = [spec for spec in ranges if spec[1].numel()]
+    if not ranges:
+        return
+    bounds = torch.stack([torch.stack(torch.aminmax(tensor)).long() for _, tensor, _, _ in ranges]).tolist()
+    for (name, _, low, high), (smallest, largest) in zip(ranges, bounds):
+        if smallest < low or largest > high:
+            raise ValueError(f"{name} values must lie in [{low}, {high}], got values in [{smallest}, {largest}]")
+
+
 def expand_head_mask(head_mask, n_layers, n_heads):
     """(n_heads,) or (n_layers, n_heads) -> (n_layers, n_heads), or None."""
     if head_mask is None:
@@ -199,13 +211,16 @@ class XLMModel(XLMPreTrainedModel):
 
         bs, slen, device = self._check_inputs(input_ids, inputs_embeds)
         past = self._check_cache(cache, slen)
+        # (name, tensor, low, high): integer inputs whose values must lie in [low, high],
+        # checked together below with one device synchronisation.
+        ranges = [("input_ids", input_ids, 0, self.n_words - 1)] if input_ids is not None else []
         if lengths is None:
             if input_ids is not None:
                 lengths = (input_ids != self.pad_index).sum(dim=1).long()
             else:
                 lengths = torch.full((bs,), slen, device=device, dtype=torch.long)
         else:
-            self._check_index_tensor("lengths", lengths, (bs,), 0, slen, inclusive=True)
+            ranges.append(self._index_tensor("lengths", lengths, (bs,), 0, slen))
         if attention_mask is not None:
             self._check_shape("attention_mask", attention_mask, (bs, slen))
         mask, attn_mask = xlm_masks(slen, lengths, self.causal, padding_mask=attention_mask)
@@ -218,11 +233,13 @@ class XLMModel(XLMPreTrainedModel):
                 )
             position_ids = self.position_ids[:, :slen]
         else:
-            self._check_index_tensor("position_ids", position_ids, (bs, slen), 0, config.max_position_embeddings)
+            ranges.append(self._index_tensor("position_ids", position_ids, (bs, slen), 0,
+                                             config.max_position_embeddings - 1))
         if langs is not None:
-            self._check_index_tensor("langs", langs, (bs, slen), 0, self.n_langs)
+            ranges.append(self._index_tensor("langs", langs, (bs, slen), 0, self.n_langs - 1))
         if token_type_ids is not None:
-            self._check_index_tensor("token_type_ids", token_type_ids, (bs, slen), 0, self.n_words)
+            ranges.append(self._index_tensor("token_type_ids", token_type_ids, (bs, slen), 0, self.n_words - 1))
+        check_value_ranges(ranges)
         head_mask = expand_head_mask(head_mask, self.n_layers, self.n_heads)
 
         if past:  # only the positions after the cached ones are computed
@@ -316,7 +333,7 @@ class XLMModel(XLMPreTrainedModel):
                 raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
             if input_ids.dim() != 2:
                 raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}")
-            self._check_index_tensor("input_ids", input_ids, tuple(input_ids.shape), 0, self.n_words)
+            self._index_tensor("input_ids", input_ids, tuple(input_ids.shape), 0, self.n_words - 1)
             return input_ids.size(0), input_ids.size(1), input_ids.device
         if not torch.is_tensor(inputs_embeds) or not inputs_embeds.is_floating_point():
             raise TypeError("inputs_embeds must be a floating-point torch.Tensor")
@@ -334,18 +351,12 @@ class XLMModel(XLMPreTrainedModel):
             raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
 
     @classmethod
-    def _check_index_tensor(cls, name, tensor, shape, low, high, inclusive=False):
-        """Integer tensor of `shape` with values in [low, high) (or [low, high])."""
+    def _index_tensor(cls, name, tensor, shape, low, high):
+        """Checks that `tensor` is an integer tensor of `shape`; returns its range spec."""
         cls._check_shape(name, tensor, shape)
         if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
             raise TypeError(f"{name} must be an integer tensor, got {tensor.dtype}")
-        if tensor.numel():
-            smallest, largest = torch.aminmax(tensor)
-            smallest, largest = int(smallest), int(largest)
-            over = largest > high if inclusive else largest >= high
-            if smallest < low or over:
-                bound = f"[{low}, {high}]" if inclusive else f"[{low}, {high})"
-                raise ValueError(f"{name} values must lie in {bound}, got values in [{smallest}, {largest}]")
+        return name, tensor, low, high
 
     @staticmethod
     def _check_cache(cache, slen):
