@@ -1,0 +1,242 @@
+"""XLMTokenizer speed: xlm_fast vs transformers on the multilingual sample corpus.
+
+pytest-benchmark cases (`pytest bench/bench_tokenization_xlm.py`) and a script
+(`python bench/bench_tokenization_xlm.py`) that measures in one run, on the same
+vocabulary (learned from the corpus as in the tests):
+  - end to end, single texts (one call per text) and batches (64 texts per call, one core
+    and both cores), texts/s and MB/s (UTF-8 input bytes), ratio to transformers;
+  - the BPE step alone over the corpus' pre-tokenised words, cache disabled: C++ core
+    (1 and all threads) vs the pure-Python twin vs transformers' XLMTokenizer.bpe;
+  - where the time of one pass goes (front stages, BPE, the rest).
+Writes bench/results/tokenization_xlm.json and .md.
+
+transformers 5.x ignores `lang=` (every language runs its English Moses path), so the
+end-to-end cases run lang="en" for both (identical pipelines, identical ids); the
+"per language" row adds ours with the real language pipelines (jieba, PyThaiNLP, ...).
+Japanese is left out (KyTea is not installed).
+"""
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import pytest  # noqa: E402
+
+from test_tokenization_xlm import learn_vocab, read_corpus, write_vocab_files  # noqa: E402
+from xlm_fast import tokenization_xlm  # noqa: E402
+from xlm_fast.bpe import BPEModel as PyBPEModel  # noqa: E402
+from xlm_fast.tokenization_xlm import XLMTokenizer  # noqa: E402
+
+BATCH = 64
+CORES = os.cpu_count() or 1
+
+
+def setup():
+    """(corpus without ja, vocab paths, ours, transformers' tokenizer)."""
+    import transformers
+
+    corpus = [(lang, text) for lang, text in read_corpus() if lang != "ja"]
+    directory = tempfile.mkdtemp(prefix="bench_xlm_")
+    paths = os.path.join(directory, "vocab.json"), os.path.join(directory, "merges.txt")
+    write_vocab_files(*learn_vocab(read_corpus()), *paths)
+    return corpus, paths, XLMTokenizer(*paths, num_threads=1), transformers.XLMTokenizer(*paths)
+
+
+def times(function, repeats):
+    function()  # warm-up: caches, lazily built Moses objects, worker processes
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def median_time(function, repeats):
+    return statistics.median(times(function, repeats))
+
+
+# ----------------------------------------------------------------------------- pytest-benchmark
+
+
+@pytest.fixture(scope="module")
+def bench_setup():
+    return setup()
+
+
+def test_ours_single_texts(benchmark, bench_setup):
+    corpus, _, ours, _ = bench_setup
+    texts = [text for _, text in corpus[::10]]
+    benchmark(lambda: [ours(text) for text in texts])
+
+
+def test_transformers_single_texts(benchmark, bench_setup):
+    corpus, _, _, hf = bench_setup
+    texts = [text for _, text in corpus[::10]]
+    benchmark(lambda: [hf(text) for text in texts])
+
+
+def test_ours_batch(benchmark, bench_setup):
+    corpus, _, ours, _ = bench_setup
+    texts = [text for _, text in corpus[:BATCH]]
+    benchmark(lambda: ours(texts, padding=True))
+
+
+def _words(corpus, ours):
+    return [ours.pre_tokenizer(text, lang) for lang, text in corpus]
+
+
+@pytest.mark.parametrize("backend", ["cpp", "python"])
+def test_bpe_step(benchmark, bench_setup, backend):
+    corpus, paths, ours, _ = bench_setup
+    if backend == "cpp" and tokenization_xlm.CppBPEModel is None:
+        pytest.skip("extension not built")
+    model = XLMTokenizer(*paths, bpe_backend=backend).bpe_model
+    model.cache_capacity = 0
+    words = _words(corpus[::10], ours)
+    benchmark(lambda: model.encode_batch(words, 1))
+
+
+# ----------------------------------------------------------------------------- script
+
+
+def main(repeats=7):
+    corpus, paths, ours, hf = setup()
+    ours_all_cores = XLMTokenizer(*paths, num_threads=CORES, num_workers=CORES)
+    texts = [text for _, text in corpus]
+    megabytes = sum(len(text.encode("utf-8")) for text in texts) / 1e6
+    by_lang = {}
+    for lang, text in corpus:
+        by_lang.setdefault(lang, []).append(text)
+    batches = [(lang, texts_[i : i + BATCH]) for lang, texts_ in by_lang.items() for i in range(0, len(texts_), BATCH)]
+    assert [ours(t)["input_ids"] for t in texts[::50]] == [hf(t)["input_ids"] for t in texts[::50]]
+
+    rows = []
+
+    def record(case, seconds, baseline=None, n_texts=len(texts), shape=""):
+        rows.append({
+            "case": case, "shape": shape, "median_s": seconds, "texts_per_s": n_texts / seconds,
+            "mb_per_s": megabytes * n_texts / len(texts) / seconds,
+            "speedup_vs_baseline": None if baseline is None else baseline / seconds,
+        })
+        return seconds
+
+    shape = f"{len(texts)} texts, 1 per call"
+    base = record("transformers, single texts (lang=en)", median_time(lambda: [hf(t) for t in texts], repeats), shape=shape)
+    record("xlm_fast, single texts (lang=en)", median_time(lambda: [ours(t) for t in texts], repeats), base, shape=shape)
+    record("xlm_fast, single texts (per-language pipelines)",
+           median_time(lambda: [ours(t, lang=lang) for lang, t in corpus], repeats), base, shape=shape)
+
+    shape = f"{len(batches)} batches of <= {BATCH}, padded"
+    base = record("transformers, batches (lang=en)",
+                  median_time(lambda: [hf(b, padding=True) for _, b in batches], repeats), shape=shape)
+    record("xlm_fast, batches, 1 core (lang=en)",
+           median_time(lambda: [ours(b, padding=True) for _, b in batches], repeats), base, shape=shape)
+    record(f"xlm_fast, batches, {CORES} cores (lang=en)",
+           median_time(lambda: [ours_all_cores(b, padding=True) for _, b in batches], repeats), base, shape=shape)
+
+    # BPE step alone, word cache disabled in ours and emptied before each transformers pass.
+    words = [ours.pre_tokenizer(text, lang) for lang, text in corpus]
+    n_words = sum(map(len, words))
+    shape = f"{n_words} words in {len(words)} sequences, no cache"
+
+    def hf_bpe():
+        hf.cache.clear()
+        for sequence in words:
+            for word in sequence:
+                hf.bpe(word)
+
+    python = PyBPEModel(ours.encoder, ours.merges, ours.unk_token_id, cache_capacity=0)
+    base = record("BPE: pure-Python twin", median_time(lambda: python.encode_batch(words), repeats), shape=shape)
+    record("BPE: transformers XLMTokenizer.bpe", median_time(hf_bpe, repeats), base, shape=shape)
+    if tokenization_xlm.CppBPEModel is not None:
+        cpp = tokenization_xlm.CppBPEModel(ours.encoder, ours.merges, ours.unk_token_id, 0)
+        record("BPE: C++ core, 1 thread", median_time(lambda: cpp.encode_batch(words, 1), repeats), base, shape=shape)
+        record(f"BPE: C++ core, {CORES} threads",
+               median_time(lambda: cpp.encode_batch(words, CORES), repeats), base, shape=shape)
+
+    profile = profile_single_pass(ours, corpus, repeats)
+    write_results(rows, profile, megabytes, len(texts))
+
+
+def profile_single_pass(ours, corpus, repeats):
+    """Seconds of one pass over the corpus (lang=en, one call per text) spent in each stage,
+    each stage timed alone on the inputs it sees inside the pipeline. Minimum of the passes
+    (not the median), so that load from other processes does not leak into the shares."""
+    pre = ours.pre_tokenizer
+    texts = [text for _, text in corpus]
+    pre("warm up", "en")  # builds the cached Moses objects for "en"
+    tokenizer, normalizer = pre._tokenizers["en"], pre._normalizers["en"]
+    unicode_punct = [tokenization_xlm.replace_unicode_punct(t) for t in texts]
+    normalized = [normalizer.normalize(t) for t in unicode_punct]
+    printable = [tokenization_xlm.remove_non_printing_char(t) for t in normalized]
+    moses_words = [pre.moses_tokenize(t, "en") for t in printable]
+    words = [pre(t, "en") for t in texts]
+    stages = {
+        "replace_unicode_punct": lambda: [tokenization_xlm.replace_unicode_punct(t) for t in texts],
+        "Moses punctuation normalizer (sacremoses)": lambda: [normalizer.normalize(t) for t in unicode_punct],
+        "remove_non_printing_char": lambda: [tokenization_xlm.remove_non_printing_char(t) for t in normalized],
+        "Moses tokenizer (sacremoses, patched sets)": lambda: [tokenizer.tokenize(t, return_str=False, escape=False)
+                                                              for t in printable],
+        "lowercase_and_remove_accent": lambda: [tokenization_xlm.lowercase_and_remove_accent(w) for w in moses_words],
+        "BPE (C++ core, warm cache)": lambda: [ours.bpe_model.encode_batch([w], 1) for w in words],
+    }
+    seconds = {name: min(times(stage, repeats)) for name, stage in stages.items()}
+    total = min(times(lambda: [ours(t) for t in texts], repeats))
+    seconds["rest: special-token split, ids -> BatchEncoding, Python calls"] = total - sum(seconds.values())
+    seconds["total"] = total
+    return seconds
+
+
+def device():
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {CORES} cores, Python {platform.python_version()}"
+
+
+def write_results(rows, profile, megabytes, n_texts):
+    import transformers
+
+    results_dir = os.path.join(HERE, "results")
+    os.makedirs(results_dir, exist_ok=True)
+    meta = {"device": device(), "transformers": transformers.__version__, "corpus_texts": n_texts,
+            "corpus_mb": round(megabytes, 4), "bpe_backend": "cpp" if tokenization_xlm.CppBPEModel else "python"}
+    with open(os.path.join(results_dir, "tokenization_xlm.json"), "w", encoding="utf-8") as handle:
+        json.dump({"meta": meta, "rows": rows, "profile_s": profile}, handle, indent=2)
+    lines = [
+        "# XLMTokenizer: xlm_fast vs transformers",
+        "",
+        f"Device: {meta['device']}; transformers {meta['transformers']}; corpus: tests/data/sample.tsv without ja "
+        f"({n_texts} texts, {megabytes:.3f} MB). Written by `python bench/bench_tokenization_xlm.py`; "
+        "median of 7 passes after a warm-up; speedup = baseline time / time, baseline = the first row of each group.",
+        "",
+        "| case | shape | median (s) | texts/s | MB/s | speedup |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        speedup = "baseline" if row["speedup_vs_baseline"] is None else f"{row['speedup_vs_baseline']:.2f}x"
+        lines.append(f"| {row['case']} | {row['shape']} | {row['median_s']:.4f} | {row['texts_per_s']:.0f} | "
+                     f"{row['mb_per_s']:.3f} | {speedup} |")
+    lines += ["", "Where one pass of single-text calls (lang=en) spends its time (minimum of 7 passes per stage):", "",
+              "| stage | seconds | share |", "| --- | --- | --- |"]
+    for name, seconds in profile.items():
+        lines.append(f"| {name} | {seconds:.4f} | {seconds / profile['total']:.0%} |")
+    with open(os.path.join(results_dir, "tokenization_xlm.md"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
