@@ -203,7 +203,8 @@ def test_edge_cases_match_transformers(ours, hf, lang):
 
 def test_bypass_tokenizer_matches_transformers(ours, hf):
     for text in EDGE_CASES:
-        assert ours.tokenize(text, bypass_tokenizer=True) == hf._tokenize(text, bypass_tokenizer=True) or "<" in text
+        if "<" not in text:  # hf._tokenize does not split special tokens out
+            assert ours.tokenize(text, bypass_tokenizer=True) == hf._tokenize(text, bypass_tokenizer=True), text
 
 
 def test_default_call_equals_transformers_call(ours, hf, corpus):
@@ -223,7 +224,7 @@ def test_japanese_without_kytea_raises_like_transformers(ours, hf):
         hf._tokenize("日本語のテキスト", lang="ja")
     with pytest.raises(ImportError, match="KyTea") as mine:
         ours.tokenize("日本語のテキスト", lang="ja")
-    assert isinstance(mine.value, type(theirs.value)) or issubclass(type(theirs.value), ImportError)
+    assert type(mine.value) is type(theirs.value)
 
 
 def test_romanian_normalisation_only_for_ro(files):

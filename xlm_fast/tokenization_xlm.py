@@ -221,10 +221,11 @@ class XLMPreTokenizer:
         if self._kytea is None:
             try:
                 import Mykytea
-            except ImportError as error:
-                raise ImportError(
+            except ImportError as error:  # same type as transformers' (ModuleNotFoundError), clearer text
+                raise type(error)(
                     "lang='ja' needs KyTea (https://github.com/neubig/kytea) and its Python wrapper Mykytea "
-                    "(pip install kytea) with a model at ~/local/share/kytea/model.bin"
+                    "(pip install kytea) with a model at ~/local/share/kytea/model.bin",
+                    name=error.name,
                 ) from error
             self._kytea = Mykytea.Mykytea(f"-model {os.path.expanduser('~')}/local/share/kytea/model.bin")
         return self._kytea
