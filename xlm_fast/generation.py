@@ -100,7 +100,10 @@ class GenerationMixin:
         while sequences.size(1) < total:
             step_input = torch.cat([sequences, mask_column], dim=1)
             langs = torch.full_like(step_input, lang_id) if lang_id is not None else None
-            logits = self(step_input, langs=langs, cache=cache, return_dict=True).logits[:, -1, :].float()
+            hidden = self.transformer(step_input, langs=langs, cache=cache, return_dict=True).last_hidden_state
+            # Only the mask's position is scored: the vocabulary projection of every
+            # other position would be thrown away.
+            logits = self.pred_layer(hidden[:, -1:])[0][:, -1].float()
             if cache is not None:
                 drop_last_cached_position(cache)
             next_tokens = self._choose_tokens(logits, do_sample, temperature, top_k, top_p, generator)
