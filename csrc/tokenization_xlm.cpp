@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <limits>
@@ -54,6 +55,7 @@ public:
         per_shard_ = capacity == 0 ? 0 : std::max<size_t>(1, capacity / kShards);
     }
     size_t capacity() const { return capacity_; }
+    bool enabled() const { return per_shard_ != 0; }
 
     bool get(std::string_view word, WordEncoding& out) {
         if (per_shard_ == 0) return false;
@@ -107,6 +109,8 @@ public:
         size_t capacity = 16;
         while (capacity < 2 * pairs.size()) capacity *= 2;
         mask_ = capacity - 1;
+        shift_ = 64;
+        for (size_t c = capacity; c > 1; c >>= 1) --shift_;
         slots_.assign(capacity, Slot{kEmpty, -1, -1});
         for (const auto& item : pairs) {
             size_t index = hash(item.first) & mask_;
@@ -132,9 +136,15 @@ private:
         uint64_t key;
         int32_t rank, merged;
     };
-    static size_t hash(uint64_t key) { return static_cast<size_t>((key * 0x9E3779B97F4A7C15ULL) >> 20); }
+    // Both halves of a pair key must reach the slot bits: fold the high word into the low one
+    // before the multiplicative step, and take the product's top bits (the best-mixed ones).
+    size_t hash(uint64_t key) const {
+        key ^= key >> 32;
+        return static_cast<size_t>((key * 0x9E3779B97F4A7C15ULL) >> shift_);
+    }
     std::vector<Slot> slots_{Slot{kEmpty, -1, -1}};
     size_t mask_ = 0;
+    unsigned shift_ = 63;  // 64 - log2(capacity)
 };
 
 // Byte length of the UTF-8 sequence starting with `lead` (Python str -> UTF-8 is valid).
@@ -191,6 +201,11 @@ public:
                 chars[char_key(code_point(text.data(), length), final)] = {item.second, 0};
         }
         char_table_.build(chars);
+        for (int final = 0; final < 2; ++final)
+            for (uint32_t byte = 0; byte < 128; ++byte) {
+                std::pair<int32_t, int32_t> found;
+                ascii_ids_[final][byte] = char_table_.find(char_key(byte, final), found) ? found.first : -1;
+            }
     }
 
     // Tokens of one word, as strings (for tokenize()).
@@ -254,20 +269,21 @@ public:
 private:
     static constexpr int32_t kNoRank = std::numeric_limits<int32_t>::max();
     struct Symbol {
-        int32_t id;           // interned symbol id, -1 for a character seen in neither vocab nor merges
-        uint32_t start, end;  // byte span in word + "</w>"
-        int32_t rank;         // rank of the merge (this, next symbol), kNoRank if none
-        int32_t result;       // symbol id that merge produces, -1 if none
-        bool fresh;           // produced by the last merge round
+        int32_t id;     // interned symbol id, -1 for a character seen in neither vocab nor merges
+        uint32_t end;   // end of its byte span in word + "</w>" (start = previous symbol's end)
+        int32_t rank;   // rank of the merge (this, next symbol), kNoRank if none
+        int32_t result; // symbol id that merge produces, -1 if none
     };
 
+    // Sets first.rank/result for the pair (first, second).
     void rank_pair(Symbol& first, const Symbol& second) const {
-        first.rank = kNoRank;
-        first.result = -1;
         std::pair<int32_t, int32_t> found;
-        if (first.id >= 0 && second.id >= 0 && pair_table_.find(pair_key(first.id, second.id), found)) {
+        if ((first.id | second.id) >= 0 && pair_table_.find(pair_key(first.id, second.id), found)) {
             first.rank = found.first;
             first.result = found.second;
+        } else {
+            first.rank = kNoRank;
+            first.result = -1;
         }
     }
 
@@ -304,93 +320,125 @@ private:
 
     std::vector<int32_t> encode(const std::vector<std::string_view>& words, Scratch& scratch) {
         std::vector<int32_t> ids;
-        for (const auto& word : words) {
-            encode_word(word, scratch);
-            ids.insert(ids.end(), scratch.encoding.ids.begin(), scratch.encoding.ids.end());
-        }
+        ids.reserve(words.size() + words.size() / 2);
+        for (const auto& word : words) encode_word(word, scratch, ids);
         return ids;
     }
 
-    // Result in scratch.encoding.
+    // Result in scratch.encoding (ids and spans).
     void encode_word(std::string_view word, Scratch& scratch) {
         if (cache_.get(word, scratch.encoding)) return;
         apply_bpe(word, scratch);
+        emit(word, scratch, scratch.encoding.ids, &scratch.encoding.spans);
         cache_.put(word, scratch.encoding);
     }
 
-    void apply_bpe(std::string_view word, Scratch& scratch) const {
-        WordEncoding& out = scratch.encoding;
+    // Appends the ids of `word` to `ids`; spans are only built when the cache keeps them.
+    void encode_word(std::string_view word, Scratch& scratch, std::vector<int32_t>& ids) {
+        if (cache_.enabled()) {
+            encode_word(word, scratch);
+            ids.insert(ids.end(), scratch.encoding.ids.begin(), scratch.encoding.ids.end());
+            return;
+        }
+        apply_bpe(word, scratch);
+        emit(word, scratch, ids, nullptr);
+    }
+
+    // scratch.symbols (the merged word) -> ids appended to `ids` (+ byte spans to `spans`).
+    void emit(std::string_view word, Scratch& scratch, std::vector<int32_t>& ids,
+              std::vector<std::pair<uint32_t, uint32_t>>* spans) const {
+        if (spans != nullptr) {
+            ids.clear();
+            spans->clear();
+        }
+        const std::vector<Symbol>& symbols = scratch.symbols;
+        if (word.empty()) return;
+        if (std::memchr(word.data(), ' ', word.size()) == nullptr) {
+            uint32_t start = 0;
+            for (const Symbol& symbol : symbols) {
+                ids.push_back(symbol.id < 0 ? unk_id_ : symbol_ids_[symbol.id]);
+                if (spans != nullptr) spans->emplace_back(start, symbol.end);
+                start = symbol.end;
+            }
+            return;
+        }
         std::string& full = scratch.full;
+        full.assign(word.data(), word.size());
+        full.append(kEndOfWord);
+        const std::string_view view(full);
+        uint32_t symbol_start = 0;
+        for (const Symbol& symbol : symbols) {
+            // " ".join(symbols).split(" "): each symbol splits on its own spaces.
+            uint32_t start = symbol_start;
+            for (uint32_t pos = symbol_start; pos <= symbol.end; ++pos) {
+                if (pos == symbol.end || full[pos] == ' ') {
+                    ids.push_back(vocab_id(view.substr(start, pos - start)));
+                    if (spans != nullptr) spans->emplace_back(start, pos);
+                    start = pos + 1;
+                }
+            }
+            symbol_start = symbol.end;
+        }
+    }
+
+    // Symbol id of one character (code point `code`, carrying "</w>" if `final`), -1 if none.
+    int32_t char_id(const char* text, size_t length, bool final) const {
+        if (length == 1) return ascii_ids_[final][static_cast<unsigned char>(text[0]) & 0x7F];
+        std::pair<int32_t, int32_t> found;
+        return char_table_.find(char_key(code_point(text, length), final), found) ? found.first : -1;
+    }
+
+    // BPE of `word`; the merged symbols are left in scratch.symbols.
+    void apply_bpe(std::string_view word, Scratch& scratch) const {
         std::vector<Symbol>& symbols = scratch.symbols;
-        out.ids.clear();
-        out.spans.clear();
+        symbols.clear();
         if (word.empty()) return;
         const uint32_t full_size = static_cast<uint32_t>(word.size() + kEndOfWord.size());
 
         // Characters: (code point) ... (last code point + "</w>").
-        symbols.clear();
         for (size_t pos = 0; pos < word.size();) {
-            size_t next = std::min(word.size(), pos + utf8_length(static_cast<unsigned char>(word[pos])));
+            const size_t next = std::min(word.size(), pos + utf8_length(static_cast<unsigned char>(word[pos])));
             const bool last = next == word.size();
-            const size_t end = last ? full_size : next;
-            std::pair<int32_t, int32_t> found;
-            const int32_t id = char_table_.find(char_key(code_point(word.data() + pos, next - pos), last), found)
-                                   ? found.first
-                                   : -1;
-            symbols.push_back({id, static_cast<uint32_t>(pos),
-                               static_cast<uint32_t>(end), kNoRank, -1, false});
+            symbols.push_back({char_id(word.data() + pos, next - pos, last),
+                               static_cast<uint32_t>(last ? full_size : next), kNoRank, -1});
             pos = next;
         }
+        size_t size = symbols.size();
+        Symbol* sym = symbols.data();
 
-        // symbols[i].rank/result describe the pair (symbols[i], symbols[i + 1]); after a merge
-        // only pairs touching a new symbol are looked up again.
-        for (size_t i = 0; i + 1 < symbols.size(); ++i) rank_pair(symbols[i], symbols[i + 1]);
-        while (symbols.size() > 1) {
+        // sym[i].rank/result describe the pair (sym[i], sym[i + 1]); a rank names exactly one
+        // pair (a repeated merge keeps only its last rank), so equal ranks mean equal pairs.
+        for (size_t i = 0; i + 1 < size; ++i) rank_pair(sym[i], sym[i + 1]);
+        while (size > 1) {
             size_t best = 0;
-            for (size_t i = 1; i + 1 < symbols.size(); ++i)
-                if (symbols[i].rank < symbols[best].rank) best = i;
-            if (symbols[best].result < 0) break;
-            const int32_t left = symbols[best].id, right = symbols[best + 1].id, result = symbols[best].result;
-            // Merge every occurrence left to right, compacting in place (write index <= read index).
-            size_t write = 0;
-            for (size_t i = 0; i < symbols.size(); ++write) {
-                if (i + 1 < symbols.size() && symbols[i].id == left && symbols[i + 1].id == right) {
-                    symbols[write] = {result, symbols[i].start, symbols[i + 1].end, kNoRank, -1, true};
+            int32_t best_rank = sym[0].rank;
+            for (size_t i = 1; i + 1 < size; ++i)
+                if (sym[i].rank < best_rank) best_rank = sym[i].rank, best = i;
+            if (best_rank == kNoRank) break;
+            // Merge every occurrence left to right (the first is `best`), compacting in place;
+            // only pairs next to a merged symbol change rank.
+            const int32_t result = sym[best].result;
+            size_t write = best;
+            for (size_t i = best; i < size; ++write) {
+                if (i + 1 < size && sym[i].rank == best_rank) {
+                    sym[write] = {result, sym[i + 1].end, kNoRank, -1};
+                    if (write > 0) rank_pair(sym[write - 1], sym[write]);
                     i += 2;
+                    if (i < size) {
+                        sym[write + 1] = sym[i];
+                        rank_pair(sym[write], sym[write + 1]);
+                        if (sym[i].rank == best_rank) continue;  // sym[i] starts the next occurrence
+                        ++write;
+                        ++i;
+                    }
                 } else {
-                    symbols[write] = symbols[i];
-                    symbols[write].fresh = false;
+                    sym[write] = sym[i];
                     i += 1;
                 }
             }
-            symbols.resize(write);
-            for (size_t j = 0; j + 1 < symbols.size(); ++j)
-                if (symbols[j].fresh || symbols[j + 1].fresh) rank_pair(symbols[j], symbols[j + 1]);
-            symbols.back().rank = kNoRank;
-            symbols.back().result = -1;
+            size = write;
         }
-
-        if (word.find(' ') == std::string_view::npos) {
-            for (const Symbol& symbol : symbols) {
-                out.ids.push_back(symbol.id < 0 ? unk_id_ : symbol_ids_[symbol.id]);
-                out.spans.emplace_back(symbol.start, symbol.end);
-            }
-            return;
-        }
-        full.assign(word.data(), word.size());
-        full.append(kEndOfWord);
-        const std::string_view view(full);
-        for (const Symbol& symbol : symbols) {
-            // " ".join(symbols).split(" "): each symbol splits on its own spaces.
-            uint32_t start = symbol.start;
-            for (uint32_t pos = symbol.start; pos <= symbol.end; ++pos) {
-                if (pos == symbol.end || full[pos] == ' ') {
-                    out.ids.push_back(vocab_id(view.substr(start, pos - start)));
-                    out.spans.emplace_back(start, pos);
-                    start = pos + 1;
-                }
-            }
-        }
+        symbols.resize(size);
     }
 
     int32_t unk_id_;
@@ -400,6 +448,7 @@ private:
     std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> ranks_;  // (left, right) -> (rank, merged)
     FlatTable pair_table_;                                              // same, for lookups
     FlatTable char_table_;  // char_key(code point, final) -> (symbol id of "c" or "c</w>", unused)
+    int32_t ascii_ids_[2][128];  // same for ASCII characters: [final][byte]
     WordCache cache_;
 };
 
