@@ -5,8 +5,9 @@ pytest-benchmark cases (`pytest bench/bench_tokenization_xlm.py`) and a script
 vocabulary (learned from the corpus as in the tests):
   - end to end, single texts (one call per text) and batches (64 texts per call, one core
     and both cores), texts/s and MB/s (UTF-8 input bytes), ratio to transformers;
-  - the BPE step alone over the corpus' pre-tokenised words, cache disabled: C++ core
-    (1 and all threads) vs the pure-Python twin vs transformers' XLMTokenizer.bpe;
+  - the BPE step alone over the corpus' pre-tokenised words: C++ core (1 and all threads)
+    and the pure-Python twin vs transformers' XLMTokenizer.bpe (the baseline), with no word
+    cache anywhere, and again with each cache emptied before each pass;
   - where the time of one pass goes (front stages, BPE, the rest).
 Writes bench/results/tokenization_xlm.json and .md.
 
@@ -143,25 +144,60 @@ def main(repeats=7):
     record(f"xlm_fast, batches, {CORES} cores (lang=en)",
            median_time(lambda: [ours_all_cores(b, padding=True) for _, b in batches], repeats), base, shape=shape)
 
-    # BPE step alone, word cache disabled in ours and emptied before each transformers pass.
+    # BPE step alone (pre-tokenised words -> ids), one thread unless said otherwise. Two groups,
+    # each with transformers' XLMTokenizer.bpe as the baseline, so that every ratio compares the
+    # same cache policy: (1) no word cache at all (transformers' cache made to store nothing);
+    # (2) the word cache emptied before each pass (repeated words within a pass are hits; the
+    # corpus has ~3.4 words per distinct word, so this group measures mostly the cache).
     words = [ours.pre_tokenizer(text, lang) for lang, text in corpus]
     n_words = sum(map(len, words))
-    shape = f"{n_words} words in {len(words)} sequences, no cache"
+    n_distinct = len({word for sequence in words for word in sequence})
 
     def hf_bpe():
-        hf.cache.clear()
         for sequence in words:
             for word in sequence:
                 hf.bpe(word)
 
+    def hf_bpe_cleared():
+        hf.cache.clear()
+        hf_bpe()
+
+    class NoCache(dict):
+        """transformers' bpe looks its word up in `cache` and stores the result: store nothing."""
+
+        def __setitem__(self, key, value):
+            pass
+
+    hf_cache = hf.cache
+    hf.cache = NoCache()
+    shape = f"{n_words} words ({n_distinct} distinct) in {len(words)} sequences, no cache"
+    base = record("BPE: transformers XLMTokenizer.bpe", median_time(hf_bpe, repeats), shape=shape)
+    hf.cache = hf_cache
     python = PyBPEModel(ours.encoder, ours.merges, ours.unk_token_id, cache_capacity=0)
-    base = record("BPE: pure-Python twin", median_time(lambda: python.encode_batch(words), repeats), shape=shape)
-    record("BPE: transformers XLMTokenizer.bpe", median_time(hf_bpe, repeats), base, shape=shape)
+    record("BPE: pure-Python twin", median_time(lambda: python.encode_batch(words), repeats), base, shape=shape)
+    cpp = None
     if tokenization_xlm.CppBPEModel is not None:
         cpp = tokenization_xlm.CppBPEModel(ours.encoder, ours.merges, ours.unk_token_id, 0)
         record("BPE: C++ core, 1 thread", median_time(lambda: cpp.encode_batch(words, 1), repeats), base, shape=shape)
         record(f"BPE: C++ core, {CORES} threads",
                median_time(lambda: cpp.encode_batch(words, CORES), repeats), base, shape=shape)
+
+    shape = f"{n_words} words ({n_distinct} distinct) in {len(words)} sequences, cache emptied before each pass"
+    base = record("BPE: transformers XLMTokenizer.bpe, cache per pass", median_time(hf_bpe_cleared, repeats),
+                  shape=shape)
+    cached = [PyBPEModel(ours.encoder, ours.merges, ours.unk_token_id)]
+    if cpp is not None:
+        cached.append(tokenization_xlm.CppBPEModel(ours.encoder, ours.merges, ours.unk_token_id))
+    for model in cached:
+        def cleared(model=model):
+            model.clear_cache()
+            model.encode_batch(words, 1)
+
+        name = "pure-Python twin" if isinstance(model, PyBPEModel) else "C++ core, 1 thread"
+        record(f"BPE: {name}, cache per pass", median_time(cleared, repeats), base, shape=shape)
+    if cpp is not None:
+        record("BPE: C++ core, 1 thread, no cache (vs the cached transformers row)",
+               median_time(lambda: cpp.encode_batch(words, 1), repeats), base, shape=shape)
 
     profile = profile_single_pass(ours, corpus, repeats)
     write_results(rows, profile, megabytes, len(texts))

@@ -67,6 +67,19 @@ public:
         return true;
     }
 
+    // On a hit appends the word's ids to `ids` (nothing else copied); `key` is the caller's
+    // reusable buffer, so that a lookup allocates nothing once warm.
+    bool append_ids(std::string_view word, std::string& key, std::vector<int32_t>& ids) {
+        if (per_shard_ == 0) return false;
+        key.assign(word.data(), word.size());
+        Shard& shard = shard_for(word);
+        std::lock_guard<std::mutex> lock(shard.mutex);
+        auto it = shard.map.find(key);
+        if (it == shard.map.end()) return false;
+        ids.insert(ids.end(), it->second.ids.begin(), it->second.ids.end());
+        return true;
+    }
+
     void put(std::string_view word, const WordEncoding& value) {
         if (per_shard_ == 0) return;
         Shard& shard = shard_for(word);
@@ -315,6 +328,7 @@ private:
     struct Scratch {
         WordEncoding encoding;
         std::string full;
+        std::string key;  // cache lookups
         std::vector<Symbol> symbols;
     };
 
@@ -336,7 +350,10 @@ private:
     // Appends the ids of `word` to `ids`; spans are only built when the cache keeps them.
     void encode_word(std::string_view word, Scratch& scratch, std::vector<int32_t>& ids) {
         if (cache_.enabled()) {
-            encode_word(word, scratch);
+            if (cache_.append_ids(word, scratch.key, ids)) return;
+            apply_bpe(word, scratch);
+            emit(word, scratch, scratch.encoding.ids, &scratch.encoding.spans);
+            cache_.put(word, scratch.encoding);
             ids.insert(ids.end(), scratch.encoding.ids.begin(), scratch.encoding.ids.end());
             return;
         }

@@ -8,6 +8,9 @@ merge listed twice keeps its last rank; the tokens are the symbols joined by " "
 on " " (differs only for words that contain a space); unknown tokens map to ``unk_id``.
 """
 
+from itertools import repeat
+from sys import maxsize as _NO_RANK  # rank of a pair that is no merge
+
 END_OF_WORD = "</w>"
 
 
@@ -49,22 +52,31 @@ class BPEModel:
         """Tokens of one word, ``</w>`` on the last one."""
         if not word:
             return []
-        symbols = list(word[:-1]) + [word[-1] + END_OF_WORD]
-        ranks = self._ranks
+        symbols = [*word[:-1], word[-1] + END_OF_WORD]
+        rank_of = self._ranks.get
         while len(symbols) > 1:
-            best = min(zip(symbols, symbols[1:]), key=lambda pair: ranks.get(pair, float("inf")))
-            if best not in ranks:
+            # Rank of every adjacent pair; one rank names exactly one pair (a repeated merge
+            # keeps only its last rank), so the positions holding the lowest rank are exactly
+            # the occurrences of the pair to merge.
+            pair_ranks = list(map(rank_of, zip(symbols, symbols[1:]), repeat(_NO_RANK)))
+            best = min(pair_ranks)
+            if best == _NO_RANK:
                 break
-            left, right = best
-            merged, i = [], 0
+            start = pair_ranks.index(best)
+            if pair_ranks.count(best) == 1:  # the usual case: one occurrence
+                symbols[start : start + 2] = [symbols[start] + symbols[start + 1]]
+                continue
+            merged = symbols[start] + symbols[start + 1]
+            out = symbols[:start]
+            i, last = start, len(pair_ranks)
             while i < len(symbols):
-                if i + 1 < len(symbols) and symbols[i] == left and symbols[i + 1] == right:
-                    merged.append(left + right)
+                if i < last and pair_ranks[i] == best:
+                    out.append(merged)
                     i += 2
                 else:
-                    merged.append(symbols[i])
+                    out.append(symbols[i])
                     i += 1
-            symbols = merged
+            symbols = out
         if " " in word:
             return " ".join(symbols).split(" ")
         return symbols
