@@ -9,12 +9,14 @@ pytest-benchmark: `pytest bench/bench_xlm_model.py --benchmark-only` (skips with
 
 Per row: median ms (triton.testing.do_bench), tokens/s (batch * seq positions), the
 peak GPU memory a forward allocates beyond what was allocated before it, each
-baseline's ms and our speed-up over it, and the relative L2 difference of our output
-from transformers eager in the same dtype (a sanity check, not an accuracy claim).
+baseline's ms and our speed-up over it, and accuracy: the relative L2 error of our
+output and of transformers eager's (same dtype, same weights) against an fp64 forward
+of the same weights (the target: ours at most 1.5x transformers eager's).
 Models have random weights (same tensors for every implementation); all inputs use
 `lengths` (padding ids after each row's length), so xlm_fast takes its lengths path.
 """
 import argparse
+import copy
 import gc
 
 import pytest
@@ -96,6 +98,8 @@ def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row)
     dtype = DTYPES[dtype_name]
     hf_model, ours, weights = build_models(config_name, dtype)
     config = ours.config
+    # fp64 copy of the same (rounded) weights; float64 takes xlm_fast's PyTorch path
+    reference_model = copy.deepcopy(ours).double()
     hf_compiled = torch.compile(hf_model) if compile_baselines else None
     sdpa_compiled = torch.compile(sdpa_xlm_forward) if compile_baselines else None
     for case_name in case_names:
@@ -114,9 +118,13 @@ def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row)
             assert xlm_fast.backend.select_backend(
                 input_ids.device, dtype=dtype, output_attentions=False, uses_cache=False, needs_grad=False,
                 dropout_active=False) == "triton", "xlm_fast would not take its Triton path here"
+            reference = reference_model(input_ids, lengths=lengths).last_hidden_state
+            ours_error = relative_l2(candidates["ours"](), reference)
+            hf_error = relative_l2(candidates["hf_eager"](), reference)
+            del reference
             row = dict(device_description(), model=config_name, case=case_name, dtype=dtype_name, batch=batch,
-                       seq=seq, variable_lengths=variable,
-                       rel_l2_vs_hf_eager=relative_l2(candidates["ours"](), candidates["hf_eager"]()))
+                       seq=seq, variable_lengths=variable, rel_l2_ours_vs_fp64=ours_error,
+                       rel_l2_hf_eager_vs_fp64=hf_error, error_ratio_vs_hf_eager=ours_error / hf_error)
             for name, fn in candidates.items():
                 fn()  # compile / autotune outside the timing
                 row[f"{name}_ms"] = median_ms(fn)
@@ -126,7 +134,7 @@ def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row)
             if name != "ours":
                 row[f"speedup_vs_{name}"] = row[f"{name}_ms"] / row["ours_ms"]
         on_row(row)
-    del hf_model, ours, weights, hf_compiled, sdpa_compiled
+    del hf_model, ours, weights, reference_model, hf_compiled, sdpa_compiled
     gc.collect()
     torch.cuda.empty_cache()
 
@@ -146,7 +154,8 @@ def main():
     columns = ["model", "case", "dtype", "ours_ms", "tokens_per_s", "ours_peak_extra_mb", "hf_eager_ms",
                "hf_compiled_ms", "sdpa_eager_ms", "sdpa_compiled_ms", "gemm_floor_ms", "speedup_vs_hf_eager",
                "speedup_vs_hf_compiled", "speedup_vs_sdpa_eager", "speedup_vs_sdpa_compiled",
-               "hf_eager_peak_extra_mb", "rel_l2_vs_hf_eager"]
+               "hf_eager_peak_extra_mb", "rel_l2_ours_vs_fp64", "rel_l2_hf_eager_vs_fp64",
+               "error_ratio_vs_hf_eager"]
 
     def on_row(row):
         rows.append(row)

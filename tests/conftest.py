@@ -1,12 +1,20 @@
 """Shared fixtures: small random XLM configurations and twin models (transformers and
 xlm_fast) holding the same weights."""
 
+import os
+
 import pytest
 import torch
 
-import xlm_fast
+# Without CUDA the Triton kernels run in Triton's CPU interpreter; the variable must be
+# set before triton_kernels is imported (conftest is imported before every test file).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
-transformers = pytest.importorskip("transformers")
+import xlm_fast  # noqa: E402
+
+transformers = pytest.importorskip("transformers")  # noqa: E402
 
 # Small configurations covering the variants the issue names; n_heads=3 and 5 give
 # non-power-of-two head counts (head_dim 8 and 6).

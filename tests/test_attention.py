@@ -1,21 +1,17 @@
 """triton_kernels.attention against an fp64 PyTorch reference of XLM attention.
 
 Without CUDA the kernel runs in Triton's CPU interpreter (TRITON_INTERPRET=1, set
-before triton_kernels is imported); with CUDA it runs compiled on the GPU.
+by conftest.py); with CUDA it runs compiled on the GPU.
 """
 import math
-import os
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
+from conftest import DEVICE  # noqa: E402
 from triton_kernels.attention import flash_attention, split_fused_qkv  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # max |error| allowed relative to max |reference|; fp16/bf16 probabilities are rounded
 # to the input dtype before P @ V, as in HF eager
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}

@@ -1,21 +1,17 @@
 """XLMModel on the fused Triton path (XLM_FAST_BACKEND=triton) against the PyTorch path.
 
 Without CUDA the kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1, set
-before triton_kernels is imported); with CUDA the models run on the GPU.
+by conftest.py); with CUDA the models run on the GPU.
 """
-import os
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton path cannot be tested")
+from conftest import DEVICE  # noqa: E402
 import xlm_fast  # noqa: E402
 from xlm_fast import backend  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # head_dim 80 (emb_dim 160, 2 heads) as in the 1280-dim checkpoints; head_dim 64 for the others
 CONFIGS = {
     "multilingual_hd80": dict(vocab_size=97, emb_dim=160, n_layers=2, n_heads=2, n_langs=3,

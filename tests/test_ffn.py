@@ -1,21 +1,17 @@
 """triton_kernels.ffn against an fp64 PyTorch reference.
 
 Without CUDA the epilogue kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1,
-set before triton_kernels is imported); with CUDA they run compiled on the GPU.
+set by conftest.py); with CUDA they run compiled on the GPU.
 """
 import math
-import os
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
+from conftest import DEVICE  # noqa: E402
 from triton_kernels.ffn import linear_activation, linear_residual_layer_norm  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # max |error| relative to max |reference|; the GEMM output is rounded to the dtype once
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 

@@ -1,20 +1,16 @@
 """triton_kernels.layer_norm against an fp64 PyTorch reference.
 
 Without CUDA the kernel runs in Triton's CPU interpreter (TRITON_INTERPRET=1, set
-before triton_kernels is imported); with CUDA it runs compiled on the GPU.
+by conftest.py); with CUDA it runs compiled on the GPU.
 """
-import os
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
+from conftest import DEVICE  # noqa: E402
 from triton_kernels.layer_norm import add_layer_norm  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # max |error| relative to max |reference|: one rounding of the output to the dtype
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 
