@@ -147,3 +147,11 @@ def test_unreadable_weights_are_a_clear_error(tmp_path):
         xlm_fast.XLMModel.from_pretrained(tmp_path)
     with pytest.raises(TypeError, match="config"):
         xlm_fast.XLMModel({"emb_dim": 8})
+
+
+def test_unknown_keyword_arguments_are_rejected(tmp_path):
+    _, ours = make_twins("XLMModel")
+    ours.save_pretrained(tmp_path)
+    with pytest.raises(TypeError, match="low_cpu_mem_usage"):
+        xlm_fast.XLMModel.from_pretrained(tmp_path, low_cpu_mem_usage=True)
+    assert xlm_fast.XLMModel.from_pretrained(tmp_path, output_hidden_states=True).config.output_hidden_states

@@ -225,7 +225,13 @@ class XLMPreTrainedModel(nn.Module):
             dtype = torch_dtype
         model_dir = resolve_model_dir(pretrained_model_name_or_path, cache_dir, revision)
         if config is None:
-            config = XLMConfig.from_pretrained(model_dir, **kwargs)
+            config = XLMConfig.from_pretrained(model_dir)
+            unknown = sorted(key for key in kwargs if not hasattr(config, key))
+            if unknown:
+                raise TypeError(f"from_pretrained got keyword arguments that are neither loading options "
+                                f"nor XLMConfig attributes: {unknown}")
+            for key, value in kwargs.items():
+                setattr(config, key, value)
         elif not isinstance(config, XLMConfig):
             raise TypeError(f"config must be an XLMConfig, got {type(config).__name__}")
         elif kwargs:
