@@ -40,77 +40,238 @@ struct WordEncoding {
     std::vector<std::pair<uint32_t, uint32_t>> spans;
 };
 
-// Bounded, thread-safe word -> WordEncoding cache. Sharded so that threads rarely contend;
-// a full shard is simply emptied (cheap, and keeps memory bounded on open-ended input).
+// Up to 8 bytes of `data` (size <= 8) packed into a word without a byte loop: two overlapping
+// loads, no read past the end. Equal packed words and equal sizes mean equal bytes.
+inline uint64_t load_short(const char* data, size_t size) {
+    if (size >= 4) {
+        uint32_t lo, hi;
+        std::memcpy(&lo, data, 4);
+        std::memcpy(&hi, data + size - 4, 4);
+        return lo | (static_cast<uint64_t>(hi) << 32);
+    }
+    if (size == 0) return 0;
+    const auto* bytes = reinterpret_cast<const unsigned char*>(data);
+    return (uint64_t{bytes[0]} << 16) | (uint64_t{bytes[size >> 1]} << 8) | bytes[size - 1];
+}
+
+// 64-bit hash of a word's bytes, 8 bytes per step (words are short: this beats a byte loop).
+// Computed once per word and reused for the shard, the slot and the stored tag.
+inline uint64_t hash_bytes(std::string_view text) {
+    constexpr uint64_t kMul = 0x9E3779B97F4A7C15ULL;
+    uint64_t h = (text.size() + 1) * kMul;
+    const char* data = text.data();
+    size_t size = text.size();
+    for (; size > 8; data += 8, size -= 8) {
+        uint64_t chunk;
+        std::memcpy(&chunk, data, 8);
+        h = (h ^ chunk) * kMul;
+        h ^= h >> 29;
+    }
+    h = (h ^ load_short(data, size)) * kMul;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ULL;
+    return h ^ (h >> 32);
+}
+
+// Byte equality, inline for the usual short word (a memcmp call costs more than the compare).
+inline bool same_bytes(const char* a, const char* b, size_t size) {
+    if (size <= 8) return load_short(a, size) == load_short(b, size);
+    return std::memcmp(a, b, size) == 0;
+}
+
+// Appends [first, first + count) to `out`; a loop beats vector::insert's memmove for the 1-3
+// ids of a typical word.
+inline void append(std::vector<int32_t>& out, const int32_t* first, size_t count) {
+    if (count > 8) {
+        out.insert(out.end(), first, first + count);
+        return;
+    }
+    for (size_t i = 0; i < count; ++i) out.push_back(first[i]);
+}
+
+// Test-and-test-and-set lock: a cache critical section is a few dozen ns, where a
+// std::mutex's lock + unlock (two atomic RMWs) cost as much as the lookup itself. Yields
+// after a short spin, as the machine may have more runnable threads than cores.
+class SpinLock {
+public:
+    void lock() {
+        for (unsigned spins = 0; locked_.exchange(true, std::memory_order_acquire);) {
+            while (locked_.load(std::memory_order_relaxed))
+                if (++spins > 64) std::this_thread::yield();
+        }
+    }
+    void unlock() { locked_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> locked_{false};
+};
+
+// Bounded, thread-safe word -> WordEncoding cache. Sharded so that threads rarely contend.
+// Each shard is an open-addressing table over flat arenas (key bytes, ids, spans appended to
+// contiguous buffers; a slot holds offsets): a stored word costs no heap allocation once the
+// buffers have grown, and a lookup compares bytes in place. A full shard is emptied at once by
+// bumping its generation (slots of older generations read as empty), so clearing is O(1)
+// and memory stays bounded on open-ended input.
 class WordCache {
 public:
     explicit WordCache(size_t capacity) { set_capacity(capacity); }
 
     void set_capacity(size_t capacity) {
         for (auto& shard : shards_) {
-            std::lock_guard<std::mutex> lock(shard.mutex);
-            shard.map.clear();
+            std::lock_guard<SpinLock> lock(shard.lock);
+            shard.release();
         }
+        // Fewer shards than kShards for a tiny capacity, so that the sum stays <= capacity.
+        const size_t shards = std::min<size_t>(kShards, capacity);
         capacity_ = capacity;
-        per_shard_ = capacity == 0 ? 0 : std::max<size_t>(1, capacity / kShards);
+        per_shard_.store(shards == 0 ? 0 : std::min<size_t>(capacity / shards, kMaxPerShard),
+                         std::memory_order_relaxed);
+        num_shards_.store(std::max<size_t>(1, shards), std::memory_order_relaxed);
     }
     size_t capacity() const { return capacity_; }
-    bool enabled() const { return per_shard_ != 0; }
+    bool enabled() const { return per_shard_.load(std::memory_order_relaxed) != 0; }
 
-    bool get(std::string_view word, WordEncoding& out) {
-        if (per_shard_ == 0) return false;
-        Shard& shard = shard_for(word);
-        std::lock_guard<std::mutex> lock(shard.mutex);
-        auto it = shard.map.find(std::string(word));
-        if (it == shard.map.end()) return false;
-        out = it->second;
+    // On a hit copies the word's ids and spans into `out`.
+    bool get(std::string_view word, uint64_t hash, WordEncoding& out) {
+        Shard& shard = shard_for(hash);
+        std::lock_guard<SpinLock> lock(shard.lock);
+        const Slot* slot = shard.find(word, hash);
+        if (slot == nullptr) return false;
+        out.ids.assign(shard.ids.begin() + slot->ids_offset, shard.ids.begin() + slot->ids_offset + slot->ids_size);
+        out.spans.assign(shard.spans.begin() + slot->ids_offset,
+                         shard.spans.begin() + slot->ids_offset + slot->ids_size);
         return true;
     }
 
-    // On a hit appends the word's ids to `ids` (nothing else copied); `key` is the caller's
-    // reusable buffer, so that a lookup allocates nothing once warm.
-    bool append_ids(std::string_view word, std::string& key, std::vector<int32_t>& ids) {
-        if (per_shard_ == 0) return false;
-        key.assign(word.data(), word.size());
-        Shard& shard = shard_for(word);
-        std::lock_guard<std::mutex> lock(shard.mutex);
-        auto it = shard.map.find(key);
-        if (it == shard.map.end()) return false;
-        ids.insert(ids.end(), it->second.ids.begin(), it->second.ids.end());
+    // On a hit appends the word's ids to `ids` (nothing else copied, nothing allocated).
+    bool append_ids(std::string_view word, uint64_t hash, std::vector<int32_t>& ids) {
+        Shard& shard = shard_for(hash);
+        std::lock_guard<SpinLock> lock(shard.lock);
+        const Slot* slot = shard.find(word, hash);
+        if (slot == nullptr) return false;
+        append(ids, shard.ids.data() + slot->ids_offset, slot->ids_size);
         return true;
     }
 
-    void put(std::string_view word, const WordEncoding& value) {
-        if (per_shard_ == 0) return;
-        Shard& shard = shard_for(word);
-        std::lock_guard<std::mutex> lock(shard.mutex);
-        if (shard.map.size() >= per_shard_) shard.map.clear();
-        shard.map.emplace(std::string(word), value);
+    void put(std::string_view word, uint64_t hash, const WordEncoding& value) {
+        const size_t per_shard = per_shard_.load(std::memory_order_relaxed);
+        if (per_shard == 0 || word.size() > kMaxKeyBytes) return;  // huge words: not worth keeping
+        Shard& shard = shard_for(hash);
+        std::lock_guard<SpinLock> lock(shard.lock);
+        shard.insert(word, hash, value, per_shard);
     }
 
-    void clear() { set_capacity(capacity_); }
+    void clear() {
+        for (auto& shard : shards_) {
+            std::lock_guard<SpinLock> lock(shard.lock);
+            shard.empty();
+        }
+    }
 
     size_t size() {
         size_t total = 0;
         for (auto& shard : shards_) {
-            std::lock_guard<std::mutex> lock(shard.mutex);
-            total += shard.map.size();
+            std::lock_guard<SpinLock> lock(shard.lock);
+            total += shard.count;
         }
         return total;
     }
 
 private:
     static constexpr size_t kShards = 16;
-    struct Shard {
-        std::mutex mutex;
-        std::unordered_map<std::string, WordEncoding> map;
+    static constexpr size_t kMaxPerShard = size_t{1} << 28;  // keeps slot counts and offsets in 32 bits
+    static constexpr size_t kMaxKeyBytes = 1024;
+    static constexpr size_t kKeyBytesPerEntry = 64;  // arena bound: per_shard * this bytes of keys
+
+    struct Slot {
+        uint32_t generation;  // != shard generation: empty
+        uint32_t tag;         // low 32 bits of the word's hash (also picks the slot)
+        uint32_t key_offset, key_size;
+        uint32_t ids_offset, ids_size;  // same offset in `ids` and `spans`
     };
-    Shard& shard_for(std::string_view word) {
-        return shards_[std::hash<std::string_view>{}(word) % kShards];
+
+    struct alignas(64) Shard {  // own cache line: shards of different threads never share one
+        SpinLock lock;
+        uint32_t generation = 1;
+        size_t count = 0;
+        std::vector<Slot> slots;  // power-of-two size (or empty), load factor <= 1/2
+        std::string keys;
+        std::vector<int32_t> ids;
+        std::vector<std::pair<uint32_t, uint32_t>> spans;
+
+        const Slot* find(std::string_view word, uint64_t hash) const {
+            if (count == 0) return nullptr;
+            const uint32_t tag = static_cast<uint32_t>(hash);
+            const size_t mask = slots.size() - 1;
+            for (size_t index = tag & mask;; index = (index + 1) & mask) {
+                const Slot& slot = slots[index];
+                if (slot.generation != generation) return nullptr;
+                if (slot.tag == tag && slot.key_size == word.size() &&
+                    same_bytes(keys.data() + slot.key_offset, word.data(), word.size()))
+                    return &slot;
+            }
+        }
+
+        void insert(std::string_view word, uint64_t hash, const WordEncoding& value, size_t per_shard) {
+            if (count >= per_shard || keys.size() + word.size() > per_shard * kKeyBytesPerEntry) empty();
+            if (find(word, hash) != nullptr) return;  // another thread stored it meanwhile
+            if (2 * (count + 1) > slots.size()) grow();
+            const uint32_t tag = static_cast<uint32_t>(hash);
+            const size_t mask = slots.size() - 1;
+            size_t index = tag & mask;
+            while (slots[index].generation == generation) index = (index + 1) & mask;
+            slots[index] = Slot{generation, tag, static_cast<uint32_t>(keys.size()), static_cast<uint32_t>(word.size()),
+                                static_cast<uint32_t>(ids.size()), static_cast<uint32_t>(value.ids.size())};
+            keys.append(word.data(), word.size());
+            ids.insert(ids.end(), value.ids.begin(), value.ids.end());
+            spans.insert(spans.end(), value.spans.begin(), value.spans.end());
+            ++count;
+        }
+
+        // Doubles the table, moving the live slots (arenas unchanged).
+        void grow() {
+            std::vector<Slot> old(std::max<size_t>(64, 2 * slots.size()), Slot{0, 0, 0, 0, 0, 0});
+            old.swap(slots);
+            const size_t mask = slots.size() - 1;
+            for (const Slot& slot : old) {
+                if (slot.generation != generation) continue;
+                size_t index = slot.tag & mask;
+                while (slots[index].generation == generation) index = (index + 1) & mask;
+                slots[index] = slot;
+            }
+        }
+
+        // Forgets every entry, keeping the buffers for reuse.
+        void empty() {
+            count = 0;
+            keys.clear();
+            ids.clear();
+            spans.clear();
+            if (++generation == 0) {  // wrapped: old slots could read as live again
+                std::fill(slots.begin(), slots.end(), Slot{0, 0, 0, 0, 0, 0});
+                generation = 1;
+            }
+        }
+
+        // Forgets every entry and frees the buffers (capacity change).
+        void release() {
+            empty();
+            std::vector<Slot>().swap(slots);
+            std::string().swap(keys);
+            std::vector<int32_t>().swap(ids);
+            std::vector<std::pair<uint32_t, uint32_t>>().swap(spans);
+        }
+    };
+
+    Shard& shard_for(uint64_t hash) {
+        // The high half of the hash picks the shard, the low half the slot.
+        return shards_[((hash >> 32) * num_shards_.load(std::memory_order_relaxed)) >> 32];
     }
+
     Shard shards_[kShards];
     size_t capacity_ = 0;
-    size_t per_shard_ = 0;
+    std::atomic<size_t> per_shard_{0};
+    std::atomic<size_t> num_shards_{1};
 };
 
 // Open-addressing map uint64 -> (int32, int32), fixed at load time, load factor <= 0.5: the
@@ -239,36 +400,55 @@ public:
         return encode(words, scratch);
     }
 
-    // batch[i] is the word list of sequence i; returns its ids. Sequences are handed to
-    // `num_threads` workers through an atomic counter (lengths vary a lot across texts).
-    // Words are views into the caller's Python strings (kept alive by the caller).
-    std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::vector<std::string_view>>& batch,
-                                                   int num_threads) {
-        std::vector<std::vector<int32_t>> out(batch.size());
-        size_t total_words = 0;
-        for (const auto& words : batch) total_words += words.size();
+    // Ids of a whole batch, flat: sequence i has words[starts[i] .. starts[i + 1]) and gets ids
+    // buffers[where[i].buffer][where[i].begin .. where[i].end). One buffer per worker instead
+    // of one vector per sequence: two heap allocations per sequence were ~5% of a cached pass.
+    struct BatchIds {
+        struct Location {
+            uint32_t buffer;
+            size_t begin, end;
+        };
+        std::vector<std::vector<int32_t>> buffers;
+        std::vector<Location> where;
+    };
+
+    // Sequences are handed to `num_threads` workers through an atomic counter (lengths vary a
+    // lot across texts). Words are views into the caller's Python strings (kept alive by it).
+    BatchIds encode_batch(const std::vector<std::string_view>& words, const std::vector<size_t>& starts,
+                          int num_threads) {
+        const size_t count = starts.size() - 1;
         // Below ~256 words per thread the thread start costs more than it saves.
-        const size_t useful = std::max<size_t>(1, total_words / 256);
-        const size_t threads = std::min<size_t>(std::max(1, num_threads), std::min(useful, batch.size()));
+        const size_t useful = std::max<size_t>(1, words.size() / 256);
+        const size_t threads =
+            std::max<size_t>(1, std::min<size_t>(std::max(1, num_threads), std::min(useful, count)));
+        BatchIds out;
+        out.buffers.resize(threads);
+        out.where.resize(count);
         std::atomic<size_t> next{0};
         std::exception_ptr error;
         std::mutex error_mutex;
-        auto worker = [&]() {
+        auto worker = [&](uint32_t index) {
             try {
                 Scratch scratch;
-                for (size_t i = next++; i < batch.size(); i = next++) out[i] = encode(batch[i], scratch);
+                std::vector<int32_t>& ids = out.buffers[index];
+                ids.reserve((words.size() + words.size() / 2) / threads);
+                for (size_t i = next++; i < count; i = next++) {
+                    const size_t begin = ids.size();
+                    for (size_t j = starts[i]; j < starts[i + 1]; ++j) encode_word(words[j], scratch, ids);
+                    out.where[i] = {index, begin, ids.size()};
+                }
             } catch (...) {
                 std::lock_guard<std::mutex> lock(error_mutex);
                 if (!error) error = std::current_exception();
             }
         };
         if (threads <= 1) {
-            worker();
+            worker(0);
         } else {
             std::vector<std::thread> pool;
             pool.reserve(threads - 1);
-            for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
-            worker();
+            for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker, static_cast<uint32_t>(t));
+            worker(0);
             for (auto& thread : pool) thread.join();
         }
         if (error) std::rethrow_exception(error);
@@ -328,7 +508,6 @@ private:
     struct Scratch {
         WordEncoding encoding;
         std::string full;
-        std::string key;  // cache lookups
         std::vector<Symbol> symbols;
     };
 
@@ -341,20 +520,27 @@ private:
 
     // Result in scratch.encoding (ids and spans).
     void encode_word(std::string_view word, Scratch& scratch) {
-        if (cache_.get(word, scratch.encoding)) return;
+        if (!cache_.enabled()) {
+            apply_bpe(word, scratch);
+            emit(word, scratch, scratch.encoding.ids, &scratch.encoding.spans);
+            return;
+        }
+        const uint64_t hash = hash_bytes(word);
+        if (cache_.get(word, hash, scratch.encoding)) return;
         apply_bpe(word, scratch);
         emit(word, scratch, scratch.encoding.ids, &scratch.encoding.spans);
-        cache_.put(word, scratch.encoding);
+        cache_.put(word, hash, scratch.encoding);
     }
 
     // Appends the ids of `word` to `ids`; spans are only built when the cache keeps them.
     void encode_word(std::string_view word, Scratch& scratch, std::vector<int32_t>& ids) {
         if (cache_.enabled()) {
-            if (cache_.append_ids(word, scratch.key, ids)) return;
+            const uint64_t hash = hash_bytes(word);
+            if (cache_.append_ids(word, hash, ids)) return;
             apply_bpe(word, scratch);
             emit(word, scratch, scratch.encoding.ids, &scratch.encoding.spans);
-            cache_.put(word, scratch.encoding);
-            ids.insert(ids.end(), scratch.encoding.ids.begin(), scratch.encoding.ids.end());
+            cache_.put(word, hash, scratch.encoding);
+            append(ids, scratch.encoding.ids.data(), scratch.encoding.ids.size());
             return;
         }
         apply_bpe(word, scratch);
@@ -469,25 +655,29 @@ private:
     WordCache cache_;
 };
 
-// UTF-8 views of the str items of `words` (CPython caches the UTF-8 form inside each str).
-// `keep` holds a list/tuple copy of `words` that owns the strings while the views are used.
-std::vector<std::string_view> utf8_views(const py::handle& words, const std::string& name,
-                                         std::vector<py::object>& keep) {
-    PyObject* fast = PySequence_Fast(words.ptr(), (name + " must be a list of str").c_str());
-    if (fast == nullptr) throw py::error_already_set();
+// Appends the UTF-8 views of the str items of `words` to `views` (CPython caches the UTF-8
+// form inside each str). `keep` holds a list/tuple copy of `words` that owns the strings while
+// the views are used.
+void utf8_views(const py::handle& words, const char* name, Py_ssize_t index, std::vector<py::object>& keep,
+                std::vector<std::string_view>& views) {
+    // Error messages name "words" or "batch[index]"; built only on an error.
+    auto label = [&]() { return index < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(index) + "]"; };
+    if (py::isinstance<py::str>(words)) throw py::type_error(label() + " must be a list of str");
+    PyObject* fast = PySequence_Fast(words.ptr(), "must be a list of str");
+    if (fast == nullptr) {
+        PyErr_Clear();  // replaced by a message that names the argument
+        throw py::type_error(label() + " must be a list of str");
+    }
     keep.push_back(py::reinterpret_steal<py::object>(fast));
     const Py_ssize_t size = PySequence_Fast_GET_SIZE(fast);
-    std::vector<std::string_view> views;
-    views.reserve(static_cast<size_t>(size));
     for (Py_ssize_t j = 0; j < size; ++j) {
         PyObject* word = PySequence_Fast_GET_ITEM(fast, j);
-        if (!PyUnicode_Check(word)) throw py::type_error(name + "[" + std::to_string(j) + "] must be a str");
-        Py_ssize_t size = 0;
-        const char* data = PyUnicode_AsUTF8AndSize(word, &size);
+        if (!PyUnicode_Check(word)) throw py::type_error(label() + "[" + std::to_string(j) + "] must be a str");
+        Py_ssize_t length = 0;
+        const char* data = PyUnicode_AsUTF8AndSize(word, &length);
         if (data == nullptr) throw py::error_already_set();  // e.g. a lone surrogate
-        views.emplace_back(data, static_cast<size_t>(size));
+        views.emplace_back(data, static_cast<size_t>(length));
     }
-    return views;
 }
 
 // Builds many lists at once: the cyclic GC is paused meanwhile (a list of ids holds no cycle,
@@ -505,9 +695,9 @@ private:
 #endif
 };
 
-py::list to_list(const std::vector<int32_t>& ids) {
-    py::list out(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) PyList_SET_ITEM(out.ptr(), i, PyLong_FromLong(ids[i]));
+py::list to_list(const int32_t* ids, size_t size) {
+    py::list out(size);
+    for (size_t i = 0; i < size; ++i) PyList_SET_ITEM(out.ptr(), i, PyLong_FromLong(ids[i]));
     return out;
 }
 
@@ -523,42 +713,53 @@ void register_tokenization_xlm(py::module_& m) {
         .def(
             "encode",
             [](BPEModel& self, const py::object& words) {
-                if (py::isinstance<py::str>(words)) throw py::type_error("words must be a list of str");
                 std::vector<py::object> keep;
-                auto views = utf8_views(words, "words", keep);
+                std::vector<std::string_view> views;
+                if (PyList_Check(words.ptr())) views.reserve(static_cast<size_t>(PyList_GET_SIZE(words.ptr())));
+                utf8_views(words, "words", -1, keep, views);
                 std::vector<int32_t> ids;
                 {
                     py::gil_scoped_release release;
                     ids = self.encode(views);
                 }
-                return to_list(ids);
+                return to_list(ids.data(), ids.size());
             },
             py::arg("words"), "Ids of one sequence of words, concatenated.")
         .def(
             "encode_batch",
             [](BPEModel& self, const py::object& batch, int num_threads) {
                 if (py::isinstance<py::str>(batch)) throw py::type_error("batch must be a list of lists of str");
-                std::vector<py::object> keep;
                 PyObject* items = PySequence_Fast(batch.ptr(), "batch must be a list of lists of str");
                 if (items == nullptr) throw py::error_already_set();
-                keep.push_back(py::reinterpret_steal<py::object>(items));
                 const Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
-                std::vector<std::vector<std::string_view>> sequences;
-                sequences.reserve(static_cast<size_t>(count));
+                std::vector<py::object> keep;
+                keep.reserve(static_cast<size_t>(count) + 1);
+                keep.push_back(py::reinterpret_steal<py::object>(items));
+                std::vector<std::string_view> words;
+                size_t total = 0;  // reserve once (growing per sequence would copy quadratically)
                 for (Py_ssize_t i = 0; i < count; ++i) {
-                    py::handle item = PySequence_Fast_GET_ITEM(items, i);
-                    const std::string name = "batch[" + std::to_string(i) + "]";
-                    if (py::isinstance<py::str>(item)) throw py::type_error(name + " must be a list of str");
-                    sequences.push_back(utf8_views(item, name, keep));
+                    PyObject* item = PySequence_Fast_GET_ITEM(items, i);
+                    if (PyList_Check(item)) total += static_cast<size_t>(PyList_GET_SIZE(item));
                 }
-                std::vector<std::vector<int32_t>> ids;
+                words.reserve(total);
+                std::vector<size_t> starts{0};
+                starts.reserve(static_cast<size_t>(count) + 1);
+                for (Py_ssize_t i = 0; i < count; ++i) {
+                    utf8_views(PySequence_Fast_GET_ITEM(items, i), "batch", i, keep, words);
+                    starts.push_back(words.size());
+                }
+                BPEModel::BatchIds ids;
                 {
                     py::gil_scoped_release release;  // views stay valid: `batch` holds the strings
-                    ids = self.encode_batch(sequences, num_threads);
+                    ids = self.encode_batch(words, starts, num_threads);
                 }
                 GcPause pause;
-                py::list out(ids.size());
-                for (size_t i = 0; i < ids.size(); ++i) PyList_SET_ITEM(out.ptr(), i, to_list(ids[i]).release().ptr());
+                py::list out(ids.where.size());
+                for (size_t i = 0; i < ids.where.size(); ++i) {
+                    const auto& at = ids.where[i];
+                    const int32_t* first = ids.buffers[at.buffer].data() + at.begin;
+                    PyList_SET_ITEM(out.ptr(), i, to_list(first, at.end - at.begin).release().ptr());
+                }
                 return out;
             },
             py::arg("batch"), py::arg("num_threads") = 1,
