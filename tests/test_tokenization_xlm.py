@@ -498,6 +498,21 @@ def test_cpp_core_errors_and_cache(learned):
         tokenization_xlm.CppBPEModel({"a": -1}, [], 3)
 
 
+@pytest.mark.skipif(tokenization_xlm.CppBPEModel is None, reason="extension xlm_fast._C not built")
+@pytest.mark.parametrize("capacity", [1, 37, 5000])
+def test_cpp_cache_under_threads_and_eviction_keeps_ids(learned, capacity):
+    vocab, merges = learned
+    cpp = tokenization_xlm.CppBPEModel(vocab, merges, 3, cache_capacity=capacity)
+    python = PyBPEModel(vocab, merges, 3, cache_capacity=0)
+    words = _random_words(600, seed=3)
+    # repeats across sequences make threads hit, miss and evict the same entries
+    batch = [words[i % 7 :: 7] + words[: 40] for i in range(64)]
+    expected = python.encode_batch(batch)
+    for threads in (1, 4, 8):
+        assert cpp.encode_batch(batch, threads) == expected
+        assert cpp.cache_size <= max(capacity, 0)
+
+
 def test_python_twin_cache_is_bounded(learned):
     vocab, merges = learned
     python = PyBPEModel(vocab, merges, 3, cache_capacity=10)
