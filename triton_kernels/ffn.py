@@ -15,8 +15,8 @@ read + write of lin1's (tokens, 4 * dim) output for bias + GELU: ~0.5 GB, ~0.2 m
 layer at ~3 TB/s, i.e. ~8% of the layer's GEMM time, less than such a gap. (cuBLASLt's
 own GELU epilogue is the tanh approximation, not XLM's exact erf GELU.) For out_lin and
 lin2 nothing is lost: post-LN needs the whole row anyway, so bias + residual ride on
-the LayerNorm pass. The GEMMs run without bias so that bias and activation are applied
-in fp32 before the single rounding. For tiny token counts (batch 1 x 32) a fused Triton
+the LayerNorm pass. The GEMMs run without bias; the epilogue reads their output, adds
+bias (and activation) in fp32 and rounds once to the output dtype. For tiny token counts (batch 1 x 32) a fused Triton
 GEMM could save a launch per linear. This choice NEEDS CONFIRMING ON THE H100
 (bench/bench_xlm_model.py, gemm_floor column): nothing could be timed on a GPU when
 this was written.
