@@ -4,6 +4,7 @@ decoding cache against the full forward."""
 
 import pytest
 import torch
+import transformers
 
 import xlm_fast
 from conftest import CONFIGS, make_twins, random_batch, relative_error
@@ -366,3 +367,25 @@ def test_bad_input_is_rejected_naming_the_argument(case):
     _, ours = make_twins("XLMModel", "multilingual")
     with pytest.raises(error, match=name):
         ours(**kwargs)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_configurations_match_transformers(seed):
+    """Random shapes and options (head counts, causal, languages, activations, padding)."""
+    rng = torch.Generator().manual_seed(seed)
+    pick = lambda *options: options[int(torch.randint(len(options), (1,), generator=rng))]  # noqa: E731
+    n_heads, head_dim = pick(1, 2, 3, 5, 7), pick(4, 6, 8)
+    config = dict(vocab_size=pick(50, 97), emb_dim=n_heads * head_dim, n_layers=pick(1, 2, 3), n_heads=n_heads,
+                  causal=pick(False, True), n_langs=pick(1, 2, 4), gelu_activation=pick(True, False),
+                  sinusoidal_embeddings=pick(False, True), max_position_embeddings=32)
+    torch.manual_seed(seed)
+    hf_model = transformers.XLMModel(transformers.XLMConfig(**config)).eval()
+    ours = xlm_fast.XLMModel(xlm_fast.XLMConfig(**config)).eval()
+    ours.load_checkpoint(hf_model.state_dict())
+    batch, seq = pick(1, 2, 5), pick(1, 3, 17, 32)
+    ids = torch.randint(3, config["vocab_size"], (batch, seq), generator=rng)
+    lengths = torch.randint(0, seq + 1, (batch,), generator=rng)
+    kwargs = dict(lengths=lengths, output_hidden_states=True)
+    if config["n_langs"] > 1:
+        kwargs["langs"] = torch.randint(0, config["n_langs"], (batch, seq), generator=rng)
+    compare_outputs(hf_model(ids, **kwargs), ours(ids, **kwargs), ["last_hidden_state", "hidden_states"])
