@@ -98,6 +98,20 @@ def test_padding_langs_token_types(mask_form, monkeypatch):
     assert (out.last_hidden_state[1, -4:] == 0).all()
 
 
+@pytest.mark.parametrize("config_name", ["multilingual_hd80", "causal"])
+def test_fractional_attention_mask_scales_rows(config_name, monkeypatch):
+    """XLM multiplies every layer's rows by attention_mask's values and attends to keys
+    whose value is nonzero: fractions must reach the row multiply, not be rounded to 0/1."""
+    model = make_model(config_name)
+    ids, attention_mask = padded_batch()
+    fractional = attention_mask.float()
+    fractional[0, :5] = torch.tensor([0.25, 1.0, 0.5, 2.0, 0.75])
+    fractional[1, 2] = 0.0  # a hole
+    out = assert_paths_agree(model, monkeypatch, input_ids=ids, attention_mask=fractional)
+    as_bool = run(model, "triton", monkeypatch, input_ids=ids, attention_mask=fractional != 0)
+    assert relative_error(out.last_hidden_state[0], as_bool.last_hidden_state[0]) > 1e-2
+
+
 @pytest.mark.parametrize("config_name", ["causal", "multilingual_hd80", "relu_sinusoidal"])
 def test_head_mask_zeros_and_fractions(config_name, monkeypatch):
     model = make_model(config_name)

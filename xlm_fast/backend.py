@@ -95,7 +95,9 @@ def triton_encoder_forward(model, *, inputs, position_ids, langs, token_type_ids
     position_ids   (batch or 1, seq) int64
     langs          (batch, seq) int64 or None (None also when the model has no lang embeddings)
     token_type_ids (batch, seq) int64 or None
-    padding_mask   (batch, seq) bool: True for real tokens (key mask when not causal, row mask always)
+    padding_mask   (batch, seq) attention_mask values (any dtype) or the bool prefix mask of
+                   `lengths`: nonzero keys are attended when not causal; every layer's
+                   output rows are multiplied by the values, fractions included, as in XLM
     lengths        (batch,) int64 when padding_mask is the prefix mask of these lengths, else None
     head_mask      (n_layers, n_heads) float or None
     Returns (last_hidden_state, hidden_states tuple or None).

@@ -270,7 +270,7 @@ class XLMModel(XLMPreTrainedModel):
                 position_ids=position_ids,
                 langs=langs,
                 token_type_ids=token_type_ids,
-                padding_mask=mask.bool(),
+                padding_mask=mask,
                 lengths=None if attention_mask is not None else lengths,
                 head_mask=head_mask,
                 output_hidden_states=output_hidden_states,
