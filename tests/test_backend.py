@@ -136,16 +136,53 @@ def test_inputs_embeds_and_single_token(monkeypatch):
 
 
 def test_fused_qkv_follows_weight_updates(monkeypatch):
-    """The fused QKV weights are cached outside the state dict and rebuilt when weights change."""
+    """The fused QKV buffers stay outside the state dict and follow in-place updates,
+    new Parameters and dtype changes."""
     model = make_model("multilingual_hd80")
     ids, attention_mask = padded_batch(batch=2)
     before = assert_paths_agree(model, monkeypatch, input_ids=ids, attention_mask=attention_mask)
     assert not any("qkv" in name for name in model.state_dict())
     with torch.no_grad():
-        model.attentions[1].k_lin.weight.mul_(1.5)  # in place
+        model.attentions[1].k_lin.weight.mul_(1.5)  # in place, as load_state_dict and optimizers do
     model.attentions[0].v_lin.bias = torch.nn.Parameter(torch.randn_like(model.attentions[0].v_lin.bias))
     after = assert_paths_agree(model, monkeypatch, input_ids=ids, attention_mask=attention_mask)
     assert relative_error(after.last_hidden_state, before.last_hidden_state) > 1e-3
+    model.to(torch.float16)  # new storage for every parameter: the buffers are rebuilt
+    assert_paths_agree(model, monkeypatch, tolerance=1e-2, input_ids=ids, attention_mask=attention_mask)
+
+
+def test_fused_qkv_shares_the_parameters_memory(monkeypatch, tmp_path):
+    """No weight is held twice: q_lin, k_lin, v_lin become slices of one buffer, keeping
+    their Parameter objects (optimizers), names and values; checkpoints still round-trip."""
+    model = make_model("multilingual_hd80")
+    attention = model.attentions[0]
+    linears = (attention.q_lin, attention.k_lin, attention.v_lin)
+    parameters = [p for linear in linears for p in (linear.weight, linear.bias)]
+    values = [p.detach().clone() for p in parameters]
+    state_names = list(model.state_dict())
+    ids, attention_mask = padded_batch(batch=2)
+    run(model, "triton", monkeypatch, input_ids=ids, attention_mask=attention_mask)
+
+    assert [p for linear in linears for p in (linear.weight, linear.bias)] == parameters  # same objects
+    assert all(torch.equal(p, value) for p, value in zip(parameters, values))
+    weight_bytes = attention.q_lin.weight.numel() * attention.q_lin.weight.element_size()
+    assert attention.k_lin.weight.data_ptr() == attention.q_lin.weight.data_ptr() + weight_bytes
+    assert attention.v_lin.weight.data_ptr() == attention.k_lin.weight.data_ptr() + weight_bytes
+    assert list(model.state_dict()) == state_names
+
+    # a training step (PyTorch path) updates the slices in place; the fused path sees it
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(input_ids=ids, attention_mask=attention_mask).last_hidden_state.square().sum().backward()
+    optimizer.step()
+    assert not torch.equal(attention.k_lin.weight, values[2])
+    assert attention.k_lin.weight.data_ptr() == attention.q_lin.weight.data_ptr() + weight_bytes
+    assert_paths_agree(model.eval(), monkeypatch, input_ids=ids, attention_mask=attention_mask)
+
+    model.save_pretrained(tmp_path)
+    reloaded = xlm_fast.XLMModel.from_pretrained(tmp_path).to(DEVICE).eval()
+    for name, value in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], value), name
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

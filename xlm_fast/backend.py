@@ -65,25 +65,46 @@ def select_backend(device, *, dtype, output_attentions, uses_cache, needs_grad, 
 
 
 # ---- the Triton path ----------------------------------------------------------------
-# Fused QKV projection weights per attention module: (weight (3 * dim, dim), bias
-# (3 * dim,), key). Kept here, outside every state dict, and rebuilt when the key (the
-# storage, in-place version counter, dtype and device of the six source tensors)
-# changes: load_state_dict, optimizer steps, .to() and .half() all change it.
+# Fused QKV projection per attention module: weight (3 * dim, dim) and bias (3 * dim,)
+# laid out [q | k | v]. On first use the three Linears' parameters are copied once into
+# these buffers and each Parameter's .data is re-pointed at its slice: no weight memory
+# is duplicated, the state dict keeps transformers' names, and optimizers keep their
+# Parameter objects. In-place updates (load_state_dict, optimizer steps) land in the
+# buffers directly; anything that gives a parameter new storage (.to(), .half(), a new
+# Parameter) is detected by address and the buffers are rebuilt.
 _fused_qkv_cache = weakref.WeakKeyDictionary()
 
 
+def _slices(buffer):
+    """buffer's three equal row blocks [q | k | v]."""
+    return buffer.chunk(3, dim=0)
+
+
+def _is_view_of(tensor, block):
+    return (tensor.dtype == block.dtype and tensor.device == block.device and tensor.shape == block.shape
+            and tensor.stride() == block.stride() and tensor.data_ptr() == block.data_ptr())
+
+
 def _fused_qkv(attention):
-    sources = (attention.q_lin.weight, attention.k_lin.weight, attention.v_lin.weight,
-               attention.q_lin.bias, attention.k_lin.bias, attention.v_lin.bias)
-    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+    linears = (attention.q_lin, attention.k_lin, attention.v_lin)
     cached = _fused_qkv_cache.get(attention)
-    if cached is None or cached[2] != key:
-        with torch.no_grad():
-            weight = torch.cat(sources[:3], dim=0)
-            bias = torch.cat(sources[3:], dim=0)
-        cached = (weight, bias, key)
-        _fused_qkv_cache[attention] = cached
-    return cached[0], cached[1]
+    if cached is not None and all(
+        _is_view_of(linear.weight, weight_block) and _is_view_of(linear.bias, bias_block)
+        for linear, weight_block, bias_block in zip(linears, _slices(cached[0]), _slices(cached[1]))
+    ):
+        return cached
+    parameters = [p for linear in linears for p in (linear.weight, linear.bias)]
+    if len({(p.dtype, p.device) for p in parameters}) != 1:
+        raise ValueError("q_lin, k_lin and v_lin parameters must share one dtype and device for the fused path, "
+                         f"got {sorted({(str(p.dtype), str(p.device)) for p in parameters})}")
+    with torch.no_grad():
+        weight = torch.cat([linear.weight for linear in linears], dim=0)
+        bias = torch.cat([linear.bias for linear in linears], dim=0)
+    for linear, weight_block, bias_block in zip(linears, _slices(weight), _slices(bias)):
+        linear.weight.data = weight_block
+        linear.bias.data = bias_block
+    _fused_qkv_cache[attention] = (weight, bias)
+    return weight, bias
 
 
 def triton_encoder_forward(model, *, inputs, position_ids, langs, token_type_ids, padding_mask,
