@@ -83,6 +83,18 @@ def test_lengths_skip_key_tiles_past_the_length():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("head_dim", [80, 128])
+def test_lengths_on_and_off_tile_boundaries(head_dim, dtype):
+    """Rows whose length ends exactly on a key tile (32 and 64 divide the interpreter's
+    and the GPU's tile sizes), one key past it, one short of it, the whole sequence."""
+    seq_len = 130
+    lengths = torch.tensor([32, 64, 65, 127, 128, 130], device=DEVICE)
+    q, k, v = random_qkv(len(lengths), seq_len, 2, head_dim, dtype, seed=9)
+    keep = torch.arange(seq_len, device=DEVICE)[None, :] < lengths[:, None]
+    assert_close(flash_attention(q, k, v, lengths=lengths), reference_attention(q, k, v, keep=keep), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_zero_length_rows_average_all_values(dtype):
     """A row with no valid key gets a uniform softmax over ALL keys (mean of V), not zeros."""
     q, k, v = random_qkv(3, 70, 2, 80, dtype, seed=2)
@@ -110,9 +122,9 @@ def test_general_mask_with_all_masked_row(head_dim, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("seq_len", [1, 7, 130])
-def test_causal(seq_len, dtype):
-    q, k, v = random_qkv(2, seq_len, 2, 64, dtype, seed=5)
+@pytest.mark.parametrize("seq_len, head_dim", [(1, 64), (7, 64), (130, 64), (200, 80)])
+def test_causal(seq_len, head_dim, dtype):
+    q, k, v = random_qkv(2, seq_len, 2, head_dim, dtype, seed=5)
     assert_close(flash_attention(q, k, v, causal=True), reference_attention(q, k, v, causal=True), dtype)
 
 

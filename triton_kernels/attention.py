@@ -20,6 +20,12 @@ Key padding comes either as per-row `lengths` (keys [0, length) valid) or as a g
 (batch, seq) 0/1 `key_padding_mask`. With lengths, key tiles beyond the length are
 skipped, not computed: they would contribute exp(min - max) == 0 exactly. A length of
 0 (every key masked) processes all keys, which the uniform softmax needs.
+
+Each program visits its key tiles in two loops: tiles every query may see in full
+(below the length, left of the causal diagonal) with no per-score masks or bounds
+checks, then the boundary tiles with them, so the common tile costs two dots and the
+softmax update only. HEAD_DIM is a compile-time constant, so tile loads are 16 bytes
+wide and software-pipelined (cp.async) whatever the head size.
 """
 import math
 
@@ -28,6 +34,70 @@ import triton
 import triton.language as tl
 
 from ._utils import check_floating, check_same_device, interpreting
+
+
+@triton.jit
+def _attend_key_tiles(
+    acc, l_i, m_i,  # running (BLOCK_M, BLOCK_D) numerator, (BLOCK_M,) denominator and max
+    q,  # (BLOCK_M, BLOCK_D) query tile
+    k_tile_ptrs, v_tile_ptrs,  # (BLOCK_N, BLOCK_D) pointers to the keys / values of tile 0
+    key_mask_row, stride_ms,  # this batch row's key mask and its seq stride (HAS_KEY_MASK)
+    stride_ks, stride_vs,  # k / v seq strides
+    offs_m, offs_d,  # (BLOCK_M,) query positions, (BLOCK_D,) head-dim offsets
+    start, end,  # key positions [start, end) to visit, start a multiple of BLOCK_N
+    length, seq_len, scale_log2, masked_score,
+    MASKED: tl.constexpr,  # tiles may hold masked or nonexistent keys: apply causal/lengths/bounds
+    CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+    UPCAST_OPERANDS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Online-softmax update over key tiles [start, end). Unmasked tiles (MASKED=False)
+    skip every bounds check and mask, so their loads stay 16-byte wide and pipelined;
+    only a general key mask, which can hole any tile, is applied to them."""
+    offs_n_tile = tl.arange(0, BLOCK_N)
+    for start_n in range(start, end, BLOCK_N):
+        offs_n = start_n + offs_n_tile
+        k_tile = k_tile_ptrs + tl.cast(start_n, tl.int64) * stride_ks
+        v_tile = v_tile_ptrs + tl.cast(start_n, tl.int64) * stride_vs
+        if MASKED:
+            load_mask = offs_n[:, None] < seq_len
+            if HEAD_DIM != BLOCK_D:
+                load_mask = load_mask & (offs_d < HEAD_DIM)[None, :]
+            k = tl.load(k_tile, mask=load_mask, other=0.0)
+            v = tl.load(v_tile, mask=load_mask, other=0.0)
+        elif HEAD_DIM != BLOCK_D:
+            k = tl.load(k_tile, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
+            v = tl.load(v_tile, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
+        else:
+            k = tl.load(k_tile)
+            v = tl.load(v_tile)
+        p_dtype = v.dtype  # probabilities are rounded to the input dtype before P @ V, as HF
+        if UPCAST_OPERANDS:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2  # (BLOCK_M, BLOCK_N)
+
+        if HAS_KEY_MASK:
+            key_keep = tl.load(key_mask_row + offs_n.to(tl.int64) * stride_ms, mask=offs_n < seq_len, other=0)
+            scores = tl.where((key_keep != 0)[None, :], scores, masked_score)
+        if MASKED:
+            if CAUSAL:
+                scores = tl.where(offs_n[None, :] <= offs_m[:, None], scores, masked_score)
+            if HAS_LENGTHS:
+                scores = tl.where((offs_n < length)[None, :], scores, masked_score)
+            # positions past seq_len do not exist: they must not even take part uniformly
+            scores = tl.where((offs_n < seq_len)[None, :], scores, float("-inf"))
+
+        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(scores - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        p_cast = p.to(p_dtype)
+        if UPCAST_OPERANDS:
+            p_cast = p_cast.to(tl.float32)
+        acc = acc * alpha[:, None] + tl.dot(p_cast, v, input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
 
 
 @triton.jit
@@ -46,7 +116,6 @@ def _flash_attention_forward_kernel(
     stride_mb, stride_ms,  # key_mask strides (batch, seq)
     seq_len,  # number of query and key positions
     n_heads,  # heads per batch row
-    head_dim,  # true head dimension (<= BLOCK_D)
     scale_log2,  # 1 / sqrt(head_dim) * log2(e): scores go straight to the exp2 domain
     masked_score,  # the input dtype's minimum, given to every masked score
     CAUSAL: tl.constexpr,  # lower-triangle mask; key padding is ignored
@@ -55,9 +124,10 @@ def _flash_attention_forward_kernel(
     HAS_HEAD_SCALE: tl.constexpr,  # multiply the output by head_scale_ptr[head]
     UPCAST_OPERANDS: tl.constexpr,  # feed tl.dot fp32 copies (bf16 under the interpreter)
     DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no TF32), "tf32" otherwise
+    HEAD_DIM: tl.constexpr,  # true head dimension; a constant so that unpadded loads vectorise
     BLOCK_M: tl.constexpr,  # queries per program
-    BLOCK_N: tl.constexpr,  # keys per inner step
-    BLOCK_D: tl.constexpr,  # head_dim padded to a power of two (at least 16)
+    BLOCK_N: tl.constexpr,  # keys per inner step; divides BLOCK_M
+    BLOCK_D: tl.constexpr,  # HEAD_DIM padded to a power of two (at least 16)
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -66,7 +136,7 @@ def _flash_attention_forward_kernel(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    d_valid = offs_d < head_dim
+    d_valid = offs_d < HEAD_DIM
     m_valid = offs_m < seq_len
 
     q_rows = q_ptr + batch * stride_qb + head * stride_qh + offs_m.to(tl.int64) * stride_qs
@@ -74,65 +144,40 @@ def _flash_attention_forward_kernel(
     if UPCAST_OPERANDS:
         q = q.to(tl.float32)
 
-    k_base = k_ptr + batch * stride_kb + head * stride_kh
-    v_base = v_ptr + batch * stride_vb + head * stride_vh
+    # (BLOCK_N, BLOCK_D) pointers to key / value tile 0 of this (batch, head); int64 offsets
+    offs_n_tile = tl.arange(0, BLOCK_N).to(tl.int64)
+    k_tile_ptrs = k_ptr + batch * stride_kb + head * stride_kh + offs_n_tile[:, None] * stride_ks + offs_d[None, :]
+    v_tile_ptrs = v_ptr + batch * stride_vb + head * stride_vh + offs_n_tile[:, None] * stride_vs + offs_d[None, :]
+    key_mask_row = key_mask_ptr + batch * stride_mb
 
+    # Keys [0, full_end) are valid for every query of this tile (no per-key mask needed
+    # but the general key mask); [full_end, kv_end) need masks; keys past kv_end are
+    # skipped: masked keys there contribute exp(min - max) == 0 exactly.
+    length = seq_len
     kv_end = seq_len
+    full_end = (seq_len // BLOCK_N) * BLOCK_N
     if HAS_LENGTHS:
-        length = tl.load(lengths_ptr + batch).to(tl.int32)
+        length = tl.minimum(tl.load(lengths_ptr + batch).to(tl.int32), seq_len)
         # a row without valid keys attends uniformly to ALL keys, so it scans them all
-        kv_end = tl.where(length > 0, tl.minimum(length, seq_len), seq_len)
+        kv_end = tl.where(length > 0, length, seq_len)
+        full_end = tl.where(length > 0, (length // BLOCK_N) * BLOCK_N, 0)
     if CAUSAL:
-        kv_end = tl.minimum(kv_end, (pid_m + 1) * BLOCK_M)
+        kv_end = tl.minimum(seq_len, (pid_m + 1) * BLOCK_M)
+        full_end = pid_m * BLOCK_M
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max (log2 units)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running softmax denominator
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running numerator @ V
-
-    for start_n in range(0, kv_end, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_valid = offs_n < seq_len
-        offs_n64 = offs_n.to(tl.int64)
-
-        k = tl.load(
-            k_base + offs_n64[None, :] * stride_ks + offs_d[:, None],
-            mask=n_valid[None, :] & d_valid[:, None],
-            other=0.0,
-        )  # (BLOCK_D, BLOCK_N)
-        if UPCAST_OPERANDS:
-            k = k.to(tl.float32)
-        scores = tl.dot(q, k, input_precision=DOT_PRECISION) * scale_log2
-
-        if CAUSAL:
-            keep = offs_n[None, :] <= offs_m[:, None]
-            scores = tl.where(keep, scores, masked_score)
-        if HAS_LENGTHS:
-            scores = tl.where((offs_n < length)[None, :], scores, masked_score)
-        if HAS_KEY_MASK:
-            key_keep = tl.load(
-                key_mask_ptr + batch * stride_mb + offs_n64 * stride_ms, mask=n_valid, other=0
-            )
-            scores = tl.where((key_keep != 0)[None, :], scores, masked_score)
-        # positions past seq_len do not exist: they must not even take part uniformly
-        scores = tl.where(n_valid[None, :], scores, float("-inf"))
-
-        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(scores - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None]
-
-        v = tl.load(
-            v_base + offs_n64[:, None] * stride_vs + offs_d[None, :],
-            mask=n_valid[:, None] & d_valid[None, :],
-            other=0.0,
-        )  # (BLOCK_N, BLOCK_D)
-        p_cast = p.to(v_ptr.dtype.element_ty)  # probabilities in the input dtype, as HF
-        if UPCAST_OPERANDS:
-            p_cast = p_cast.to(tl.float32)
-            v = v.to(tl.float32)
-        acc += tl.dot(p_cast, v, input_precision=DOT_PRECISION)
-        m_i = m_new
+    acc, l_i, m_i = _attend_key_tiles(
+        acc, l_i, m_i, q, k_tile_ptrs, v_tile_ptrs, key_mask_row, stride_ms, stride_ks, stride_vs,
+        offs_m, offs_d, 0, full_end, length, seq_len, scale_log2, masked_score,
+        False, CAUSAL, HAS_LENGTHS, HAS_KEY_MASK, UPCAST_OPERANDS, DOT_PRECISION, HEAD_DIM, BLOCK_N, BLOCK_D,
+    )
+    acc, l_i, m_i = _attend_key_tiles(
+        acc, l_i, m_i, q, k_tile_ptrs, v_tile_ptrs, key_mask_row, stride_ms, stride_ks, stride_vs,
+        offs_m, offs_d, full_end, kv_end, length, seq_len, scale_log2, masked_score,
+        True, CAUSAL, HAS_LENGTHS, HAS_KEY_MASK, UPCAST_OPERANDS, DOT_PRECISION, HEAD_DIM, BLOCK_N, BLOCK_D,
+    )
 
     out = acc / l_i[:, None]
     if HAS_HEAD_SCALE:
@@ -147,8 +192,11 @@ def _flash_attention_forward_kernel(
 
 
 def _launch_config(block_d: int, dtype: torch.dtype) -> dict:
-    """Tile sizes: large tiles on a GPU (fewer K/V re-reads), smaller for fp32 (shared
-    memory) and under the interpreter (cheap, and multi-tile paths get exercised)."""
+    """Tile sizes (BLOCK_N divides BLOCK_M, which the causal split needs): large tiles on
+    a GPU (fewer K/V re-reads), smaller for fp32 (shared memory) and under the
+    interpreter (cheap, and multi-tile paths get exercised). sm_90 compile (no GPU
+    timing yet): 128 x 64 with 8 warps for head_dim 128 uses 177 registers, no spills,
+    128 KB shared memory for 3 stages; with 4 warps it spills."""
     if interpreting():
         return dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
     if dtype == torch.float32:
@@ -182,7 +230,7 @@ def _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_sc
         v.stride(0), v.stride(1), v.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
         stride_mb, stride_ms,
-        seq_len, n_heads, head_dim,
+        seq_len, n_heads,
         (1.0 / math.sqrt(head_dim)) * math.log2(math.e),
         torch.finfo(q.dtype).min,
         CAUSAL=causal,
@@ -191,6 +239,7 @@ def _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_sc
         HAS_HEAD_SCALE=head_scale is not None,
         UPCAST_OPERANDS=interpreting() and q.dtype == torch.bfloat16,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        HEAD_DIM=head_dim,
         BLOCK_D=block_d,
         **config,
     )
