@@ -10,7 +10,7 @@ import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
 from conftest import DEVICE  # noqa: E402
-from triton_kernels.ffn import linear_activation, linear_residual_layer_norm  # noqa: E402
+from triton_kernels.ffn import GEMMS, linear_activation, linear_residual_layer_norm  # noqa: E402
 
 # max |error| relative to max |reference|; the GEMM output is rounded to the dtype once
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -31,26 +31,43 @@ def assert_close(actual, expected, dtype):
     assert error <= TOLERANCE[dtype] * expected.abs().max().item(), f"max error {error:.3e}"
 
 
+@pytest.mark.parametrize("gemm", GEMMS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("activation", ["gelu", "relu"])
-@pytest.mark.parametrize("shape", [(1, 1, 64), (2, 7, 80), (2, 130, 128)])
-def test_linear_activation(shape, activation, dtype):
-    in_features, out_features = shape[-1], 4 * shape[-1]
+@pytest.mark.parametrize("shape, out_features", [((1, 1, 64), 256), ((2, 7, 80), 320), ((2, 130, 128), 512),
+                                                 ((3, 5, 24), 50)])
+def test_linear_activation(shape, out_features, activation, dtype, gemm):
+    """Both GEMMs; odd row counts, K not a multiple of the K tile (80, 24), N not a
+    multiple of the N tile (50)."""
+    in_features = shape[-1]
     x = random(*shape, dtype=dtype, seed=0)
     weight = random(out_features, in_features, dtype=dtype, seed=1, scale=in_features ** -0.5)
     bias = random(out_features, dtype=dtype, seed=2)
-    out = linear_activation(x, weight, bias, activation)
+    out = linear_activation(x, weight, bias, activation, gemm=gemm)
     pre = x.double() @ weight.double().t() + bias.double()
     expected = exact_gelu(pre) if activation == "gelu" else pre.clamp_min(0)
     assert_close(out, expected, dtype)
 
 
-def test_gelu_is_exact_erf_form():
+@pytest.mark.parametrize("gemm", GEMMS)
+def test_gelu_is_exact_erf_form(gemm):
     """Distinguishes erf GELU from the tanh approximation (differs by up to ~5e-4)."""
     x = torch.linspace(-4, 4, 256, device=DEVICE, dtype=torch.float32)[:, None]
     identity = torch.eye(1, device=DEVICE)
-    out = linear_activation(x, identity, torch.zeros(1, device=DEVICE), "gelu")
+    out = linear_activation(x, identity, torch.zeros(1, device=DEVICE), "gelu", gemm=gemm)
     assert (out.double() - exact_gelu(x.double())).abs().max() < 1e-6
+
+
+def test_triton_gemm_on_strided_rows_and_no_rows():
+    """x whose rows are strided views (a slice of a wider tensor), and an empty batch."""
+    wide = random(37, 96, dtype=torch.float32, seed=11)
+    x = wide[:, 16:80]  # (37, 64), row stride 96
+    weight = random(40, 64, dtype=torch.float32, seed=12, scale=0.125)
+    bias = random(40, dtype=torch.float32, seed=13)
+    expected = exact_gelu(x.double() @ weight.double().t() + bias.double())
+    assert_close(linear_activation(x, weight, bias, gemm="triton"), expected, torch.float32)
+    empty = linear_activation(x[:0], weight, bias, gemm="triton")
+    assert empty.shape == (0, 40)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -78,6 +95,8 @@ def test_rejects_bad_inputs():
     weight, bias = random(16, 8, dtype=torch.float32, seed=10), torch.zeros(16, device=DEVICE)
     with pytest.raises(ValueError, match="activation"):
         linear_activation(x, weight, bias, "tanh")
+    with pytest.raises(ValueError, match="gemm"):
+        linear_activation(x, weight, bias, gemm="cutlass")
     with pytest.raises(ValueError, match="weight"):
         linear_activation(x, weight.t(), bias)
     with pytest.raises(ValueError, match="bias"):

@@ -193,14 +193,16 @@ def _flash_attention_forward_kernel(
 
 def _launch_config(block_d: int, dtype: torch.dtype) -> dict:
     """Tile sizes (BLOCK_N divides BLOCK_M, which the causal split needs): large tiles on
-    a GPU (fewer K/V re-reads), smaller for fp32 (shared memory) and under the
-    interpreter (cheap, and multi-tile paths get exercised). sm_90 compile (no GPU
-    timing yet): 128 x 64 with 8 warps for head_dim 128 uses 177 registers, no spills,
-    128 KB shared memory for 3 stages; with 4 warps it spills."""
+    a GPU (fewer K/V re-reads), small for fp32, whose exact ("ieee") dots run on FMA
+    units rather than tensor cores, and under the interpreter (cheap, and multi-tile
+    paths get exercised). From the sm_90 compile (no GPU timing yet), head_dim 128:
+    16-bit 128 x 64 with 8 warps uses 177 registers, no spills, 128 KB shared memory
+    for 3 stages (4 warps spill); fp32 32 x 32 with 8 warps does not spill, while
+    64 x 32 with 4 warps spilled 32 KB per thread."""
     if interpreting():
         return dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
     if dtype == torch.float32:
-        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+        return dict(BLOCK_M=32, BLOCK_N=32, num_warps=8, num_stages=2)
     if block_d <= 64:
         return dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
     return dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)

@@ -1,25 +1,26 @@
-"""Linear layers of the XLM block with fused epilogues: library GEMM + one Triton pass.
+"""Linear layers of the XLM block with fused epilogues.
 
-  * `linear_activation`: h = act(x @ W1^T + b1), act = exact erf GELU or ReLU (lin1).
+  * `linear_activation`: h = act(x @ W1^T + b1), act = exact erf GELU or ReLU (lin1),
+    by one of two GEMMs (`gemm=`):
+      "library": torch.matmul (cuBLAS) without bias, then one Triton pass that adds
+                 the bias, applies the activation in fp32 and rounds once;
+      "triton":  a Triton GEMM whose epilogue adds the bias and applies the activation
+                 to the fp32 accumulator before the single store.
   * `linear_residual_layer_norm`: y = LN(residual + x @ W^T + b) * row_mask (lin2 and
-    out_lin). Because XLM is post-LayerNorm, the bias + residual epilogue is done by the
-    LayerNorm kernel (triton_kernels.layer_norm) in the same pass that normalises, so
+    out_lin): library GEMM; because XLM is post-LayerNorm, bias + residual ride on the
+    LayerNorm pass (triton_kernels.layer_norm), which needs the whole row anyway, so
     the (tokens, dim) sum is never written and read back.
 
-Why torch's library GEMM (torch.matmul -> cuBLAS) rather than a Triton GEMM with the
-epilogue inside: at the benchmark shapes (16k tokens, dim 2048) the GEMMs are ~95% of
-the floor (DESIGN.md: 28.3 of 29.8 ms, ~2.4 ms per layer) and cuBLAS on an H100 runs
-them with wgmma/TMA kernels that a portable tl.dot GEMM (Triton 3.6, no warp
-specialisation) typically trails by 10-30%. What the split costs is one extra
-read + write of lin1's (tokens, 4 * dim) output for bias + GELU: ~0.5 GB, ~0.2 ms per
-layer at ~3 TB/s, i.e. ~8% of the layer's GEMM time, less than such a gap. (cuBLASLt's
-own GELU epilogue is the tanh approximation, not XLM's exact erf GELU.) For out_lin and
-lin2 nothing is lost: post-LN needs the whole row anyway, so bias + residual ride on
-the LayerNorm pass. The GEMMs run without bias; the epilogue reads their output, adds
-bias (and activation) in fp32 and rounds once to the output dtype. For tiny token counts (batch 1 x 32) a fused Triton
-GEMM could save a launch per linear. This choice NEEDS CONFIRMING ON THE H100
-(bench/bench_xlm_model.py, gemm_floor column): nothing could be timed on a GPU when
-this was written.
+Which GEMM for lin1 (the issue: whichever measures faster on the H100). At the
+benchmark shapes (16k tokens, dim 2048) the GEMMs are ~95% of the forward's floor
+(DESIGN.md: 28.3 of ~30 ms). The library path pays one extra read + write of lin1's
+(tokens, 4 * dim) output, ~0.5 GB or ~0.2 ms per layer at ~3 TB/s (~8% of the layer's
+GEMM time); the Triton GEMM saves that pass but a portable tl.dot GEMM (cp.async +
+wgmma, no warp specialisation) may trail cuBLAS's by more than 8%. cuBLASLt's own GELU
+epilogue is the tanh approximation, not XLM's erf GELU, so it is not a candidate.
+bench/bench_ffn.py times both at the model's shapes; `DEFAULT_GEMM` below records the
+choice. NOT YET MEASURED on an H100 (no GPU lent so far): "library" stays the default
+until bench/bench_ffn.py says otherwise.
 """
 import torch
 import triton
@@ -29,6 +30,105 @@ from ._utils import check_floating, check_same_device, interpreting
 from .layer_norm import add_layer_norm
 
 ACTIVATIONS = ("gelu", "relu")
+GEMMS = ("library", "triton")
+DEFAULT_GEMM = "library"
+
+
+@triton.jit
+def _activation(y, GELU: tl.constexpr):
+    """Exact erf GELU (x * Phi(x), as XLM's gelu) or ReLU of fp32 y."""
+    if GELU:
+        return 0.5 * y * (1.0 + tl.math.erf(y * 0.7071067811865476))
+    return tl.maximum(y, 0.0)
+
+
+@triton.jit
+def _matmul_bias_activation_kernel(
+    x_ptr,  # (M, K) activations, last dim contiguous
+    w_ptr,  # (N, K) nn.Linear weight, last dim contiguous: read as W^T tiles (BLOCK_K, BLOCK_N)
+    bias_ptr,  # (N,)
+    out_ptr,  # (M, N) contiguous: act(x @ W^T + bias)
+    M, N, K,
+    stride_xm,  # x row stride in elements
+    stride_wn,  # weight row stride in elements
+    GELU: tl.constexpr,  # exact erf GELU when True, ReLU otherwise
+    EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: the K loop needs no bounds mask
+    UPCAST_OPERANDS: tl.constexpr,  # feed tl.dot fp32 copies (bf16 under the interpreter)
+    DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no TF32), "tf32" otherwise
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,  # row tiles visited together so that W's column tiles stay in L2
+):
+    pid = tl.program_id(0)
+    n_tiles_m = tl.cdiv(M, BLOCK_M)
+    n_tiles_n = tl.cdiv(N, BLOCK_N)
+    tiles_per_group = GROUP_M * n_tiles_n
+    first_m = (pid // tiles_per_group) * GROUP_M
+    group_rows = tl.minimum(n_tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % tiles_per_group) % group_rows
+    pid_n = (pid % tiles_per_group) // group_rows
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    # rows / columns past M / N re-read valid ones (wrapped), so tile loads need no
+    # M / N masks; the store drops them
+    rows = tl.max_contiguous(tl.multiple_of(offs_m % M, BLOCK_M), BLOCK_M).to(tl.int64)
+    cols = tl.max_contiguous(tl.multiple_of(offs_n % N, BLOCK_N), BLOCK_N).to(tl.int64)
+    x_tile = x_ptr + rows[:, None] * stride_xm + offs_k[None, :]  # (BLOCK_M, BLOCK_K)
+    w_tile = w_ptr + cols[None, :] * stride_wn + offs_k[:, None]  # (BLOCK_K, BLOCK_N) = W^T tile
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(x_tile)
+            b = tl.load(w_tile)
+        else:
+            k_valid = offs_k < K - k * BLOCK_K
+            a = tl.load(x_tile, mask=k_valid[None, :], other=0.0)
+            b = tl.load(w_tile, mask=k_valid[:, None], other=0.0)
+        if UPCAST_OPERANDS:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        x_tile += BLOCK_K
+        w_tile += BLOCK_K
+
+    acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+    y = _activation(acc, GELU)
+    out = out_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    tl.store(out, y.to(out_ptr.dtype.element_ty), mask=(offs_m < M)[:, None] & (offs_n < N)[None, :])
+
+
+def _gemm_launch_config(dtype: torch.dtype) -> dict:
+    """Tiles for the Triton GEMM. 16-bit inputs on an H100: 128 x 128 x 64, 8 warps, 4
+    stages. From the sm_90 compile (no GPU timing yet): 115 registers, no spills, 128 KB
+    shared memory; 128 x 256 tiles spill (255 registers) once the erf epilogue is in,
+    though not without it. bench/bench_ffn.py --sweep times the alternatives. Smaller
+    tiles for fp32 and under the interpreter."""
+    if interpreting():
+        return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=2, num_warps=4, num_stages=1)
+    if dtype == torch.float32:
+        return dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=3)
+    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=4)
+
+
+def _triton_linear_activation(x2d, weight, bias, activation):
+    M, K = x2d.shape
+    N = weight.shape[0]
+    out = torch.empty((M, N), dtype=x2d.dtype, device=x2d.device)
+    if M == 0:
+        return out
+    config = _gemm_launch_config(x2d.dtype)
+    grid = (triton.cdiv(M, config["BLOCK_M"]) * triton.cdiv(N, config["BLOCK_N"]),)
+    _matmul_bias_activation_kernel[grid](
+        x2d, weight, bias, out, M, N, K, x2d.stride(0), weight.stride(0),
+        GELU=activation == "gelu",
+        EVEN_K=K % config["BLOCK_K"] == 0,
+        UPCAST_OPERANDS=interpreting() and x2d.dtype == torch.bfloat16,
+        DOT_PRECISION="ieee" if x2d.dtype == torch.float32 else "tf32",
+        **config,
+    )
+    return out
 
 
 @triton.jit
@@ -44,10 +144,7 @@ def _bias_activation_kernel(
     valid = offs < n_elements
     y = tl.load(y_ptr + offs, mask=valid, other=0.0).to(tl.float32)
     y += tl.load(bias_ptr + offs % n_cols, mask=valid, other=0.0).to(tl.float32)
-    if GELU:
-        y = 0.5 * y * (1.0 + tl.math.erf(y * 0.7071067811865476))  # x * Phi(x), as XLM's gelu
-    else:
-        y = tl.maximum(y, 0.0)
+    y = _activation(y, GELU)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=valid)
 
 
@@ -77,16 +174,26 @@ def _check_linear(x, weight, bias):
         raise TypeError(f"x, weight and bias must have one dtype, got {x.dtype}, {weight.dtype}, {bias.dtype}")
 
 
-def linear_activation(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str = "gelu"):
+def linear_activation(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str = "gelu",
+                      *, gemm: str = DEFAULT_GEMM):
     """act(x @ weight^T + bias) with act in ("gelu" = exact erf GELU, "relu").
 
     x: (..., in_features); weight: (out_features, in_features); bias: (out_features,);
-    one dtype among fp16 / bf16 / fp32. Returns (..., out_features) in that dtype.
+    one dtype among fp16 / bf16 / fp32. gemm: "library" or "triton" (see the module
+    docstring). Returns (..., out_features) in that dtype.
     """
     _check_linear(x, weight, bias)
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if gemm not in GEMMS:
+        raise ValueError(f"gemm must be one of {GEMMS}, got {gemm!r}")
     check_same_device(x=x, weight=weight, bias=bias)
+    if gemm == "triton":
+        x2d = x.reshape(-1, x.shape[-1])
+        x2d = x2d if x2d.stride(-1) == 1 else x2d.contiguous()
+        weight = weight if weight.stride(-1) == 1 else weight.contiguous()
+        out = _triton_linear_activation(x2d, weight, bias.contiguous(), activation)
+        return out.view(*x.shape[:-1], weight.shape[0])
     y = torch.matmul(x, weight.t())  # library GEMM, no bias: the epilogue adds it in fp32
     _bias_activation_(y.view(-1, weight.shape[0]), bias.contiguous(), activation)
     return y
