@@ -7,6 +7,8 @@ Script: `python bench/bench_xlm_model.py [--out-dir DIR] [--dtypes bf16 fp16]
 (rewritten after every row, so an interrupted run keeps what it measured).
 pytest-benchmark: `pytest bench/bench_xlm_model.py --benchmark-only` (skips without CUDA).
 
+"ours" runs lin1 with triton_kernels.ffn.DEFAULT_GEMM, "ours_alt_gemm" with the other
+GEMM (library cuBLAS + epilogue pass, or the Triton GEMM with the epilogue fused).
 Per row: median ms (triton.testing.do_bench), tokens/s (batch * seq positions), the
 peak GPU memory a forward allocates beyond what was allocated before it, each
 baseline's ms and our speed-up over it, and accuracy: the relative L2 error of our
@@ -76,6 +78,20 @@ def gemm_floor_fn(config, tokens, dtype):
     return run
 
 
+def with_ffn_gemm(gemm, fn):
+    """fn run with triton_kernels.ffn.DEFAULT_GEMM set to gemm (lin1's GEMM, see ffn.py)."""
+    import triton_kernels.ffn as ffn
+
+    def run():
+        default, ffn.DEFAULT_GEMM = ffn.DEFAULT_GEMM, gemm
+        try:
+            return fn()
+        finally:
+            ffn.DEFAULT_GEMM = default
+
+    return run
+
+
 def peak_extra_mb(fn):
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
@@ -93,6 +109,7 @@ def relative_l2(actual, expected):
 def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row):
     from xlm_sdpa_baseline import sdpa_xlm_forward
 
+    import triton_kernels.ffn as ffn
     import xlm_fast
 
     dtype = DTYPES[dtype_name]
@@ -100,6 +117,7 @@ def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row)
     config = ours.config
     # fp64 copy of the same (rounded) weights; float64 takes xlm_fast's PyTorch path
     reference_model = copy.deepcopy(ours).double()
+    alt_gemm = next(gemm for gemm in ffn.GEMMS if gemm != ffn.DEFAULT_GEMM)  # lin1's other GEMM, timed beside
     hf_compiled = torch.compile(hf_model) if compile_baselines else None
     sdpa_compiled = torch.compile(sdpa_xlm_forward) if compile_baselines else None
     for case_name in case_names:
@@ -108,6 +126,7 @@ def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row)
         with torch.inference_mode():
             candidates = {
                 "ours": lambda: ours(input_ids, lengths=lengths).last_hidden_state,
+                "ours_alt_gemm": with_ffn_gemm(alt_gemm, lambda: ours(input_ids, lengths=lengths).last_hidden_state),
                 "hf_eager": lambda: hf_model(input_ids, lengths=lengths).last_hidden_state,
                 "sdpa_eager": lambda: sdpa_xlm_forward(weights, config, input_ids, attention_mask),
                 "gemm_floor": gemm_floor_fn(MODEL_CONFIGS[config_name], batch * seq, dtype),
@@ -120,10 +139,12 @@ def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row)
                 dropout_active=False) == "triton", "xlm_fast would not take its Triton path here"
             reference = reference_model(input_ids, lengths=lengths).last_hidden_state
             ours_error = relative_l2(candidates["ours"](), reference)
+            alt_gemm_error = relative_l2(candidates["ours_alt_gemm"](), reference)
             hf_error = relative_l2(candidates["hf_eager"](), reference)
             del reference
             row = dict(device_description(), model=config_name, case=case_name, dtype=dtype_name, batch=batch,
-                       seq=seq, variable_lengths=variable, rel_l2_ours_vs_fp64=ours_error,
+                       seq=seq, variable_lengths=variable, default_gemm=ffn.DEFAULT_GEMM, alt_gemm=alt_gemm,
+                       rel_l2_ours_alt_gemm_vs_fp64=alt_gemm_error, rel_l2_ours_vs_fp64=ours_error,
                        rel_l2_hf_eager_vs_fp64=hf_error, error_ratio_vs_hf_eager=ours_error / hf_error)
             for name, fn in candidates.items():
                 fn()  # compile / autotune outside the timing
@@ -151,7 +172,8 @@ def main():
     require_cuda_or_exit("bench_xlm_model.py")
 
     rows = []
-    columns = ["model", "case", "dtype", "ours_ms", "tokens_per_s", "ours_peak_extra_mb", "hf_eager_ms",
+    columns = ["model", "case", "dtype", "ours_ms", "tokens_per_s", "ours_peak_extra_mb", "alt_gemm",
+               "ours_alt_gemm_ms", "hf_eager_ms",
                "hf_compiled_ms", "sdpa_eager_ms", "sdpa_compiled_ms", "gemm_floor_ms", "speedup_vs_hf_eager",
                "speedup_vs_hf_compiled", "speedup_vs_sdpa_eager", "speedup_vs_sdpa_compiled",
                "hf_eager_peak_extra_mb", "rel_l2_ours_vs_fp64", "rel_l2_hf_eager_vs_fp64",

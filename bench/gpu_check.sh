@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: the CUDA tests (compiled kernels, no interpreter) and
 # every benchmark; a tarball of logs and results, the summary and the results table go
-# to "$OUT" (default bench/results/gpu_check).
-# Run from the repository root: `bash bench/gpu_check.sh`.
+# to "$OUT" (default bench/results/gpu_check), refreshed after every step so that a run
+# cut off at the device's 10-minute limit still returns what it measured.
+# Run from the repository root: `bash bench/gpu_check.sh` (~9 min on an H100);
+# `GPU_CHECK_EXTRA=1 bash bench/gpu_check.sh` runs, instead, the tile sweeps of
+# attention and the Triton GEMM and the pytest-benchmark cases (a second call).
 # Each step has its own time limit (seconds, overridable by env) so that one slow step
-# (torch.compile baselines) cannot eat the others; the whole run is sized to fit ~10 min.
-# Steps run in order of importance; a failing step is recorded and the next one runs.
+# (torch.compile baselines) cannot eat the others; steps run in order of importance;
+# a failing step is recorded and the next one runs.
 set -u
 cd "$(dirname "$0")/.."
 # Logs and results go to $WORK; the device tool returns at most 8 files from $OUT, so
@@ -20,6 +23,12 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # import xlm_fast / triton_
 SUMMARY="$WORK/summary.txt"
 : > "$SUMMARY"
 
+publish() {  # copies the summary, the results so far and a tarball of $WORK to $OUT
+    cat "$RESULTS"/*.md > "$WORK/results.md" 2>/dev/null || true
+    cp "$SUMMARY" "$WORK/results.md" "$OUT/" 2>/dev/null || true
+    tar czf "$OUT/gpu_check.tar.gz" -C "$WORK" . 2>/dev/null || true
+}
+
 step() {  # step NAME LIMIT_S COMMAND...: runs COMMAND with a time limit, log in $WORK/NAME.log
     local name="$1" limit="$2"
     shift 2
@@ -27,6 +36,7 @@ step() {  # step NAME LIMIT_S COMMAND...: runs COMMAND with a time limit, log in
     timeout --signal=INT --kill-after=20 "$limit" "$@" > "$WORK/$name.log" 2>&1
     local rc=$?
     echo "$name: rc=$rc ($((SECONDS - start)) s, limit $limit s)" | tee -a "$SUMMARY"
+    publish
 }
 
 {
@@ -34,28 +44,34 @@ step() {  # step NAME LIMIT_S COMMAND...: runs COMMAND with a time limit, log in
     "$PYTHON" -c "import sys, torch, triton, transformers; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name()); print('triton', triton.__version__, 'transformers', transformers.__version__)"
 } > "$WORK/environment.txt" 2>&1
 
-step install 120 "$PYTHON" -m pip install -e . --no-deps --no-build-isolation
-# The GPU image has no sacremoses/subword-nmt: the tokenizer's tests (CPU-only, run by CI)
-# are left out there rather than failing at collection.
-TOKENIZER_TESTS=()
-"$PYTHON" -c "import sacremoses, subword_nmt" 2>/dev/null || \
-    TOKENIZER_TESTS=(--ignore=tests/test_tokenization_xlm.py --ignore=tests/test_demo.py)
-step tests "${TESTS_LIMIT:-150}" "$PYTHON" -m pytest -q -ra tests/ "${TOKENIZER_TESTS[@]}" --junitxml="$WORK/tests.xml"
-step bench_attention "${ATTENTION_LIMIT:-60}" "$PYTHON" bench/bench_attention.py --out-dir "$RESULTS"
-step bench_layer_norm "${LAYER_NORM_LIMIT:-30}" "$PYTHON" bench/bench_layer_norm.py --out-dir "$RESULTS"
-# compiled baselines only where DESIGN.md has reference numbers (en-2048, bf16): compiling
-# every model, dtype and shape would take far longer than the rest together
-step bench_model_en2048_bf16 "${MODEL_COMPILED_LIMIT:-210}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
-    --configs en-2048 --dtypes bf16 --stem xlm_model_en-2048_bf16
-step bench_model_100-1280_bf16 "${MODEL_LIMIT:-60}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
-    --configs 100-1280 --dtypes bf16 --no-compile --stem xlm_model_100-1280_bf16
-step bench_model_fp16 "${MODEL_LIMIT:-60}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
-    --dtypes fp16 --no-compile --stem xlm_model_fp16
-step pytest_benchmark "${PYTEST_BENCH_LIMIT:-90}" "$PYTHON" -m pytest -q bench/bench_attention.py \
-    bench/bench_layer_norm.py bench/bench_xlm_model.py --benchmark-only --benchmark-json="$WORK/pytest_benchmark.json"
-
-cat "$RESULTS"/*.md > "$WORK/results.md" 2>/dev/null || true
-cp "$SUMMARY" "$WORK/results.md" "$OUT/" 2>/dev/null || true
-tar czf "$OUT/gpu_check.tar.gz" -C "$WORK" .
+step install 90 "$PYTHON" -m pip install -e . --no-deps --no-build-isolation
+if [ "${GPU_CHECK_EXTRA:-0}" != "0" ]; then
+    step sweep_attention "${SWEEP_LIMIT:-150}" "$PYTHON" bench/bench_attention.py --out-dir "$WORK/all" --sweep
+    cp "$WORK/all/attention_sweep".* "$RESULTS/" 2>/dev/null
+    step sweep_ffn "${SWEEP_LIMIT:-150}" "$PYTHON" bench/bench_ffn.py --out-dir "$WORK/all" --sweep
+    cp "$WORK/all/ffn_sweep".* "$RESULTS/" 2>/dev/null
+    step pytest_benchmark "${PYTEST_BENCH_LIMIT:-150}" "$PYTHON" -m pytest -q bench/bench_attention.py \
+        bench/bench_layer_norm.py bench/bench_ffn.py bench/bench_xlm_model.py --benchmark-only \
+        --benchmark-json="$WORK/pytest_benchmark.json"
+else
+    # The GPU image has no sacremoses/subword-nmt: the tokenizer's tests (CPU-only, run by
+    # CI) are left out there rather than failing at collection.
+    TOKENIZER_TESTS=()
+    "$PYTHON" -c "import sacremoses, subword_nmt" 2>/dev/null || \
+        TOKENIZER_TESTS=(--ignore=tests/test_tokenization_xlm.py --ignore=tests/test_demo.py)
+    step tests "${TESTS_LIMIT:-150}" "$PYTHON" -m pytest -q -ra tests/ "${TOKENIZER_TESTS[@]}" --junitxml="$WORK/tests.xml"
+    step bench_attention "${KERNEL_LIMIT:-45}" "$PYTHON" bench/bench_attention.py --out-dir "$RESULTS"
+    step bench_ffn "${KERNEL_LIMIT:-45}" "$PYTHON" bench/bench_ffn.py --out-dir "$RESULTS"
+    step bench_layer_norm "${LAYER_NORM_LIMIT:-20}" "$PYTHON" bench/bench_layer_norm.py --out-dir "$RESULTS"
+    # compiled baselines only where DESIGN.md has reference numbers (en-2048, bf16): compiling
+    # every model, dtype and shape would take far longer than the rest together
+    step bench_model_en2048_bf16 "${MODEL_COMPILED_LIMIT:-150}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
+        --configs en-2048 --dtypes bf16 --stem xlm_model_en-2048_bf16
+    step bench_model_100-1280_bf16 "${MODEL_LIMIT:-45}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
+        --configs 100-1280 --dtypes bf16 --no-compile --stem xlm_model_100-1280_bf16
+    step bench_model_fp16 "${MODEL_LIMIT:-45}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
+        --configs en-2048 --dtypes fp16 --cases 32x512 32x512-var --no-compile --stem xlm_model_en-2048_fp16
+fi
+publish
 cat "$SUMMARY"
 tail -n 3 "$WORK/tests.log" 2>/dev/null || true

@@ -6,7 +6,6 @@ Non-causal, no langs / token types / head_mask: exactly what the benchmark feeds
 Rows with no valid key would get NaN from SDPA's boolean mask (XLM averages V); the
 benchmark has none.
 """
-import torch
 import torch.nn.functional as F
 
 

@@ -175,13 +175,14 @@ def _check_linear(x, weight, bias):
 
 
 def linear_activation(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str = "gelu",
-                      *, gemm: str = DEFAULT_GEMM):
+                      *, gemm: str = None):
     """act(x @ weight^T + bias) with act in ("gelu" = exact erf GELU, "relu").
 
     x: (..., in_features); weight: (out_features, in_features); bias: (out_features,);
     one dtype among fp16 / bf16 / fp32. gemm: "library" or "triton" (see the module
-    docstring). Returns (..., out_features) in that dtype.
+    docstring); None takes DEFAULT_GEMM. Returns (..., out_features) in that dtype.
     """
+    gemm = DEFAULT_GEMM if gemm is None else gemm
     _check_linear(x, weight, bias)
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
