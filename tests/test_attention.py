@@ -10,7 +10,7 @@ import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
 from conftest import DEVICE  # noqa: E402
-from triton_kernels.attention import flash_attention, split_fused_qkv  # noqa: E402
+from triton_kernels.attention import _head_dim_slices, flash_attention, split_fused_qkv  # noqa: E402
 
 # max |error| allowed relative to max |reference|; fp16/bf16 probabilities are rounded
 # to the input dtype before P @ V, as in HF eager
@@ -53,7 +53,8 @@ def assert_close(actual, expected, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize(
     "batch, seq_len, heads, head_dim",
-    [(1, 1, 2, 64), (2, 7, 3, 80), (2, 130, 2, 128), (1, 33, 2, 64), (2, 9, 2, 8)],
+    [(1, 1, 2, 64), (2, 7, 3, 80), (2, 130, 2, 128), (1, 33, 2, 64), (2, 9, 2, 8),
+     (2, 19, 2, 48), (1, 40, 1, 96), (2, 33, 2, 112), (2, 5, 2, 40)],
 )
 def test_lengths_padding(batch, seq_len, heads, head_dim, dtype):
     q, k, v = random_qkv(batch, seq_len, heads, head_dim, dtype)
@@ -62,6 +63,17 @@ def test_lengths_padding(batch, seq_len, heads, head_dim, dtype):
     out = flash_attention(q, k, v, lengths=lengths)
     assert out.shape == (batch, seq_len, heads * head_dim)
     assert_close(out, reference_attention(q, k, v, keep=keep), dtype)
+
+
+def test_head_dims_are_split_into_power_of_two_slices_rather_than_padded():
+    """80 = 64 + 16 and 96 = 64 + 32 run as two column slices (no MMA work on padding);
+    112 and 40 have no such split and are padded; powers of two are one slice."""
+    assert _head_dim_slices(80) == dict(BLOCK_D=64, PAD_D=False, SPLIT_D=True, BLOCK_D2=16)
+    assert _head_dim_slices(96) == dict(BLOCK_D=64, PAD_D=False, SPLIT_D=True, BLOCK_D2=32)
+    assert _head_dim_slices(128) == dict(BLOCK_D=128, PAD_D=False, SPLIT_D=False, BLOCK_D2=16)
+    assert _head_dim_slices(112)["BLOCK_D"] == 128 and _head_dim_slices(112)["PAD_D"]
+    assert _head_dim_slices(40)["BLOCK_D"] == 64 and _head_dim_slices(40)["PAD_D"]
+    assert _head_dim_slices(8)["BLOCK_D"] == 16 and _head_dim_slices(8)["PAD_D"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

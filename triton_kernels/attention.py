@@ -37,10 +37,26 @@ from ._utils import check_floating, check_same_device, interpreting
 
 
 @triton.jit
+def _load_tile(ptrs, row_valid, col_valid, CHECK_ROWS: tl.constexpr, CHECK_COLS: tl.constexpr):
+    """A (rows, cols) tile, masked only where a constexpr says rows or columns may not
+    exist, so that full tiles load 16 bytes at a time with no predicates."""
+    if CHECK_ROWS:
+        if CHECK_COLS:
+            tile = tl.load(ptrs, mask=row_valid[:, None] & col_valid[None, :], other=0.0)
+        else:
+            tile = tl.load(ptrs, mask=row_valid[:, None], other=0.0)
+    elif CHECK_COLS:
+        tile = tl.load(ptrs, mask=col_valid[None, :], other=0.0)
+    else:
+        tile = tl.load(ptrs)
+    return tile
+
+
+@triton.jit
 def _attend_key_tiles(
-    acc, l_i, m_i,  # running (BLOCK_M, BLOCK_D) numerator, (BLOCK_M,) denominator and max
-    q,  # (BLOCK_M, BLOCK_D) query tile
-    k_tile_ptrs, v_tile_ptrs,  # (BLOCK_N, BLOCK_D) pointers to the keys / values of tile 0
+    acc, acc2, l_i, m_i,  # running numerators (BLOCK_M, BLOCK_D) and (BLOCK_M, BLOCK_D2), denominator, max
+    q, q2,  # query tile columns [0, BLOCK_D) and [BLOCK_D, BLOCK_D + BLOCK_D2) (q2 used when SPLIT_D)
+    k_ptrs, v_ptrs, k2_ptrs, v2_ptrs,  # (BLOCK_N, BLOCK_D / BLOCK_D2) pointers into key / value tile 0
     key_mask_row, stride_ms,  # this batch row's key mask and its seq stride (HAS_KEY_MASK)
     stride_ks, stride_vs,  # k / v seq strides
     offs_m, offs_d,  # (BLOCK_M,) query positions, (BLOCK_D,) head-dim offsets
@@ -49,36 +65,33 @@ def _attend_key_tiles(
     MASKED: tl.constexpr,  # tiles may hold masked or nonexistent keys: apply causal/lengths/bounds
     CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
     UPCAST_OPERANDS: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEAD_DIM: tl.constexpr, PAD_D: tl.constexpr, SPLIT_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     """Online-softmax update over key tiles [start, end). Unmasked tiles (MASKED=False)
-    skip every bounds check and mask, so their loads stay 16-byte wide and pipelined;
-    only a general key mask, which can hole any tile, is applied to them."""
+    skip every bounds check and mask; only a general key mask, which can hole any tile,
+    is applied to them."""
     offs_n_tile = tl.arange(0, BLOCK_N)
+    d_valid = offs_d < HEAD_DIM
     for start_n in range(start, end, BLOCK_N):
         offs_n = start_n + offs_n_tile
-        k_tile = k_tile_ptrs + tl.cast(start_n, tl.int64) * stride_ks
-        v_tile = v_tile_ptrs + tl.cast(start_n, tl.int64) * stride_vs
-        if MASKED:
-            load_mask = offs_n[:, None] < seq_len
-            if HEAD_DIM != BLOCK_D:
-                load_mask = load_mask & (offs_d < HEAD_DIM)[None, :]
-            k = tl.load(k_tile, mask=load_mask, other=0.0)
-            v = tl.load(v_tile, mask=load_mask, other=0.0)
-        elif HEAD_DIM != BLOCK_D:
-            k = tl.load(k_tile, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
-            v = tl.load(v_tile, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
-        else:
-            k = tl.load(k_tile)
-            v = tl.load(v_tile)
-        p_dtype = v.dtype  # probabilities are rounded to the input dtype before P @ V, as HF
+        n_valid = offs_n < seq_len
+        k_shift = tl.cast(start_n, tl.int64) * stride_ks
+        v_shift = tl.cast(start_n, tl.int64) * stride_vs
+        k = _load_tile(k_ptrs + k_shift, n_valid, d_valid, MASKED, PAD_D)
+        p_dtype = k.dtype  # probabilities are rounded to the input dtype before P @ V, as HF
         if UPCAST_OPERANDS:
             k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2  # (BLOCK_M, BLOCK_N)
+        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+        if SPLIT_D:
+            k2 = _load_tile(k2_ptrs + k_shift, n_valid, d_valid, MASKED, False)
+            if UPCAST_OPERANDS:
+                k2 = k2.to(tl.float32)
+            scores = tl.dot(q2, tl.trans(k2), scores, input_precision=DOT_PRECISION)
+        scores = scores * scale_log2
 
         if HAS_KEY_MASK:
-            key_keep = tl.load(key_mask_row + offs_n.to(tl.int64) * stride_ms, mask=offs_n < seq_len, other=0)
+            key_keep = tl.load(key_mask_row + offs_n.to(tl.int64) * stride_ms, mask=n_valid, other=0)
             scores = tl.where((key_keep != 0)[None, :], scores, masked_score)
         if MASKED:
             if CAUSAL:
@@ -86,7 +99,7 @@ def _attend_key_tiles(
             if HAS_LENGTHS:
                 scores = tl.where((offs_n < length)[None, :], scores, masked_score)
             # positions past seq_len do not exist: they must not even take part uniformly
-            scores = tl.where((offs_n < seq_len)[None, :], scores, float("-inf"))
+            scores = tl.where(n_valid[None, :], scores, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(scores, axis=1))
         alpha = tl.exp2(m_i - m_new)
@@ -95,9 +108,17 @@ def _attend_key_tiles(
         p_cast = p.to(p_dtype)
         if UPCAST_OPERANDS:
             p_cast = p_cast.to(tl.float32)
+        v = _load_tile(v_ptrs + v_shift, n_valid, d_valid, MASKED, PAD_D)
+        if UPCAST_OPERANDS:
+            v = v.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(p_cast, v, input_precision=DOT_PRECISION)
+        if SPLIT_D:
+            v2 = _load_tile(v2_ptrs + v_shift, n_valid, d_valid, MASKED, False)
+            if UPCAST_OPERANDS:
+                v2 = v2.to(tl.float32)
+            acc2 = acc2 * alpha[:, None] + tl.dot(p_cast, v2, input_precision=DOT_PRECISION)
         m_i = m_new
-    return acc, l_i, m_i
+    return acc, acc2, l_i, m_i
 
 
 @triton.jit
@@ -127,7 +148,10 @@ def _flash_attention_forward_kernel(
     HEAD_DIM: tl.constexpr,  # true head dimension; a constant so that unpadded loads vectorise
     BLOCK_M: tl.constexpr,  # queries per program
     BLOCK_N: tl.constexpr,  # keys per inner step; divides BLOCK_M
-    BLOCK_D: tl.constexpr,  # HEAD_DIM padded to a power of two (at least 16)
+    BLOCK_D: tl.constexpr,  # head-dim columns [0, BLOCK_D): a power of two >= 16
+    PAD_D: tl.constexpr,  # HEAD_DIM < BLOCK_D: columns past HEAD_DIM are masked (zeros)
+    SPLIT_D: tl.constexpr,  # HEAD_DIM == BLOCK_D + BLOCK_D2 (80 = 64 + 16): a second column slice
+    BLOCK_D2: tl.constexpr,  # width of the second slice (a power of two >= 16; unused without SPLIT_D)
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -136,18 +160,23 @@ def _flash_attention_forward_kernel(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
+    offs_d2 = BLOCK_D + tl.arange(0, BLOCK_D2)
     d_valid = offs_d < HEAD_DIM
     m_valid = offs_m < seq_len
 
     q_rows = q_ptr + batch * stride_qb + head * stride_qh + offs_m.to(tl.int64) * stride_qs
-    q = tl.load(q_rows[:, None] + offs_d[None, :], mask=m_valid[:, None] & d_valid[None, :], other=0.0)
+    q = _load_tile(q_rows[:, None] + offs_d[None, :], m_valid, d_valid, True, PAD_D)
+    q2 = tl.zeros([BLOCK_M, BLOCK_D2], dtype=q.dtype)  # replaced when SPLIT_D, else unused
+    if SPLIT_D:
+        q2 = _load_tile(q_rows[:, None] + offs_d2[None, :], m_valid, d_valid, True, False)
     if UPCAST_OPERANDS:
         q = q.to(tl.float32)
+        q2 = q2.to(tl.float32)
 
-    # (BLOCK_N, BLOCK_D) pointers to key / value tile 0 of this (batch, head); int64 offsets
+    # (BLOCK_N, columns) pointers to key / value tile 0 of this (batch, head); int64 offsets
     offs_n_tile = tl.arange(0, BLOCK_N).to(tl.int64)
-    k_tile_ptrs = k_ptr + batch * stride_kb + head * stride_kh + offs_n_tile[:, None] * stride_ks + offs_d[None, :]
-    v_tile_ptrs = v_ptr + batch * stride_vb + head * stride_vh + offs_n_tile[:, None] * stride_vs + offs_d[None, :]
+    k_rows = k_ptr + batch * stride_kb + head * stride_kh + offs_n_tile * stride_ks
+    v_rows = v_ptr + batch * stride_vb + head * stride_vh + offs_n_tile * stride_vs
     key_mask_row = key_mask_ptr + batch * stride_mb
 
     # Keys [0, full_end) are valid for every query of this tile (no per-key mask needed
@@ -167,43 +196,66 @@ def _flash_attention_forward_kernel(
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max (log2 units)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running softmax denominator
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running numerator @ V
-    acc, l_i, m_i = _attend_key_tiles(
-        acc, l_i, m_i, q, k_tile_ptrs, v_tile_ptrs, key_mask_row, stride_ms, stride_ks, stride_vs,
-        offs_m, offs_d, 0, full_end, length, seq_len, scale_log2, masked_score,
-        False, CAUSAL, HAS_LENGTHS, HAS_KEY_MASK, UPCAST_OPERANDS, DOT_PRECISION, HEAD_DIM, BLOCK_N, BLOCK_D,
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running numerator @ V, columns [0, BLOCK_D)
+    acc2 = tl.zeros([BLOCK_M, BLOCK_D2], dtype=tl.float32)  # the same for the second slice
+    k_slice, v_slice = k_rows[:, None] + offs_d[None, :], v_rows[:, None] + offs_d[None, :]
+    k2_slice, v2_slice = k_rows[:, None] + offs_d2[None, :], v_rows[:, None] + offs_d2[None, :]
+    acc, acc2, l_i, m_i = _attend_key_tiles(  # tiles every query sees in full: no masks
+        acc, acc2, l_i, m_i, q, q2, k_slice, v_slice, k2_slice, v2_slice,
+        key_mask_row, stride_ms, stride_ks, stride_vs, offs_m, offs_d, 0, full_end,
+        length, seq_len, scale_log2, masked_score,
+        False, CAUSAL, HAS_LENGTHS, HAS_KEY_MASK, UPCAST_OPERANDS, DOT_PRECISION, HEAD_DIM, PAD_D, SPLIT_D, BLOCK_N,
     )
-    acc, l_i, m_i = _attend_key_tiles(
-        acc, l_i, m_i, q, k_tile_ptrs, v_tile_ptrs, key_mask_row, stride_ms, stride_ks, stride_vs,
-        offs_m, offs_d, full_end, kv_end, length, seq_len, scale_log2, masked_score,
-        True, CAUSAL, HAS_LENGTHS, HAS_KEY_MASK, UPCAST_OPERANDS, DOT_PRECISION, HEAD_DIM, BLOCK_N, BLOCK_D,
+    acc, acc2, l_i, m_i = _attend_key_tiles(  # boundary tiles: masks and bounds checks
+        acc, acc2, l_i, m_i, q, q2, k_slice, v_slice, k2_slice, v2_slice,
+        key_mask_row, stride_ms, stride_ks, stride_vs, offs_m, offs_d, full_end, kv_end,
+        length, seq_len, scale_log2, masked_score,
+        True, CAUSAL, HAS_LENGTHS, HAS_KEY_MASK, UPCAST_OPERANDS, DOT_PRECISION, HEAD_DIM, PAD_D, SPLIT_D, BLOCK_N,
     )
-
-    out = acc / l_i[:, None]
-    if HAS_HEAD_SCALE:
-        out = out * tl.load(head_scale_ptr + head)
 
     out_rows = out_ptr + batch * stride_ob + head * stride_oh + offs_m.to(tl.int64) * stride_os
-    tl.store(
-        out_rows[:, None] + offs_d[None, :],
-        out.to(out_ptr.dtype.element_ty),
-        mask=m_valid[:, None] & d_valid[None, :],
-    )
+    scale = 1.0 / l_i
+    if HAS_HEAD_SCALE:
+        scale = scale * tl.load(head_scale_ptr + head)
+    out = acc * scale[:, None]
+    tl.store(out_rows[:, None] + offs_d[None, :], out.to(out_ptr.dtype.element_ty),
+             mask=m_valid[:, None] & d_valid[None, :])
+    if SPLIT_D:
+        out2 = acc2 * scale[:, None]
+        tl.store(out_rows[:, None] + offs_d2[None, :], out2.to(out_ptr.dtype.element_ty), mask=m_valid[:, None])
 
 
-def _launch_config(block_d: int, dtype: torch.dtype) -> dict:
+def _head_dim_slices(head_dim: int) -> dict:
+    """How the kernel covers head_dim with power-of-two column slices (tl.dot needs
+    K >= 16): one slice when head_dim is a power of two; two when the rest is one too
+    (80 = 64 + 16, 96 = 64 + 32), so no tensor-core work is spent on padding (80
+    padded to 128 would be 60% useful); otherwise one slice with masked columns."""
+    if head_dim <= 16:
+        return dict(BLOCK_D=16, PAD_D=head_dim != 16, SPLIT_D=False, BLOCK_D2=16)
+    first = 1 << (head_dim.bit_length() - 1)
+    rest = head_dim - first
+    if rest == 0:
+        return dict(BLOCK_D=first, PAD_D=False, SPLIT_D=False, BLOCK_D2=16)
+    if rest >= 16 and rest & (rest - 1) == 0:
+        return dict(BLOCK_D=first, PAD_D=False, SPLIT_D=True, BLOCK_D2=rest)
+    return dict(BLOCK_D=triton.next_power_of_2(head_dim), PAD_D=True, SPLIT_D=False, BLOCK_D2=16)
+
+
+def _launch_config(head_dim: int, dtype: torch.dtype) -> dict:
     """Tile sizes (BLOCK_N divides BLOCK_M, which the causal split needs): large tiles on
     a GPU (fewer K/V re-reads), small for fp32, whose exact ("ieee") dots run on FMA
     units rather than tensor cores, and under the interpreter (cheap, and multi-tile
-    paths get exercised). From the sm_90 compile (no GPU timing yet), head_dim 128:
-    16-bit 128 x 64 with 8 warps uses 177 registers, no spills, 128 KB shared memory
-    for 3 stages (4 warps spill); fp32 32 x 32 with 8 warps does not spill, while
-    64 x 32 with 4 warps spilled 32 KB per thread."""
+    paths get exercised). From the sm_90 compile (bench/sm90_compile_report.py; no GPU
+    timing yet), 16-bit 128 x 64 tiles, 3 stages: head_dim 128 with 8 warps uses ~190
+    registers, no spills, 128 KB shared memory (4 warps spill); 80 (64 + 16) ~150
+    registers, 80 KB; 64 with 4 warps ~230 registers; 40 (padded to 64) with 4 warps
+    spilled. fp32 32 x 32 with 8 warps does not spill at head_dim 128, while 64 x 32
+    with 4 warps spilled 32 KB per thread."""
     if interpreting():
         return dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
     if dtype == torch.float32:
         return dict(BLOCK_M=32, BLOCK_N=32, num_warps=8, num_stages=2)
-    if block_d <= 64:
+    if head_dim in (16, 32, 64):  # padded small head dims need the registers of 8 warps
         return dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
     return dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)
 
@@ -211,8 +263,7 @@ def _launch_config(block_d: int, dtype: torch.dtype) -> dict:
 def _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_scale):
     batch, seq_len, n_heads, head_dim = q.shape
     out = torch.empty((batch, seq_len, n_heads, head_dim), dtype=q.dtype, device=q.device)
-    block_d = max(16, triton.next_power_of_2(head_dim))  # tl.dot needs K >= 16
-    config = _launch_config(block_d, q.dtype)
+    config = _launch_config(head_dim, q.dtype)
 
     # unused pointer arguments still need a tensor; `out` is never read through them
     lengths_arg = lengths if lengths is not None else out
@@ -242,7 +293,7 @@ def _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_sc
         UPCAST_OPERANDS=interpreting() and q.dtype == torch.bfloat16,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         HEAD_DIM=head_dim,
-        BLOCK_D=block_d,
+        **_head_dim_slices(head_dim),
         **config,
     )
     return out.view(batch, seq_len, n_heads * head_dim)
