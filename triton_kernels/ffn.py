@@ -72,8 +72,8 @@ def _matmul_bias_activation_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     # rows / columns past M / N re-read valid ones (wrapped), so tile loads need no
     # M / N masks; the store drops them
-    rows = tl.max_contiguous(tl.multiple_of(offs_m % M, BLOCK_M), BLOCK_M).to(tl.int64)
-    cols = tl.max_contiguous(tl.multiple_of(offs_n % N, BLOCK_N), BLOCK_N).to(tl.int64)
+    rows = (offs_m % M).to(tl.int64)
+    cols = (offs_n % N).to(tl.int64)
     x_tile = x_ptr + rows[:, None] * stride_xm + offs_k[None, :]  # (BLOCK_M, BLOCK_K)
     w_tile = w_ptr + cols[None, :] * stride_wn + offs_k[:, None]  # (BLOCK_K, BLOCK_N) = W^T tile
 
