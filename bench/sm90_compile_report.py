@@ -4,7 +4,7 @@ memory and wgmma use per specialisation. A compile error, or shared memory over 
 H100's 227 KB per block, fails the run (exit 1): both would otherwise first show on
 the GPU.
 
-`python bench/sm90_compile_report.py [--out-dir DIR] [TEST FILES...]`
+`python bench/sm90_compile_report.py [--out-dir DIR] [--stem STEM] [TEST FILES...]`
   1. runs the tests (default: the kernel and backend tests) in a subprocess under
      TRITON_INTERPRET=1 where each kernel launch is recorded, not executed, with the
      launch configuration the kernels choose on a GPU (the interpreter's small tiles
@@ -12,7 +12,7 @@ the GPU.
   2. compiles each distinct specialisation with triton.compile for
      GPUTarget("cuda", 90, 32), with the 16-divisibility hints a real launch would get,
      and assembles its PTX with `ptxas -v` (the newest ptxas bundled with triton);
-  3. writes sm90_compile.json / .md.
+  3. writes STEM.json / .md (default sm90_compile).
 Uses triton's compiler API (triton.compiler.ASTSource), checked with triton 3.9; it
 needs no CUDA driver. Also a pytest plugin (`-p sm90_compile_report`) for step 1.
 """
@@ -150,6 +150,7 @@ def _constexpr_summary(launch):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default=RESULTS_DIR)
+    parser.add_argument("--stem", default="sm90_compile", help="output file name stem")
     parser.add_argument("tests", nargs="*", default=DEFAULT_TESTS)
     args = parser.parse_args()
     os.environ.pop("TRITON_INTERPRET", None)  # this process compiles real JIT functions
@@ -173,7 +174,7 @@ def main():
             row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
         failures += "error" in row
         rows.append(row)
-    write_results(args.out_dir, "sm90_compile", rows,
+    write_results(args.out_dir, args.stem, rows,
                   ["kernel", "specialisation", "registers", "spill_store_bytes", "shared_bytes", "wgmma",
                    "cp_async", "error"],
                   f"sm_90a compile of every kernel specialisation the tests launch ({len(rows)}, "
