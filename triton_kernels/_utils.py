@@ -6,9 +6,31 @@ import torch
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
+def _major_minor(version: str) -> tuple:
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
+def check_interpreter_supported() -> None:
+    """Triton's interpreter before 3.8 turns loop bounds into Python ints in a way that
+    numpy 2.4 rejects ("only 0-dimensional arrays can be converted to Python scalars"),
+    so every kernel would fail with that; raise one clear error instead."""
+    import numpy
+    import triton
+
+    if _major_minor(triton.__version__) < (3, 8) and _major_minor(numpy.__version__) >= (2, 4):
+        raise RuntimeError(
+            f"TRITON_INTERPRET=1 with triton {triton.__version__} needs numpy < 2.4 (found "
+            f"{numpy.__version__}): install triton >= 3.8 or numpy < 2.4"
+        )
+
+
 def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1); raises
+    if this triton's interpreter cannot run them (check_interpreter_supported)."""
+    enabled = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    if enabled:
+        check_interpreter_supported()
+    return enabled
 
 
 def check_floating(name: str, tensor: torch.Tensor) -> None:
