@@ -88,7 +88,6 @@ def _attend_key_tiles(
             if UPCAST_OPERANDS:
                 k2 = k2.to(tl.float32)
             scores = tl.dot(q2, tl.trans(k2), scores, input_precision=DOT_PRECISION)
-        scores = scores * scale_log2
 
         if HAS_KEY_MASK:
             key_keep = tl.load(key_mask_row + offs_n.to(tl.int64) * stride_ms, mask=n_valid, other=0)
@@ -101,9 +100,10 @@ def _attend_key_tiles(
             # positions past seq_len do not exist: they must not even take part uniformly
             scores = tl.where(n_valid[None, :], scores, float("-inf"))
 
-        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+        # scores stay unscaled: the scale rides on the row max and on one FMA per score
+        m_new = tl.maximum(m_i, tl.max(scores, axis=1) * scale_log2)
         alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(scores - m_new[:, None])
+        p = tl.exp2(scores * scale_log2 - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
         p_cast = p.to(p_dtype)
         if UPCAST_OPERANDS:
@@ -137,8 +137,8 @@ def _flash_attention_forward_kernel(
     stride_mb, stride_ms,  # key_mask strides (batch, seq)
     seq_len,  # number of query and key positions
     n_heads,  # heads per batch row
-    scale_log2,  # 1 / sqrt(head_dim) * log2(e): scores go straight to the exp2 domain
-    masked_score,  # the input dtype's minimum, given to every masked score
+    scale_log2,  # 1 / sqrt(head_dim) * log2(e): takes scores to the exp2 domain
+    masked_score,  # the input dtype's minimum, given to every masked (unscaled) score
     CAUSAL: tl.constexpr,  # lower-triangle mask; key padding is ignored
     HAS_LENGTHS: tl.constexpr,  # key padding given as lengths_ptr
     HAS_KEY_MASK: tl.constexpr,  # key padding given as key_mask_ptr
