@@ -59,7 +59,11 @@ else
     TOKENIZER_TESTS=()
     "$PYTHON" -c "import sacremoses, subword_nmt" 2>/dev/null || \
         TOKENIZER_TESTS=(--ignore=tests/test_tokenization_xlm.py --ignore=tests/test_demo.py)
-    step tests "${TESTS_LIMIT:-150}" "$PYTHON" -m pytest -q -ra tests/ "${TOKENIZER_TESTS[@]}" --junitxml="$WORK/tests.xml"
+    # kernel compilation dominates the CUDA tests: spread it over 8 processes when pytest-xdist is there
+    PARALLEL=()
+    "$PYTHON" -c "import xdist" 2>/dev/null && PARALLEL=(-n 8)
+    step tests "${TESTS_LIMIT:-150}" "$PYTHON" -m pytest -q -ra "${PARALLEL[@]}" tests/ "${TOKENIZER_TESTS[@]}" \
+        --junitxml="$WORK/tests.xml"
     step bench_attention "${KERNEL_LIMIT:-45}" "$PYTHON" bench/bench_attention.py --out-dir "$RESULTS"
     step bench_ffn "${KERNEL_LIMIT:-45}" "$PYTHON" bench/bench_ffn.py --out-dir "$RESULTS"
     step bench_layer_norm "${LAYER_NORM_LIMIT:-20}" "$PYTHON" bench/bench_layer_norm.py --out-dir "$RESULTS"
