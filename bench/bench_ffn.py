@@ -8,10 +8,13 @@ pytest-benchmark: `pytest bench/bench_ffn.py --benchmark-only` (skips without CU
 
 Columns: library_gemm = the bare torch.matmul (no bias: the floor of the library
 path); library = that GEMM + the Triton bias/GELU pass; triton = the Triton GEMM with
-the epilogue fused; torch = F.gelu(F.linear(x, W, b)) as transformers runs it.
+the epilogue fused (its TMA kernel on Hopper); triton_pointers = the same with the TMA
+kernel off (pointer loads, cp.async); torch = F.gelu(F.linear(x, W, b)) as
+transformers runs it.
 Accuracy: relative L2 error against fp64 on the first 256 rows.
 """
 import argparse
+import itertools
 
 import pytest
 import torch
@@ -39,13 +42,31 @@ def make_inputs(tokens, in_features, out_features, dtype, seed=0):
     return x, weight, bias
 
 
+def without_tma(fn):
+    """fn run with the Triton GEMM's TMA kernel switched off (its pointer kernel runs)."""
+    import triton_kernels.ffn as ffn
+
+    def run():
+        eligible, ffn._tma_eligible = ffn._tma_eligible, lambda *tensors: False
+        try:
+            return fn()
+        finally:
+            ffn._tma_eligible = eligible
+
+    return run
+
+
 def candidates(x, weight, bias):
     from triton_kernels.ffn import linear_activation
+
+    def triton_gemm():
+        return linear_activation(x, weight, bias, gemm="triton")
 
     return {
         "library_gemm": lambda: torch.matmul(x, weight.t()),
         "library": lambda: linear_activation(x, weight, bias, gemm="library"),
-        "triton": lambda: linear_activation(x, weight, bias, gemm="triton"),
+        "triton": triton_gemm,
+        "triton_pointers": without_tma(triton_gemm),
         "torch": lambda: torch.nn.functional.gelu(torch.nn.functional.linear(x, weight, bias)),
     }
 
@@ -62,12 +83,13 @@ def run_case(name, tokens, in_features, out_features, dtype):
     flops = 2.0 * tokens * in_features * out_features
     row = dict(device_description(), case=name, dtype=str(dtype).replace("torch.", ""), tokens=tokens,
                in_features=in_features, out_features=out_features)
-    for implementation in ("library", "triton", "torch"):
+    for implementation in ("library", "triton", "triton_pointers", "torch"):
         row[f"rel_l2_{implementation}"] = relative_l2_vs_fp64(fns[implementation](), *inputs)
     for implementation, fn in fns.items():
         row[f"{implementation}_ms"] = median_ms(fn)
         row[f"{implementation}_tflops"] = flops / row[f"{implementation}_ms"] / 1e9
     row["triton_speedup_vs_library"] = row["library_ms"] / row["triton_ms"]
+    row["triton_pointers_speedup_vs_library"] = row["library_ms"] / row["triton_pointers_ms"]
     row["triton_speedup_vs_torch"] = row["torch_ms"] / row["triton_ms"]
     return row
 
@@ -82,16 +104,17 @@ def run_sweep(dtype):
         for name, tokens, in_features, out_features in CASES[:2]:
             x, weight, bias = make_inputs(tokens, in_features, out_features, dtype)
             flops = 2.0 * tokens * in_features * out_features
-            for block_m, block_n, block_k, warps, stages in SWEEP:
+            for (block_m, block_n, block_k, warps, stages), kernel in itertools.product(SWEEP, ("tma", "pointers")):
                 config = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=warps,
                               num_stages=stages)
                 ffn._gemm_launch_config = lambda _dtype, config=config: config
-                row = dict(device_description(), case=name, dtype=str(dtype).replace("torch.", ""),
+                fn = lambda: ffn.linear_activation(x, weight, bias, gemm="triton")  # noqa: E731
+                fn = fn if kernel == "tma" else without_tma(fn)
+                row = dict(device_description(), case=name, dtype=str(dtype).replace("torch.", ""), kernel=kernel,
                            config=f"{block_m}x{block_n}x{block_k} w{warps} s{stages}")
                 try:
-                    out = ffn.linear_activation(x, weight, bias, gemm="triton")
-                    row["rel_l2"] = relative_l2_vs_fp64(out, x, weight, bias)
-                    row["ms"] = median_ms(lambda: ffn.linear_activation(x, weight, bias, gemm="triton"))
+                    row["rel_l2"] = relative_l2_vs_fp64(fn(), x, weight, bias)
+                    row["ms"] = median_ms(fn)
                     row["tflops"] = flops / row["ms"] / 1e9
                 except Exception as error:  # out of shared memory, say: record it, go on
                     row["error"] = f"{type(error).__name__}: {str(error)[:80]}"
@@ -109,13 +132,14 @@ def main():
     require_cuda_or_exit("bench_ffn.py")
     rows = [run_case(*case, dtype) for dtype in (torch.bfloat16, torch.float16) for case in CASES]
     write_results(args.out_dir, "ffn", rows,
-                  ["case", "dtype", "library_gemm_ms", "library_ms", "triton_ms", "torch_ms", "library_tflops",
-                   "triton_tflops", "triton_speedup_vs_library", "triton_speedup_vs_torch", "rel_l2_library",
-                   "rel_l2_triton", "rel_l2_torch"],
+                  ["case", "dtype", "library_gemm_ms", "library_ms", "triton_ms", "triton_pointers_ms", "torch_ms",
+                   "library_tflops", "triton_tflops", "triton_pointers_tflops", "triton_speedup_vs_library",
+                   "triton_pointers_speedup_vs_library", "triton_speedup_vs_torch", "rel_l2_library",
+                   "rel_l2_triton", "rel_l2_triton_pointers", "rel_l2_torch"],
                   "lin1 + bias + GELU: library GEMM + epilogue vs Triton GEMM with fused epilogue")
     if args.sweep:
         write_results(args.out_dir, "ffn_sweep", run_sweep(torch.bfloat16),
-                      ["case", "dtype", "config", "ms", "tflops", "rel_l2", "error"],
+                      ["case", "dtype", "kernel", "config", "ms", "tflops", "rel_l2", "error"],
                       "Triton GEMM (lin1 + GELU) tile configurations")
 
 
@@ -123,7 +147,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="benchmark
 
 
 @needs_cuda
-@pytest.mark.parametrize("implementation", ["library", "triton", "torch"])
+@pytest.mark.parametrize("implementation", ["library", "triton", "triton_pointers", "torch"])
 @pytest.mark.parametrize("case", CASES[:2], ids=[case[0] for case in CASES[:2]])
 def test_linear_gelu(benchmark, case, implementation):
     name, tokens, in_features, out_features = case

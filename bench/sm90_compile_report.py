@@ -35,14 +35,14 @@ DEFAULT_TESTS = ["tests/test_attention.py", "tests/test_layer_norm.py", "tests/t
 KERNEL_MODULES = ["triton_kernels.attention", "triton_kernels.layer_norm", "triton_kernels.ffn",
                   "triton_kernels.embedding"]
 H100_SHARED_MEMORY_LIMIT = 227 * 1024  # bytes per block (opt-in maximum)
-TORCH_TYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float64": "fp64", "int64": "i64",
-               "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8", "bool": "i1"}
 
 
 # ---- step 1: the pytest plugin that records launches ------------------------------
 def _describe_launch(function, args, kwargs):
-    """JSON-able description of one launch: argument types, constexpr values, hints."""
+    """JSON-able description of one launch: argument types as triton's JIT names them,
+    constexpr values, and the 16-divisibility hints a real launch would give."""
     import torch
+    from triton.runtime.jit import mangle_type
 
     parameters = inspect.signature(function.fn).parameters
     values = dict(zip(function.arg_names, args))
@@ -52,18 +52,14 @@ def _describe_launch(function, args, kwargs):
         value = values[name]
         if "constexpr" in str(parameter.annotation):
             constexprs[name] = value
-        elif isinstance(value, torch.Tensor):
-            signature[name] = "*" + TORCH_TYPES[str(value.dtype).replace("torch.", "")]
-            if value.data_ptr() % 16 == 0:
-                divisible.append(name)
-        elif isinstance(value, bool):
-            signature[name] = "i1"
-        elif isinstance(value, int):
-            signature[name] = "i32" if -2**31 <= value < 2**31 else "i64"
-            if value % 16 == 0:
-                divisible.append(name)
+            continue
+        signature[name] = mangle_type(value)
+        if isinstance(value, torch.Tensor):
+            aligned = value.data_ptr() % 16 == 0
         else:
-            signature[name] = "fp32"
+            aligned = isinstance(value, int) and not isinstance(value, bool) and value % 16 == 0
+        if aligned:
+            divisible.append(name)
     options = {key: kwargs[key] for key in ("num_warps", "num_stages") if key in kwargs}
     return dict(module=function.fn.__module__, kernel=function.fn.__name__, signature=signature,
                 constexprs=constexprs, divisible=divisible, options=options)
@@ -140,7 +136,7 @@ def compile_for_sm90(launch):
 
 def _constexpr_summary(launch):
     """The specialisation in a few words: types of the tensors, constexprs, options."""
-    dtypes = collections.Counter(t for t in launch["signature"].values() if t.startswith("*"))
+    dtypes = collections.Counter(t for t in launch["signature"].values() if t.startswith(("*", "tensordesc")))
     tensors = " ".join(sorted(dtypes))
     flags = " ".join(f"{k}={v}" for k, v in sorted(launch["constexprs"].items()) if v not in (False, None))
     options = " ".join(f"{k}={v}" for k, v in sorted(launch["options"].items()))

@@ -10,6 +10,8 @@ import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
 from conftest import DEVICE  # noqa: E402
+import triton_kernels.ffn as ffn  # noqa: E402
+from triton_kernels._utils import tma_supported  # noqa: E402
 from triton_kernels.ffn import GEMMS, linear_activation, linear_residual_layer_norm  # noqa: E402
 
 # max |error| relative to max |reference|; the GEMM output is rounded to the dtype once
@@ -31,14 +33,27 @@ def assert_close(actual, expected, dtype):
     assert error <= TOLERANCE[dtype] * expected.abs().max().item(), f"max error {error:.3e}"
 
 
-@pytest.mark.parametrize("gemm", GEMMS)
+# "triton-pointers": the Triton GEMM with TMA switched off (pre-Hopper GPUs, unaligned rows)
+GEMM_VARIANTS = GEMMS + ("triton-pointers",)
+
+
+def gemm_variant(name, monkeypatch):
+    """The `gemm=` argument for a variant name, switching TMA off for triton-pointers."""
+    if name == "triton-pointers":
+        monkeypatch.setattr(ffn, "_tma_eligible", lambda *tensors: False)
+        return "triton"
+    return name
+
+
+@pytest.mark.parametrize("variant", GEMM_VARIANTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("activation", ["gelu", "relu"])
 @pytest.mark.parametrize("shape, out_features", [((1, 1, 64), 256), ((2, 7, 80), 320), ((2, 130, 128), 512),
-                                                 ((3, 5, 24), 50)])
-def test_linear_activation(shape, out_features, activation, dtype, gemm):
-    """Both GEMMs; odd row counts, K not a multiple of the K tile (80, 24), N not a
-    multiple of the N tile (50)."""
+                                                 ((3, 5, 24), 56), ((3, 5, 24), 50)])
+def test_linear_activation(shape, out_features, activation, dtype, variant, monkeypatch):
+    """Every GEMM; odd row counts, K not a multiple of the K tile (80, 24), N not a
+    multiple of the N tile (56, 50; 50 rows are not 16-byte aligned, so no TMA)."""
+    gemm = gemm_variant(variant, monkeypatch)
     in_features = shape[-1]
     x = random(*shape, dtype=dtype, seed=0)
     weight = random(out_features, in_features, dtype=dtype, seed=1, scale=in_features ** -0.5)
@@ -47,6 +62,18 @@ def test_linear_activation(shape, out_features, activation, dtype, gemm):
     pre = x.double() @ weight.double().t() + bias.double()
     expected = exact_gelu(pre) if activation == "gelu" else pre.clamp_min(0)
     assert_close(out, expected, dtype)
+
+
+def test_tma_is_used_for_aligned_16_bit_rows_only():
+    """The TMA kernel takes 16-bit tensors with 16-byte aligned rows (the interpreter
+    stands in for Hopper); fp32 and unaligned rows take the pointer kernel."""
+    aligned = torch.zeros(4, 64, dtype=torch.bfloat16, device=DEVICE)
+    supported = tma_supported(aligned.device)
+    assert ffn._tma_eligible(aligned, aligned) == supported
+    assert not ffn._tma_eligible(aligned.float(), aligned.float())
+    assert ffn._tma_eligible(aligned[:, :9], aligned) == supported  # 9 columns of 128-byte rows
+    assert not ffn._tma_eligible(aligned.view(-1)[:36].view(4, 9), aligned)  # 18-byte rows
+    assert not ffn._tma_eligible(aligned.view(-1)[1:65].view(1, 64), aligned)  # base off by 2 bytes
 
 
 @pytest.mark.parametrize("gemm", GEMMS)
@@ -58,14 +85,15 @@ def test_gelu_is_exact_erf_form(gemm):
     assert (out.double() - exact_gelu(x.double())).abs().max() < 1e-6
 
 
-def test_triton_gemm_on_strided_rows_and_no_rows():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_gemm_on_strided_rows_and_no_rows(dtype):
     """x whose rows are strided views (a slice of a wider tensor), and an empty batch."""
-    wide = random(37, 96, dtype=torch.float32, seed=11)
+    wide = random(37, 96, dtype=dtype, seed=11)
     x = wide[:, 16:80]  # (37, 64), row stride 96
-    weight = random(40, 64, dtype=torch.float32, seed=12, scale=0.125)
-    bias = random(40, dtype=torch.float32, seed=13)
+    weight = random(40, 64, dtype=dtype, seed=12, scale=0.125)
+    bias = random(40, dtype=dtype, seed=13)
     expected = exact_gelu(x.double() @ weight.double().t() + bias.double())
-    assert_close(linear_activation(x, weight, bias, gemm="triton"), expected, torch.float32)
+    assert_close(linear_activation(x, weight, bias, gemm="triton"), expected, dtype)
     empty = linear_activation(x[:0], weight, bias, gemm="triton")
     assert empty.shape == (0, 40)
 

@@ -24,13 +24,25 @@ def check_interpreter_supported() -> None:
         )
 
 
+def _interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1); raises
     if this triton's interpreter cannot run them (check_interpreter_supported)."""
-    enabled = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    enabled = _interpreter_enabled()
     if enabled:
         check_interpreter_supported()
     return enabled
+
+
+def tma_supported(device: torch.device) -> bool:
+    """Whether kernels on `device` can use TMA tensor descriptors: CUDA devices of
+    compute capability 9.0 (Hopper) or newer, and the interpreter, which emulates them."""
+    if _interpreter_enabled():
+        return True
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def check_floating(name: str, tensor: torch.Tensor) -> None:
@@ -63,3 +75,11 @@ def row_mask_for_kernel(name: str, row_mask: torch.Tensor, n_rows: int) -> torch
     if flat.dtype == torch.bool:
         flat = flat.view(torch.uint8)
     return flat.contiguous()
+
+
+def persistent_grid_size(device: torch.device) -> int:
+    """Programs of a persistent kernel: one per multiprocessor; 3 under the
+    interpreter, so that programs loop over several tiles there too."""
+    if _interpreter_enabled():
+        return 3
+    return torch.cuda.get_device_properties(device).multi_processor_count

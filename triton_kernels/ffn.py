@@ -5,7 +5,9 @@
       "library": torch.matmul (cuBLAS) without bias, then one Triton pass that adds
                  the bias, applies the activation in fp32 and rounds once;
       "triton":  a Triton GEMM whose epilogue adds the bias and applies the activation
-                 to the fp32 accumulator before the single store.
+                 to the fp32 accumulator before the single store: on Hopper, for
+                 16-bit inputs with 16-byte aligned rows, a persistent kernel whose tiles
+                 move by TMA; elsewhere one with pointer loads (cp.async).
   * `linear_residual_layer_norm`: y = LN(residual + x @ W^T + b) * row_mask (lin2 and
     out_lin): library GEMM; because XLM is post-LayerNorm, bias + residual ride on the
     LayerNorm pass (triton_kernels.layer_norm), which needs the whole row anyway, so
@@ -26,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_floating, check_same_device, interpreting
+from ._utils import check_floating, check_same_device, interpreting, persistent_grid_size, tma_supported
 from .layer_norm import add_layer_norm
 
 ACTIVATIONS = ("gelu", "relu")
@@ -99,17 +101,68 @@ def _matmul_bias_activation_kernel(
     tl.store(out, y.to(out_ptr.dtype.element_ty), mask=(offs_m < M)[:, None] & (offs_n < N)[None, :])
 
 
+@triton.jit
+def _matmul_bias_activation_tma_kernel(
+    x_desc,  # TMA descriptor of x (M, K), blocks (BLOCK_M, BLOCK_K)
+    w_desc,  # TMA descriptor of the nn.Linear weight (N, K), blocks (BLOCK_N, BLOCK_K)
+    out_desc,  # TMA descriptor of out (M, N), blocks (BLOCK_M, BLOCK_N): act(x @ W^T + bias)
+    bias_ptr,  # (N,)
+    M, N, K,
+    num_programs,  # persistent grid size (at most the GPU's multiprocessor count)
+    GELU: tl.constexpr,  # exact erf GELU when True, ReLU otherwise
+    UPCAST_OPERANDS: tl.constexpr,  # feed tl.dot fp32 copies (bf16 under the interpreter)
+    DOT_PRECISION: tl.constexpr,  # "tf32": 16-bit inputs only (their dots are exact)
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,  # row tiles visited together so that W's column tiles stay in L2
+):
+    """The same GEMM as _matmul_bias_activation_kernel, for Hopper: tiles move by the
+    bulk tensor copy engine (TMA), which zero-fills loads past M / N / K and clips
+    stores, so there is no address or mask arithmetic in registers; a persistent grid
+    walks the output tiles so one tile's epilogue overlaps the next tile's loads."""
+    n_tiles_m = tl.cdiv(M, BLOCK_M)
+    n_tiles_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    tiles_per_group = GROUP_M * n_tiles_n
+    for tile in tl.range(tl.program_id(0), n_tiles_m * n_tiles_n, num_programs):
+        first_m = (tile // tiles_per_group) * GROUP_M
+        group_rows = tl.minimum(n_tiles_m - first_m, GROUP_M)
+        off_m = (first_m + (tile % tiles_per_group) % group_rows) * BLOCK_M
+        off_n = ((tile % tiles_per_group) // group_rows) * BLOCK_N
+
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k in range(k_tiles):
+            a = x_desc.load([off_m, k * BLOCK_K])
+            b = w_desc.load([off_n, k * BLOCK_K])
+            if UPCAST_OPERANDS:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, tl.trans(b), acc, input_precision=DOT_PRECISION)
+
+        offs_n = off_n + tl.arange(0, BLOCK_N)
+        acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+        out_desc.store([off_m, off_n], _activation(acc, GELU).to(out_desc.dtype))
+
+
 def _gemm_launch_config(dtype: torch.dtype) -> dict:
-    """Tiles for the Triton GEMM. 16-bit inputs on an H100: 128 x 128 x 64, 8 warps, 4
-    stages. From the sm_90 compile (no GPU timing yet): 115 registers, no spills, 128 KB
-    shared memory; 128 x 256 tiles spill (255 registers) once the erf epilogue is in,
-    though not without it. bench/bench_ffn.py --sweep times the alternatives. Smaller
-    tiles for fp32 and under the interpreter."""
+    """Tiles for both Triton GEMM kernels. 16-bit inputs on an H100: 128 x 128 x 64, 8
+    warps, 4 stages. From the sm_90 compile (bench/sm90_compile_report.py; no GPU timing
+    yet), with the erf epilogue: pointer kernel 115 registers, 128 KB shared memory; TMA
+    kernel 155 registers, 160 KB; no spills. 128 x 256 tiles spill (255 registers) in
+    both, though not without the epilogue. bench/bench_ffn.py --sweep times the
+    alternatives. Smaller tiles for fp32 and under the interpreter."""
     if interpreting():
         return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=2, num_warps=4, num_stages=1)
     if dtype == torch.float32:
         return dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=3)
     return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=4)
+
+
+def _tma_eligible(*tensors: torch.Tensor) -> bool:
+    """16-bit inputs (fp32's exact FMA dot spilled 8 KB per thread in the TMA kernel on
+    sm_90) on Hopper or newer (or the interpreter), with 16-byte aligned bases and row
+    strides and contiguous rows, as TMA needs."""
+    return tensors[0].dtype != torch.float32 and tma_supported(tensors[0].device) and all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and (t.stride(0) * t.element_size()) % 16 == 0
+               for t in tensors)
 
 
 def _triton_linear_activation(x2d, weight, bias, activation):
@@ -119,6 +172,23 @@ def _triton_linear_activation(x2d, weight, bias, activation):
     if M == 0:
         return out
     config = _gemm_launch_config(x2d.dtype)
+    if _tma_eligible(x2d, weight, out):
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        block_m, block_n, block_k = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+        n_tiles = triton.cdiv(M, block_m) * triton.cdiv(N, block_n)
+        programs = min(n_tiles, persistent_grid_size(x2d.device))
+        _matmul_bias_activation_tma_kernel[(programs,)](
+            TensorDescriptor.from_tensor(x2d, [block_m, block_k]),
+            TensorDescriptor.from_tensor(weight, [block_n, block_k]),
+            TensorDescriptor.from_tensor(out, [block_m, block_n]),
+            bias, M, N, K, programs,
+            GELU=activation == "gelu",
+            UPCAST_OPERANDS=interpreting() and x2d.dtype == torch.bfloat16,
+            DOT_PRECISION="tf32",
+            **config,
+        )
+        return out
     grid = (triton.cdiv(M, config["BLOCK_M"]) * triton.cdiv(N, config["BLOCK_N"]),)
     _matmul_bias_activation_kernel[grid](
         x2d, weight, bias, out, M, N, K, x2d.stride(0), weight.stride(0),
