@@ -6,6 +6,8 @@ attention.json / .md; --sweep also times tile configurations (attention_sweep.js
 pytest-benchmark: `pytest bench/bench_attention.py --benchmark-only` (skips without CUDA).
 TFLOP/s counts the dense 4 * batch * heads * seq^2 * head_dim (halved when causal),
 the same work figure for both, so padding skipped by the lengths form shows up as speed.
+ours_model_ms: the lengths cases as XLMModel runs them (zero_padded_queries=True: query
+tiles of padding only are not computed; SDPA and `ours` compute every query).
 """
 import argparse
 
@@ -45,10 +47,11 @@ def make_inputs(batch, heads, seq, head_dim, mask, dtype, seed=0):
     return q, k, v, lengths
 
 
-def ours_fn(q, k, v, lengths, mask):
+def ours_fn(q, k, v, lengths, mask, zero_padded_queries=False):
     from triton_kernels.attention import flash_attention
 
-    return lambda: flash_attention(q, k, v, lengths=lengths, causal=mask == "causal")
+    return lambda: flash_attention(q, k, v, lengths=lengths, causal=mask == "causal",
+                                   zero_padded_queries=zero_padded_queries)
 
 
 def sdpa_fn(q, k, v, lengths, mask):
@@ -73,12 +76,16 @@ def run_case(name, batch, heads, seq, head_dim, mask, dtype):
     max_abs_diff = (ours().view_as(q).float() - sdpa().transpose(1, 2).float()).abs().max().item()
     ours_ms, sdpa_ms = median_ms(ours), median_ms(sdpa)
     flops = dense_flops(batch, heads, seq, head_dim, mask)
-    return dict(
+    row = dict(
         device_description(), case=name, dtype=str(dtype).replace("torch.", ""), batch=batch, heads=heads, seq=seq,
         head_dim=head_dim, mask=mask, ours_ms=ours_ms, sdpa_ms=sdpa_ms,
         ours_tflops=flops / ours_ms / 1e9, sdpa_tflops=flops / sdpa_ms / 1e9, speedup_vs_sdpa=sdpa_ms / ours_ms,
         max_abs_diff_vs_sdpa=max_abs_diff,
     )
+    if mask == "lengths":  # as XLMModel calls it: padding-only query tiles skipped
+        row["ours_model_ms"] = median_ms(ours_fn(q, k, v, lengths, mask, zero_padded_queries=True))
+        row["model_speedup_vs_sdpa"] = sdpa_ms / row["ours_model_ms"]
+    return row
 
 
 def run_sweep(dtype):
@@ -121,7 +128,7 @@ def main():
     rows = [run_case(*case, dtype) for dtype in (torch.bfloat16, torch.float16) for case in CASES]
     write_results(args.out_dir, "attention", rows,
                   ["case", "dtype", "mask", "ours_ms", "sdpa_ms", "ours_tflops", "sdpa_tflops", "speedup_vs_sdpa",
-                   "max_abs_diff_vs_sdpa"],
+                   "ours_model_ms", "model_speedup_vs_sdpa", "max_abs_diff_vs_sdpa"],
                   "Attention forward: triton_kernels.attention vs torch SDPA")
     if args.sweep:
         write_results(args.out_dir, "attention_sweep", run_sweep(torch.bfloat16),

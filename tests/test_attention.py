@@ -10,7 +10,7 @@ import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
 from conftest import DEVICE  # noqa: E402
-from triton_kernels.attention import _head_dim_slices, flash_attention, split_fused_qkv  # noqa: E402
+from triton_kernels.attention import _head_dim_slices, _launch_config, flash_attention, split_fused_qkv  # noqa: E402
 
 # max |error| allowed relative to max |reference|; fp16/bf16 probabilities are rounded
 # to the input dtype before P @ V, as in HF eager
@@ -104,6 +104,25 @@ def test_lengths_on_and_off_tile_boundaries(head_dim, dtype):
     q, k, v = random_qkv(len(lengths), seq_len, 2, head_dim, dtype, seed=9)
     keep = torch.arange(seq_len, device=DEVICE)[None, :] < lengths[:, None]
     assert_close(flash_attention(q, k, v, lengths=lengths), reference_attention(q, k, v, keep=keep), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_zero_padded_queries_skips_only_whole_padding_tiles(dtype):
+    """Queries in a tile wholly past the length come out as zeros; every query in a tile
+    that holds a valid one is exact (padding queries there too); a zero-length row
+    still averages V; no lengths means nothing to skip."""
+    seq_len, tile = 130, _launch_config(80, dtype)["BLOCK_M"]  # queries per tile
+    lengths = torch.tensor([130, 40, 0, 1, 64], device=DEVICE)
+    q, k, v = random_qkv(len(lengths), seq_len, 2, 80, dtype, seed=12)
+    keep = torch.arange(seq_len, device=DEVICE)[None, :] < lengths[:, None]
+    expected = reference_attention(q, k, v, keep=keep)
+    out = flash_attention(q, k, v, lengths=lengths, zero_padded_queries=True)
+    for row, length in enumerate(lengths.tolist()):
+        computed = seq_len if length == 0 else min(seq_len, -(-length // tile) * tile)  # up to the tile end
+        assert_close(out[row, :computed], expected[row, :computed], dtype)
+        assert (out[row, computed:] == 0).all()
+    with pytest.raises(ValueError, match="needs lengths"):
+        flash_attention(q, k, v, zero_padded_queries=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -98,6 +98,16 @@ def test_padding_langs_token_types(mask_form, monkeypatch):
     assert (out.last_hidden_state[1, -4:] == 0).all()
 
 
+def test_skipped_padding_query_tiles_change_no_output(monkeypatch):
+    """With lengths, query tiles of padding only are not computed (zeros): every
+    hidden state still equals the PyTorch path's, whose padding rows are zeroed."""
+    model = make_model("multilingual_hd80")
+    ids = torch.randint(4, 97, (3, 64), generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    lengths = torch.tensor([64, 9, 33], device=DEVICE)
+    out = assert_paths_agree(model, monkeypatch, input_ids=ids, lengths=lengths)
+    assert (out.last_hidden_state[1, 9:] == 0).all() and out.last_hidden_state[1, :9].abs().sum() > 0
+
+
 @pytest.mark.parametrize("config_name", ["multilingual_hd80", "causal"])
 def test_fractional_attention_mask_scales_rows(config_name, monkeypatch):
     """XLM multiplies every layer's rows by attention_mask's values and attends to keys

@@ -143,6 +143,7 @@ def _flash_attention_forward_kernel(
     HAS_LENGTHS: tl.constexpr,  # key padding given as lengths_ptr
     HAS_KEY_MASK: tl.constexpr,  # key padding given as key_mask_ptr
     HAS_HEAD_SCALE: tl.constexpr,  # multiply the output by head_scale_ptr[head]
+    ZERO_PADDED_QUERIES: tl.constexpr,  # with lengths: tiles of queries >= length (> 0) write zeros
     UPCAST_OPERANDS: tl.constexpr,  # feed tl.dot fp32 copies (bf16 under the interpreter)
     DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no TF32), "tf32" otherwise
     HEAD_DIM: tl.constexpr,  # true head dimension; a constant so that unpadded loads vectorise
@@ -190,6 +191,10 @@ def _flash_attention_forward_kernel(
         # a row without valid keys attends uniformly to ALL keys, so it scans them all
         kv_end = tl.where(length > 0, length, seq_len)
         full_end = tl.where(length > 0, (length // BLOCK_N) * BLOCK_N, 0)
+        if ZERO_PADDED_QUERIES:  # a tile of padding queries only visits no key: zeros out
+            padding_tile = (length > 0) & (pid_m * BLOCK_M >= length)
+            kv_end = tl.where(padding_tile, 0, kv_end)
+            full_end = tl.where(padding_tile, 0, full_end)
     if CAUSAL:
         kv_end = tl.minimum(seq_len, (pid_m + 1) * BLOCK_M)
         full_end = pid_m * BLOCK_M
@@ -214,7 +219,10 @@ def _flash_attention_forward_kernel(
     )
 
     out_rows = out_ptr + batch * stride_ob + head * stride_oh + offs_m.to(tl.int64) * stride_os
-    scale = 1.0 / l_i
+    if ZERO_PADDED_QUERIES:
+        scale = tl.where(l_i > 0, 1.0 / l_i, 0.0)
+    else:
+        scale = 1.0 / l_i
     if HAS_HEAD_SCALE:
         scale = scale * tl.load(head_scale_ptr + head)
     out = acc * scale[:, None]
@@ -260,7 +268,7 @@ def _launch_config(head_dim: int, dtype: torch.dtype) -> dict:
     return dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)
 
 
-def _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_scale):
+def _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_scale, zero_padded_queries):
     batch, seq_len, n_heads, head_dim = q.shape
     out = torch.empty((batch, seq_len, n_heads, head_dim), dtype=q.dtype, device=q.device)
     config = _launch_config(head_dim, q.dtype)
@@ -290,6 +298,7 @@ def _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_sc
         HAS_LENGTHS=lengths is not None,
         HAS_KEY_MASK=key_padding_mask is not None,
         HAS_HEAD_SCALE=head_scale is not None,
+        ZERO_PADDED_QUERIES=zero_padded_queries,
         UPCAST_OPERANDS=interpreting() and q.dtype == torch.bfloat16,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         HEAD_DIM=head_dim,
@@ -321,6 +330,7 @@ def flash_attention(
     key_padding_mask: torch.Tensor = None,
     causal: bool = False,
     head_scale: torch.Tensor = None,
+    zero_padded_queries: bool = False,
 ) -> torch.Tensor:
     """XLM multi-head attention forward; returns the context (batch, seq, heads * head_dim).
 
@@ -331,6 +341,10 @@ def flash_attention(
       neither with causal=True (XLM's causal mask ignores key padding).
     head_scale: (heads,) multiplies each head's attention probabilities (head_mask[layer]).
     Rows whose keys are all masked get the mean of V over all keys, as in XLM.
+    zero_padded_queries (needs lengths): query tiles lying wholly at or past their row's
+      length (> 0) are not computed and come out as zeros, for callers that discard
+      padding rows: XLMModel multiplies them by the padding mask after every layer, and
+      padding keys are masked, so nothing it returns changes. Other rows are exact.
     """
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         check_floating(name, tensor)
@@ -347,6 +361,8 @@ def flash_attention(
         raise ValueError(f"head_dim must be at most 256, got {head_dim}")
     if lengths is not None and key_padding_mask is not None:
         raise ValueError("give key padding as lengths or as key_padding_mask, not both")
+    if zero_padded_queries and lengths is None:
+        raise ValueError("zero_padded_queries=True needs lengths")
     if causal and (lengths is not None or key_padding_mask is not None):
         raise ValueError("causal=True ignores key padding in XLM; pass neither lengths nor key_padding_mask")
     if lengths is not None:
@@ -364,4 +380,4 @@ def flash_attention(
             raise ValueError(f"head_scale must be a tensor with {n_heads} values (one per head)")
         head_scale = head_scale.reshape(n_heads).to(torch.float32).contiguous()
     check_same_device(q=q, k=k, v=v, lengths=lengths, key_padding_mask=key_padding_mask, head_scale=head_scale)
-    return _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_scale)
+    return _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_scale, bool(zero_padded_queries))

@@ -151,8 +151,8 @@ def triton_encoder_forward(model, *, inputs, position_ids, langs, token_type_ids
     # XLM: key padding only without causal; lengths let the kernel skip padded key tiles
     if model.causal:
         key_padding = dict(causal=True)
-    elif lengths is not None:
-        key_padding = dict(lengths=lengths)
+    elif lengths is not None:  # padding-only query tiles are skipped: their rows are zeroed below
+        key_padding = dict(lengths=lengths, zero_padded_queries=True)
     else:
         key_padding = dict(key_padding_mask=padding_mask)
     activation = "gelu" if model.config.gelu_activation else "relu"
