@@ -219,8 +219,8 @@ def _flash_attention_forward_kernel(
     )
 
     out_rows = out_ptr + batch * stride_ob + head * stride_oh + offs_m.to(tl.int64) * stride_os
-    if ZERO_PADDED_QUERIES:
-        scale = tl.where(l_i > 0, 1.0 / l_i, 0.0)
+    if ZERO_PADDED_QUERIES:  # skipped tiles have l_i == 0 and acc == 0: output 0, not 0 / 0
+        scale = 1.0 / tl.where(l_i > 0, l_i, 1.0)
     else:
         scale = 1.0 / l_i
     if HAS_HEAD_SCALE:
