@@ -10,7 +10,13 @@ import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
 from conftest import DEVICE  # noqa: E402
-from triton_kernels.attention import _head_dim_slices, _launch_config, flash_attention, split_fused_qkv  # noqa: E402
+from triton_kernels.attention import (  # noqa: E402
+    _head_dim_slices,
+    _launch_config,
+    flash_attention,
+    key_mask_prefix_lengths,
+    split_fused_qkv,
+)
 
 # max |error| allowed relative to max |reference|; fp16/bf16 probabilities are rounded
 # to the input dtype before P @ V, as in HF eager
@@ -121,8 +127,37 @@ def test_zero_padded_queries_skips_only_whole_padding_tiles(dtype):
         computed = seq_len if length == 0 else min(seq_len, -(-length // tile) * tile)  # up to the tile end
         assert_close(out[row, :computed], expected[row, :computed], dtype)
         assert (out[row, computed:] == 0).all()
-    with pytest.raises(ValueError, match="needs lengths"):
+    with pytest.raises(ValueError, match="needs lengths or key_padding_mask"):
         flash_attention(q, k, v, zero_padded_queries=True)
+
+
+def test_key_mask_prefix_lengths():
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [0, 1, 1, 0, 0]],
+                        device=DEVICE)
+    expected = torch.tensor([3, -1, 0, 5, -1], dtype=torch.int32)
+    for form in (mask, mask.bool(), mask.float() * 0.5):
+        assert torch.equal(key_mask_prefix_lengths(form).cpu(), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prefix_mask_rows_skip_tiles_like_lengths(dtype):
+    """A key mask whose rows are prefixes skips key tiles past each length (NaN keys and
+    values there change nothing) and, with zero_padded_queries, padding query tiles;
+    rows with holes are computed in full, exactly."""
+    seq_len, tile = 130, _launch_config(80, dtype)["BLOCK_M"]
+    q, k, v = random_qkv(3, seq_len, 2, 80, dtype, seed=13)
+    keep = torch.ones(3, seq_len, dtype=torch.bool, device=DEVICE)
+    keep[0, 50:] = False  # prefix of 50
+    keep[1, 7] = False  # a hole
+    keep[1, 100:] = False
+    expected = reference_attention(q, k, v, keep=keep)
+    k[0, 64:] = float("nan")  # past every key tile size used (32, 64) beyond row 0's length
+    v[0, 64:] = float("nan")
+    out = flash_attention(q, k, v, key_padding_mask=keep, zero_padded_queries=True)
+    computed = min(seq_len, -(-50 // tile) * tile)
+    assert_close(out[0, :computed], expected[0, :computed], dtype)
+    assert (out[0, computed:] == 0).all()
+    assert_close(out[1:], expected[1:], dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -106,6 +106,10 @@ def test_skipped_padding_query_tiles_change_no_output(monkeypatch):
     lengths = torch.tensor([64, 9, 33], device=DEVICE)
     out = assert_paths_agree(model, monkeypatch, input_ids=ids, lengths=lengths)
     assert (out.last_hidden_state[1, 9:] == 0).all() and out.last_hidden_state[1, :9].abs().sum() > 0
+    # the same as an attention_mask (prefix rows skip tiles too), plus a row with a hole
+    attention_mask = (torch.arange(64, device=DEVICE)[None, :] < lengths[:, None]).long()
+    attention_mask[0, 40] = 0
+    assert_paths_agree(model, monkeypatch, input_ids=ids, attention_mask=attention_mask)
 
 
 @pytest.mark.parametrize("config_name", ["multilingual_hd80", "causal"])

@@ -19,7 +19,9 @@ XLM semantics reproduced exactly:
 Key padding comes either as per-row `lengths` (keys [0, length) valid) or as a general
 (batch, seq) 0/1 `key_padding_mask`. With lengths, key tiles beyond the length are
 skipped, not computed: they would contribute exp(min - max) == 0 exactly. A length of
-0 (every key masked) processes all keys, which the uniform softmax needs.
+0 (every key masked) processes all keys, which the uniform softmax needs. A mask's rows
+that are prefixes (a tokenizer's right padding) get the same skipping: their lengths
+are found on the device (`key_mask_prefix_lengths`), -1 marking rows that are not.
 
 Each program visits its key tiles in two loops: tiles every query may see in full
 (below the length, left of the causal diagonal) with no per-score masks or bounds
@@ -127,7 +129,7 @@ def _flash_attention_forward_kernel(
     k_ptr,  # (batch, seq, heads, head_dim) keys, last dim contiguous
     v_ptr,  # (batch, seq, heads, head_dim) values, last dim contiguous
     out_ptr,  # (batch, seq, heads, head_dim) output, contiguous == (batch, seq, dim)
-    lengths_ptr,  # (batch,) int: keys [0, length) are valid; read when HAS_LENGTHS
+    lengths_ptr,  # (batch,) int: keys [0, length) are valid (< 0: unknown); read when HAS_LENGTHS
     key_mask_ptr,  # (batch, seq) nonzero = valid key; read when HAS_KEY_MASK
     head_scale_ptr,  # (heads,) fp32 per-head probability scale; read when HAS_HEAD_SCALE
     stride_qb, stride_qs, stride_qh,  # q strides (batch, seq, head) in elements
@@ -140,7 +142,8 @@ def _flash_attention_forward_kernel(
     scale_log2,  # 1 / sqrt(head_dim) * log2(e): takes scores to the exp2 domain
     masked_score,  # the input dtype's minimum, given to every masked (unscaled) score
     CAUSAL: tl.constexpr,  # lower-triangle mask; key padding is ignored
-    HAS_LENGTHS: tl.constexpr,  # key padding given as lengths_ptr
+    HAS_LENGTHS: tl.constexpr,  # key padding given as lengths_ptr (with HAS_KEY_MASK: the mask's
+                                # prefix lengths, used to skip tiles only)
     HAS_KEY_MASK: tl.constexpr,  # key padding given as key_mask_ptr
     HAS_HEAD_SCALE: tl.constexpr,  # multiply the output by head_scale_ptr[head]
     ZERO_PADDED_QUERIES: tl.constexpr,  # with lengths: tiles of queries >= length (> 0) write zeros
@@ -187,7 +190,9 @@ def _flash_attention_forward_kernel(
     kv_end = seq_len
     full_end = (seq_len // BLOCK_N) * BLOCK_N
     if HAS_LENGTHS:
-        length = tl.minimum(tl.load(lengths_ptr + batch).to(tl.int32), seq_len)
+        length = tl.load(lengths_ptr + batch).to(tl.int32)
+        # negative: the key mask of this row is not a prefix, so no tile can be skipped
+        length = tl.where(length >= 0, tl.minimum(length, seq_len), seq_len)
         # a row without valid keys attends uniformly to ALL keys, so it scans them all
         kv_end = tl.where(length > 0, length, seq_len)
         full_end = tl.where(length > 0, (length // BLOCK_N) * BLOCK_N, 0)
@@ -268,11 +273,14 @@ def _launch_config(head_dim: int, dtype: torch.dtype) -> dict:
     return dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)
 
 
-def _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_scale, zero_padded_queries):
+def _flash_attention_forward(q, k, v, lengths, key_padding_mask, key_mask_lengths, causal, head_scale,
+                             zero_padded_queries):
     batch, seq_len, n_heads, head_dim = q.shape
     out = torch.empty((batch, seq_len, n_heads, head_dim), dtype=q.dtype, device=q.device)
     config = _launch_config(head_dim, q.dtype)
 
+    if key_padding_mask is not None:  # the mask decides; its prefix lengths let tiles be skipped
+        lengths = key_mask_lengths if key_mask_lengths is not None else key_mask_prefix_lengths(key_padding_mask)
     # unused pointer arguments still need a tensor; `out` is never read through them
     lengths_arg = lengths if lengths is not None else out
     if key_padding_mask is not None:
@@ -308,6 +316,17 @@ def _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_sc
     return out.view(batch, seq_len, n_heads * head_dim)
 
 
+def key_mask_prefix_lengths(key_padding_mask: torch.Tensor) -> torch.Tensor:
+    """(batch,) int32: per row of a (batch, seq) key mask, the number of valid (nonzero)
+    keys when they are a prefix (keys [0, length) valid, none after, as a tokenizer's
+    right padding gives), else -1. Computed on the device: no synchronisation."""
+    valid = key_padding_mask != 0
+    length = valid.sum(dim=1)
+    positions = torch.arange(valid.shape[1], device=valid.device)
+    is_prefix = (valid == (positions[None, :] < length[:, None])).all(dim=1)
+    return torch.where(is_prefix, length, -1).to(torch.int32)
+
+
 def split_fused_qkv(qkv: torch.Tensor, n_heads: int):
     """Views q, k, v as (batch, seq, heads, head_dim) slices of a fused projection
     output qkv (batch, seq, 3 * dim) laid out [q | k | v] along the last dim. No copy."""
@@ -331,20 +350,25 @@ def flash_attention(
     causal: bool = False,
     head_scale: torch.Tensor = None,
     zero_padded_queries: bool = False,
+    key_mask_lengths: torch.Tensor = None,
 ) -> torch.Tensor:
     """XLM multi-head attention forward; returns the context (batch, seq, heads * head_dim).
 
     q, k, v: (batch, seq, heads, head_dim) in fp16 / bf16 / fp32, last dim contiguous
       (any other strides, e.g. views from `split_fused_qkv`).
     lengths: (batch,) integer; keys [0, length) are valid. Or
-    key_padding_mask: (batch, seq), nonzero = valid key. At most one of the two, and
-      neither with causal=True (XLM's causal mask ignores key padding).
+    key_padding_mask: (batch, seq), nonzero = valid key; rows where it is a prefix
+      skip tiles as lengths do. At most one of the two, and neither with causal=True
+      (XLM's causal mask ignores key padding).
+    key_mask_lengths: key_mask_prefix_lengths(key_padding_mask), when the caller has it
+      already (XLMModel computes it once per forward); computed here when None.
     head_scale: (heads,) multiplies each head's attention probabilities (head_mask[layer]).
     Rows whose keys are all masked get the mean of V over all keys, as in XLM.
-    zero_padded_queries (needs lengths): query tiles lying wholly at or past their row's
-      length (> 0) are not computed and come out as zeros, for callers that discard
-      padding rows: XLMModel multiplies them by the padding mask after every layer, and
-      padding keys are masked, so nothing it returns changes. Other rows are exact.
+    zero_padded_queries (needs lengths or key_padding_mask): query tiles lying wholly at
+      or past their row's length (> 0; the mask's prefix length) are not computed and
+      come out as zeros, for callers that discard padding rows: XLMModel multiplies
+      them by the padding mask after every layer, and padding keys are masked, so
+      nothing it returns changes. Other rows are exact.
     """
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         check_floating(name, tensor)
@@ -361,8 +385,10 @@ def flash_attention(
         raise ValueError(f"head_dim must be at most 256, got {head_dim}")
     if lengths is not None and key_padding_mask is not None:
         raise ValueError("give key padding as lengths or as key_padding_mask, not both")
-    if zero_padded_queries and lengths is None:
-        raise ValueError("zero_padded_queries=True needs lengths")
+    if zero_padded_queries and lengths is None and key_padding_mask is None:
+        raise ValueError("zero_padded_queries=True needs lengths or key_padding_mask")
+    if key_mask_lengths is not None and (key_padding_mask is None or key_mask_lengths.shape != (batch,)):
+        raise ValueError(f"key_mask_lengths needs key_padding_mask and shape ({batch},)")
     if causal and (lengths is not None or key_padding_mask is not None):
         raise ValueError("causal=True ignores key padding in XLM; pass neither lengths nor key_padding_mask")
     if lengths is not None:
@@ -379,5 +405,7 @@ def flash_attention(
         if not isinstance(head_scale, torch.Tensor) or head_scale.numel() != n_heads:
             raise ValueError(f"head_scale must be a tensor with {n_heads} values (one per head)")
         head_scale = head_scale.reshape(n_heads).to(torch.float32).contiguous()
-    check_same_device(q=q, k=k, v=v, lengths=lengths, key_padding_mask=key_padding_mask, head_scale=head_scale)
-    return _flash_attention_forward(q, k, v, lengths, key_padding_mask, causal, head_scale, bool(zero_padded_queries))
+    check_same_device(q=q, k=k, v=v, lengths=lengths, key_padding_mask=key_padding_mask,
+                      key_mask_lengths=key_mask_lengths, head_scale=head_scale)
+    return _flash_attention_forward(q, k, v, lengths, key_padding_mask, key_mask_lengths, causal, head_scale,
+                                    bool(zero_padded_queries))

@@ -129,7 +129,7 @@ def triton_encoder_forward(model, *, inputs, position_ids, langs, token_type_ids
     lin1 as a GEMM with a fused bias + activation pass. chunk_size_feed_forward only
     bounds memory in the PyTorch path and is not needed here (same result).
     """
-    from triton_kernels.attention import flash_attention, split_fused_qkv
+    from triton_kernels.attention import flash_attention, key_mask_prefix_lengths, split_fused_qkv
     from triton_kernels.embedding import embedding_layer_norm
     from triton_kernels.ffn import linear_activation, linear_residual_layer_norm
 
@@ -153,8 +153,9 @@ def triton_encoder_forward(model, *, inputs, position_ids, langs, token_type_ids
         key_padding = dict(causal=True)
     elif lengths is not None:  # padding-only query tiles are skipped: their rows are zeroed below
         key_padding = dict(lengths=lengths, zero_padded_queries=True)
-    else:
-        key_padding = dict(key_padding_mask=padding_mask)
+    else:  # rows of the mask that are prefixes skip tiles as lengths do; found once, on the device
+        key_padding = dict(key_padding_mask=padding_mask, key_mask_lengths=key_mask_prefix_lengths(padding_mask),
+                           zero_padded_queries=True)
     activation = "gelu" if model.config.gelu_activation else "relu"
 
     hidden_states = () if output_hidden_states else None
