@@ -14,8 +14,9 @@ peak GPU memory a forward allocates beyond what was allocated before it, each
 baseline's ms and our speed-up over it, and accuracy: the relative L2 error of our
 output and of transformers eager's (same dtype, same weights) against an fp64 forward
 of the same weights (the target: ours at most 1.5x transformers eager's).
-Models have random weights (same tensors for every implementation); all inputs use
-`lengths` (padding ids after each row's length), so xlm_fast takes its lengths path.
+Models have random weights (same tensors for every implementation); inputs give their
+padding as `lengths` (padding ids after each row's length), except the *-mask cases,
+which give the same padding as an attention_mask, as a tokenizer does.
 """
 import argparse
 import copy
@@ -32,7 +33,9 @@ MODEL_CONFIGS = {
 }
 # name -> (batch, seq, whether lengths are uniform in 64..seq rather than all seq)
 CASES = {"32x512": (32, 512, False), "32x512-var": (32, 512, True), "64x128": (64, 128, False),
-         "1x32": (1, 32, False)}
+         "1x32": (1, 32, False), "32x512-var-mask": (32, 512, True)}
+# cases whose padding is given as a tokenizer's attention_mask rather than lengths
+MASK_CASES = {"32x512-var-mask"}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PAD_ID = 2
 
@@ -123,21 +126,22 @@ def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row)
     for case_name in case_names:
         batch, seq, variable = CASES[case_name]
         input_ids, lengths, attention_mask = make_batch(batch, seq, variable)
+        padding = dict(attention_mask=attention_mask) if case_name in MASK_CASES else dict(lengths=lengths)
         with torch.inference_mode():
             candidates = {
-                "ours": lambda: ours(input_ids, lengths=lengths).last_hidden_state,
-                "ours_alt_gemm": with_ffn_gemm(alt_gemm, lambda: ours(input_ids, lengths=lengths).last_hidden_state),
-                "hf_eager": lambda: hf_model(input_ids, lengths=lengths).last_hidden_state,
+                "ours": lambda: ours(input_ids, **padding).last_hidden_state,
+                "ours_alt_gemm": with_ffn_gemm(alt_gemm, lambda: ours(input_ids, **padding).last_hidden_state),
+                "hf_eager": lambda: hf_model(input_ids, **padding).last_hidden_state,
                 "sdpa_eager": lambda: sdpa_xlm_forward(weights, config, input_ids, attention_mask),
                 "gemm_floor": gemm_floor_fn(MODEL_CONFIGS[config_name], batch * seq, dtype),
             }
             if compile_baselines:
-                candidates["hf_compiled"] = lambda: hf_compiled(input_ids, lengths=lengths).last_hidden_state
+                candidates["hf_compiled"] = lambda: hf_compiled(input_ids, **padding).last_hidden_state
                 candidates["sdpa_compiled"] = lambda: sdpa_compiled(weights, config, input_ids, attention_mask)
             assert xlm_fast.backend.select_backend(
                 input_ids.device, dtype=dtype, output_attentions=False, uses_cache=False, needs_grad=False,
                 dropout_active=False) == "triton", "xlm_fast would not take its Triton path here"
-            reference = reference_model(input_ids, lengths=lengths).last_hidden_state
+            reference = reference_model(input_ids, **padding).last_hidden_state
             ours_error = relative_l2(candidates["ours"](), reference)
             alt_gemm_error = relative_l2(candidates["ours_alt_gemm"](), reference)
             hf_error = relative_l2(candidates["hf_eager"](), reference)

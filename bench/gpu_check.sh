@@ -3,7 +3,7 @@
 # every benchmark; a tarball of logs and results, the summary and the results table go
 # to "$OUT" (default bench/results/gpu_check), refreshed after every step so that a run
 # cut off at the device's 10-minute limit still returns what it measured.
-# Run from the repository root: `bash bench/gpu_check.sh` (~9 min on an H100);
+# Run from the repository root: `bash bench/gpu_check.sh` (step limits sum to ~10 min);
 # `GPU_CHECK_EXTRA=1 bash bench/gpu_check.sh` runs, instead, the tile sweeps of
 # attention and the Triton GEMM and the pytest-benchmark cases (a second call).
 # Each step has its own time limit (seconds, overridable by env) so that one slow step
@@ -44,7 +44,7 @@ step() {  # step NAME LIMIT_S COMMAND...: runs COMMAND with a time limit, log in
     "$PYTHON" -c "import sys, torch, triton, transformers; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name()); print('triton', triton.__version__, 'transformers', transformers.__version__)"
 } > "$WORK/environment.txt" 2>&1
 
-step install 90 "$PYTHON" -m pip install -e . --no-deps --no-build-isolation
+step install 60 "$PYTHON" -m pip install -e . --no-deps --no-build-isolation
 if [ "${GPU_CHECK_EXTRA:-0}" != "0" ]; then
     step sweep_attention "${SWEEP_LIMIT:-150}" "$PYTHON" bench/bench_attention.py --out-dir "$WORK/all" --sweep
     cp "$WORK/all/attention_sweep".* "$RESULTS/" 2>/dev/null
@@ -62,18 +62,22 @@ else
     # kernel compilation dominates the CUDA tests: spread it over 8 processes when pytest-xdist is there
     PARALLEL=()
     "$PYTHON" -c "import xdist" 2>/dev/null && PARALLEL=(-n 8)
-    step tests "${TESTS_LIMIT:-150}" "$PYTHON" -m pytest -q -ra "${PARALLEL[@]}" tests/ "${TOKENIZER_TESTS[@]}" \
+    step tests "${TESTS_LIMIT:-120}" "$PYTHON" -m pytest -q -ra "${PARALLEL[@]}" tests/ "${TOKENIZER_TESTS[@]}" \
         --junitxml="$WORK/tests.xml"
-    step bench_attention "${KERNEL_LIMIT:-45}" "$PYTHON" bench/bench_attention.py --out-dir "$RESULTS"
-    step bench_ffn "${KERNEL_LIMIT:-45}" "$PYTHON" bench/bench_ffn.py --out-dir "$RESULTS"
+    step bench_attention "${KERNEL_LIMIT:-40}" "$PYTHON" bench/bench_attention.py --out-dir "$RESULTS"
+    step bench_ffn "${KERNEL_LIMIT:-40}" "$PYTHON" bench/bench_ffn.py --out-dir "$RESULTS"
     step bench_layer_norm "${LAYER_NORM_LIMIT:-20}" "$PYTHON" bench/bench_layer_norm.py --out-dir "$RESULTS"
     # compiled baselines only where DESIGN.md has reference numbers (en-2048, bf16): compiling
     # every model, dtype and shape would take far longer than the rest together
-    step bench_model_en2048_bf16 "${MODEL_COMPILED_LIMIT:-150}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
-        --configs en-2048 --dtypes bf16 --stem xlm_model_en-2048_bf16
+    # (32x512 and 32x512-var share a shape: the compiled baselines compile once)
+    step bench_model_en2048_bf16 "${MODEL_COMPILED_LIMIT:-180}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
+        --configs en-2048 --dtypes bf16 --cases 32x512 32x512-var --stem xlm_model_en-2048_bf16
+    step bench_model_en2048_bf16_more "${MODEL_LIMIT:-45}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
+        --configs en-2048 --dtypes bf16 --cases 32x512-var-mask 64x128 1x32 --no-compile \
+        --stem xlm_model_en-2048_bf16_more
     step bench_model_100-1280_bf16 "${MODEL_LIMIT:-45}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
-        --configs 100-1280 --dtypes bf16 --no-compile --stem xlm_model_100-1280_bf16
-    step bench_model_fp16 "${MODEL_LIMIT:-45}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
+        --configs 100-1280 --dtypes bf16 --cases 32x512 32x512-var 1x32 --no-compile --stem xlm_model_100-1280_bf16
+    step bench_model_fp16 "${MODEL_LIMIT:-40}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
         --configs en-2048 --dtypes fp16 --cases 32x512 32x512-var --no-compile --stem xlm_model_en-2048_fp16
 fi
 publish
