@@ -62,7 +62,7 @@ else
     # kernel compilation dominates the CUDA tests: spread it over 8 processes when pytest-xdist is there
     PARALLEL=()
     "$PYTHON" -c "import xdist" 2>/dev/null && PARALLEL=(-n 8)
-    step tests "${TESTS_LIMIT:-120}" "$PYTHON" -m pytest -q -ra "${PARALLEL[@]}" tests/ "${TOKENIZER_TESTS[@]}" \
+    step tests "${TESTS_LIMIT:-150}" "$PYTHON" -m pytest -q -ra "${PARALLEL[@]}" tests/ "${TOKENIZER_TESTS[@]}" \
         --junitxml="$WORK/tests.xml"
     step bench_attention "${KERNEL_LIMIT:-40}" "$PYTHON" bench/bench_attention.py --out-dir "$RESULTS"
     step bench_ffn "${KERNEL_LIMIT:-40}" "$PYTHON" bench/bench_ffn.py --out-dir "$RESULTS"
