@@ -126,6 +126,18 @@ def test_fractional_attention_mask_scales_rows(config_name, monkeypatch):
     assert relative_error(out.last_hidden_state[0], as_bool.last_hidden_state[0]) > 1e-2
 
 
+@pytest.mark.parametrize("gemm", ["library", "triton"])
+@pytest.mark.parametrize("config_name", ["multilingual_hd80", "relu_sinusoidal"])
+def test_either_lin1_gemm_as_the_default(config_name, gemm, monkeypatch):
+    """The whole model agrees with the PyTorch path whichever GEMM lin1 uses by default."""
+    import triton_kernels.ffn as ffn
+
+    monkeypatch.setattr(ffn, "DEFAULT_GEMM", gemm)
+    model = make_model(config_name)
+    ids, attention_mask = padded_batch(seq=40)
+    assert_paths_agree(model, monkeypatch, input_ids=ids, attention_mask=attention_mask)
+
+
 @pytest.mark.parametrize("config_name", ["causal", "multilingual_hd80", "relu_sinusoidal"])
 def test_head_mask_zeros_and_fractions(config_name, monkeypatch):
     model = make_model(config_name)
