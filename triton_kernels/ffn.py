@@ -45,6 +45,16 @@ def _activation(y, GELU: tl.constexpr):
 
 
 @triton.jit
+def _grouped_tile(tile, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(row tile, column tile) of output tile number `tile`, numbered so that GROUP_M
+    consecutive row tiles share each column tile: W's column tiles stay in L2."""
+    tiles_per_group = GROUP_M * tl.cdiv(N, BLOCK_N)
+    first_m = (tile // tiles_per_group) * GROUP_M
+    group_rows = tl.minimum(tl.cdiv(M, BLOCK_M) - first_m, GROUP_M)
+    return first_m + (tile % tiles_per_group) % group_rows, (tile % tiles_per_group) // group_rows
+
+
+@triton.jit
 def _matmul_bias_activation_kernel(
     x_ptr,  # (M, K) activations, last dim contiguous
     w_ptr,  # (N, K) nn.Linear weight, last dim contiguous: read as W^T tiles (BLOCK_K, BLOCK_N)
@@ -60,15 +70,7 @@ def _matmul_bias_activation_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,  # row tiles visited together so that W's column tiles stay in L2
 ):
-    pid = tl.program_id(0)
-    n_tiles_m = tl.cdiv(M, BLOCK_M)
-    n_tiles_n = tl.cdiv(N, BLOCK_N)
-    tiles_per_group = GROUP_M * n_tiles_n
-    first_m = (pid // tiles_per_group) * GROUP_M
-    group_rows = tl.minimum(n_tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % tiles_per_group) % group_rows
-    pid_n = (pid % tiles_per_group) // group_rows
-
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
@@ -111,7 +113,6 @@ def _matmul_bias_activation_tma_kernel(
     num_programs,  # persistent grid size (at most the GPU's multiprocessor count)
     GELU: tl.constexpr,  # exact erf GELU when True, ReLU otherwise
     UPCAST_OPERANDS: tl.constexpr,  # feed tl.dot fp32 copies (bf16 under the interpreter)
-    DOT_PRECISION: tl.constexpr,  # "tf32": 16-bit inputs only (their dots are exact)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,  # row tiles visited together so that W's column tiles stay in L2
 ):
@@ -121,16 +122,12 @@ def _matmul_bias_activation_tma_kernel(
     walks the output tiles, and flattening the tile and K loops into one software
     pipeline lets the next tile's loads overlap this tile's epilogue (sm_90 compile:
     155 -> 118 registers; warp_specialize=True changed nothing there, no setmaxnreg)."""
-    n_tiles_m = tl.cdiv(M, BLOCK_M)
-    n_tiles_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
-    tiles_per_group = GROUP_M * n_tiles_n
-    for tile in tl.range(tl.program_id(0), n_tiles_m * n_tiles_n, num_programs, flatten=True):
-        first_m = (tile // tiles_per_group) * GROUP_M
-        group_rows = tl.minimum(n_tiles_m - first_m, GROUP_M)
-        off_m = (first_m + (tile % tiles_per_group) % group_rows) * BLOCK_M
-        off_n = ((tile % tiles_per_group) // group_rows) * BLOCK_N
-
+    n_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
+    for tile in tl.range(tl.program_id(0), n_tiles, num_programs, flatten=True):
+        pid_m, pid_n = _grouped_tile(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k in range(k_tiles):
             a = x_desc.load([off_m, k * BLOCK_K])
@@ -138,7 +135,7 @@ def _matmul_bias_activation_tma_kernel(
             if UPCAST_OPERANDS:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
-            acc = tl.dot(a, tl.trans(b), acc, input_precision=DOT_PRECISION)
+            acc = tl.dot(a, tl.trans(b), acc)  # 16-bit inputs only: their products are exact
 
         offs_n = off_n + tl.arange(0, BLOCK_N)
         acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
@@ -187,7 +184,6 @@ def _triton_linear_activation(x2d, weight, bias, activation):
             bias, M, N, K, programs,
             GELU=activation == "gelu",
             UPCAST_OPERANDS=interpreting() and x2d.dtype == torch.bfloat16,
-            DOT_PRECISION="tf32",
             **config,
         )
         return out
