@@ -177,6 +177,20 @@ def test_fused_qkv_follows_weight_updates(monkeypatch):
     assert_paths_agree(model, monkeypatch, tolerance=1e-2, input_ids=ids, attention_mask=attention_mask)
 
 
+def test_model_trains_after_a_first_triton_forward_in_inference_mode(monkeypatch):
+    """The fused QKV buffers become the parameters' storage: built inside
+    torch.inference_mode() they would be inference tensors, and backward would fail."""
+    model = make_model("multilingual_hd80")
+    ids, attention_mask = padded_batch(batch=2)
+    monkeypatch.setenv("XLM_FAST_BACKEND", "triton")
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=attention_mask)
+    assert not any(parameter.is_inference() for parameter in model.parameters())
+    model.train()
+    model(input_ids=ids, attention_mask=attention_mask).last_hidden_state.square().sum().backward()
+    assert model.attentions[0].q_lin.weight.grad is not None
+
+
 def test_fused_qkv_shares_the_parameters_memory(monkeypatch, tmp_path):
     """No weight is held twice: q_lin, k_lin, v_lin become slices of one buffer, keeping
     their Parameter objects (optimizers), names and values; checkpoints still round-trip."""

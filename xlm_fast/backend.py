@@ -97,7 +97,9 @@ def _fused_qkv(attention):
     if len({(p.dtype, p.device) for p in parameters}) != 1:
         raise ValueError("q_lin, k_lin and v_lin parameters must share one dtype and device for the fused path, "
                          f"got {sorted({(str(p.dtype), str(p.device)) for p in parameters})}")
-    with torch.no_grad():
+    # normal tensors even inside torch.inference_mode(): they become the parameters' storage,
+    # which training may use later
+    with torch.inference_mode(False), torch.no_grad():
         weight = torch.cat([linear.weight for linear in linears], dim=0)
         bias = torch.cat([linear.bias for linear in linears], dim=0)
     for linear, weight_block, bias_block in zip(linears, _slices(weight), _slices(bias)):
