@@ -156,7 +156,8 @@ def triton_encoder_forward(model, *, inputs, position_ids, langs, token_type_ids
     elif lengths is not None:  # padding-only query tiles are skipped: their rows are zeroed below
         key_padding = dict(lengths=lengths, zero_padded_queries=True)
     else:  # rows of the mask that are prefixes skip tiles as lengths do; found once, on the device
-        key_padding = dict(key_padding_mask=padding_mask, key_mask_lengths=key_mask_prefix_lengths(padding_mask),
+        key_mask = padding_mask != 0  # one byte per key for the kernel to read, whatever the mask's dtype
+        key_padding = dict(key_padding_mask=key_mask, key_mask_lengths=key_mask_prefix_lengths(key_mask),
                            zero_padded_queries=True)
     activation = "gelu" if model.config.gelu_activation else "relu"
 
