@@ -36,7 +36,7 @@ CASES = {"32x512": (32, 512, False), "32x512-var": (32, 512, True), "64x128": (6
          "1x32": (1, 32, False), "32x512-var-mask": (32, 512, True)}
 # cases whose padding is given as a tokenizer's attention_mask rather than lengths
 MASK_CASES = {"32x512-var-mask"}
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PAD_ID = 2
 
 
@@ -167,7 +167,8 @@ def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row)
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default=RESULTS_DIR)
-    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp16"])
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp16"],
+                        help="fp32 too: whether fp32 models should take the fused path (its dots are exact, on FMA units)")
     parser.add_argument("--configs", nargs="+", choices=sorted(MODEL_CONFIGS), default=list(MODEL_CONFIGS))
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")

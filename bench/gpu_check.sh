@@ -5,7 +5,8 @@
 # cut off at the device's 10-minute limit still returns what it measured.
 # Run from the repository root: `bash bench/gpu_check.sh` (step limits sum to ~10 min);
 # `GPU_CHECK_EXTRA=1 bash bench/gpu_check.sh` runs, instead, the tile sweeps of
-# attention and the Triton GEMM and the pytest-benchmark cases (a second call).
+# attention and the Triton GEMM, the fp32 model and the pytest-benchmark cases (a
+# second call).
 # Each step has its own time limit (seconds, overridable by env) so that one slow step
 # (torch.compile baselines) cannot eat the others; steps run in order of importance;
 # a failing step is recorded and the next one runs.
@@ -50,7 +51,9 @@ if [ "${GPU_CHECK_EXTRA:-0}" != "0" ]; then
     cp "$WORK/all/attention_sweep".* "$RESULTS/" 2>/dev/null
     step sweep_ffn "${SWEEP_LIMIT:-150}" "$PYTHON" bench/bench_ffn.py --out-dir "$WORK/all" --sweep
     cp "$WORK/all/ffn_sweep".* "$RESULTS/" 2>/dev/null
-    step pytest_benchmark "${PYTEST_BENCH_LIMIT:-150}" "$PYTHON" -m pytest -q bench/bench_attention.py \
+    step bench_model_fp32 "${MODEL_LIMIT:-60}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
+        --configs en-2048 --dtypes fp32 --cases 32x512 64x128 --no-compile --stem xlm_model_en-2048_fp32
+    step pytest_benchmark "${PYTEST_BENCH_LIMIT:-120}" "$PYTHON" -m pytest -q bench/bench_attention.py \
         bench/bench_layer_norm.py bench/bench_ffn.py bench/bench_xlm_model.py --benchmark-only \
         --benchmark-json="$WORK/pytest_benchmark.json"
 else
