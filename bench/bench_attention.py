@@ -14,7 +14,16 @@ import argparse
 import pytest
 import torch
 
-from common import RESULTS_DIR, device_description, median_ms, require_cuda_or_exit, write_results
+from common import (
+    RESULTS_DIR,
+    benchmark_on_cuda,
+    device_description,
+    median_ms,
+    require_cuda_or_exit,
+    time_configuration,
+    with_patch,
+    write_results,
+)
 
 # (name, batch, heads, seq, head_dim, mask): mask "full" (a padding mask, every length =
 # seq: SDPA gets an all-True mask), "lengths" (uniform in 64..seq), "causal", "none"
@@ -92,30 +101,20 @@ def run_sweep(dtype):
     """Times every SWEEP tile configuration on the en-2048 and 100-1280 cases."""
     import triton_kernels.attention as attention
 
-    chosen = attention._launch_config
     rows = []
-    try:
-        for name, batch, heads, seq, head_dim, mask in CASES:
-            if mask not in ("full", "lengths"):
-                continue
-            q, k, v, lengths = make_inputs(batch, heads, seq, head_dim, mask, dtype)
-            reference = sdpa_fn(q, k, v, lengths, mask)().transpose(1, 2).float()
-            flops = dense_flops(batch, heads, seq, head_dim, mask)
-            for block_m, block_n, warps, stages in SWEEP:
-                config = dict(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
-                attention._launch_config = lambda _block_d, _dtype, config=config: config
-                ours = ours_fn(q, k, v, lengths, mask)
-                row = dict(device_description(), case=name, dtype=str(dtype).replace("torch.", ""),
-                           config=f"{block_m}x{block_n} w{warps} s{stages}")
-                try:
-                    row["max_abs_diff_vs_sdpa"] = (ours().view_as(q).float() - reference).abs().max().item()
-                    row["ms"] = median_ms(ours)
-                    row["tflops"] = flops / row["ms"] / 1e9
-                except Exception as error:  # out of shared memory, say: record it, go on
-                    row["error"] = f"{type(error).__name__}: {str(error)[:80]}"
-                rows.append(row)
-    finally:
-        attention._launch_config = chosen
+    for name, batch, heads, seq, head_dim, mask in CASES:
+        if mask not in ("full", "lengths"):
+            continue
+        q, k, v, lengths = make_inputs(batch, heads, seq, head_dim, mask, dtype)
+        reference = sdpa_fn(q, k, v, lengths, mask)().transpose(1, 2).float()
+        for block_m, block_n, warps, stages in SWEEP:
+            config = dict(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
+            row = dict(device_description(), case=name, dtype=str(dtype).replace("torch.", ""),
+                       config=f"{block_m}x{block_n} w{warps} s{stages}")
+            fn = with_patch(attention, "_launch_config", lambda _head_dim, _dtype, c=config: c,
+                            ours_fn(q, k, v, lengths, mask))
+            rows.append(time_configuration(row, fn, dense_flops(batch, heads, seq, head_dim, mask),
+                                           lambda out: (out.view_as(q).float() - reference).abs().max().item()))
     return rows
 
 
@@ -132,8 +131,8 @@ def main():
                   "Attention forward: triton_kernels.attention vs torch SDPA")
     if args.sweep:
         write_results(args.out_dir, "attention_sweep", run_sweep(torch.bfloat16),
-                      ["case", "dtype", "config", "ms", "tflops", "max_abs_diff_vs_sdpa", "error"],
-                      "Attention tile configurations")
+                      ["case", "dtype", "config", "ms", "tflops", "error_vs_reference", "error"],
+                      "Attention tile configurations (error_vs_reference: max |difference| from SDPA)")
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="benchmark needs CUDA")
@@ -145,13 +144,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="benchmark
 def test_attention(benchmark, case, implementation):
     name, batch, heads, seq, head_dim, mask = case
     inputs = make_inputs(batch, heads, seq, head_dim, mask, torch.bfloat16)
-    fn = (ours_fn if implementation == "triton" else sdpa_fn)(*inputs, mask)
-
-    def synchronized():
-        fn()
-        torch.cuda.synchronize()
-
-    benchmark(synchronized)
+    benchmark_on_cuda(benchmark, (ours_fn if implementation == "triton" else sdpa_fn)(*inputs, mask))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,16 @@ import itertools
 import pytest
 import torch
 
-from common import RESULTS_DIR, device_description, median_ms, require_cuda_or_exit, write_results
+from common import (
+    RESULTS_DIR,
+    benchmark_on_cuda,
+    device_description,
+    median_ms,
+    require_cuda_or_exit,
+    time_configuration,
+    with_patch,
+    write_results,
+)
 
 # (name, tokens, in_features, out_features): lin1 of en-2048 and 100-1280
 CASES = [
@@ -46,14 +55,7 @@ def without_tma(fn):
     """fn run with the Triton GEMM's TMA kernel switched off (its pointer kernel runs)."""
     import triton_kernels.ffn as ffn
 
-    def run():
-        eligible, ffn._tma_eligible = ffn._tma_eligible, lambda *tensors: False
-        try:
-            return fn()
-        finally:
-            ffn._tma_eligible = eligible
-
-    return run
+    return with_patch(ffn, "_tma_eligible", lambda *tensors: False, fn)
 
 
 def candidates(x, weight, bias):
@@ -95,32 +97,22 @@ def run_case(name, tokens, in_features, out_features, dtype):
 
 
 def run_sweep(dtype):
-    """Times every SWEEP configuration of the Triton GEMM on the two 32x512 cases."""
+    """Times every SWEEP configuration of both Triton GEMM kernels on the two 32x512 cases."""
     import triton_kernels.ffn as ffn
 
-    chosen = ffn._gemm_launch_config
     rows = []
-    try:
-        for name, tokens, in_features, out_features in CASES[:2]:
-            x, weight, bias = make_inputs(tokens, in_features, out_features, dtype)
-            flops = 2.0 * tokens * in_features * out_features
-            for (block_m, block_n, block_k, warps, stages), kernel in itertools.product(SWEEP, ("tma", "pointers")):
-                config = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=warps,
-                              num_stages=stages)
-                ffn._gemm_launch_config = lambda _dtype, config=config: config
-                fn = lambda: ffn.linear_activation(x, weight, bias, gemm="triton")  # noqa: E731
-                fn = fn if kernel == "tma" else without_tma(fn)
-                row = dict(device_description(), case=name, dtype=str(dtype).replace("torch.", ""), kernel=kernel,
-                           config=f"{block_m}x{block_n}x{block_k} w{warps} s{stages}")
-                try:
-                    row["rel_l2"] = relative_l2_vs_fp64(fn(), x, weight, bias)
-                    row["ms"] = median_ms(fn)
-                    row["tflops"] = flops / row["ms"] / 1e9
-                except Exception as error:  # out of shared memory, say: record it, go on
-                    row["error"] = f"{type(error).__name__}: {str(error)[:80]}"
-                rows.append(row)
-    finally:
-        ffn._gemm_launch_config = chosen
+    for name, tokens, in_features, out_features in CASES[:2]:
+        x, weight, bias = make_inputs(tokens, in_features, out_features, dtype)
+        for (block_m, block_n, block_k, warps, stages), kernel in itertools.product(SWEEP, ("tma", "pointers")):
+            config = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=warps,
+                          num_stages=stages)
+            fn = with_patch(ffn, "_gemm_launch_config", lambda _dtype, c=config: c,
+                            lambda: ffn.linear_activation(x, weight, bias, gemm="triton"))
+            row = dict(device_description(), case=name, dtype=str(dtype).replace("torch.", ""), kernel=kernel,
+                       config=f"{block_m}x{block_n}x{block_k} w{warps} s{stages}")
+            rows.append(time_configuration(row, fn if kernel == "tma" else without_tma(fn),
+                                           2.0 * tokens * in_features * out_features,
+                                           lambda out: relative_l2_vs_fp64(out, x, weight, bias)))
     return rows
 
 
@@ -139,7 +131,7 @@ def main():
                   "lin1 + bias + GELU: library GEMM + epilogue vs Triton GEMM with fused epilogue")
     if args.sweep:
         write_results(args.out_dir, "ffn_sweep", run_sweep(torch.bfloat16),
-                      ["case", "dtype", "kernel", "config", "ms", "tflops", "rel_l2", "error"],
+                      ["case", "dtype", "kernel", "config", "ms", "tflops", "error_vs_reference", "error"],
                       "Triton GEMM (lin1 + GELU) tile configurations")
 
 
@@ -151,13 +143,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="benchmark
 @pytest.mark.parametrize("case", CASES[:2], ids=[case[0] for case in CASES[:2]])
 def test_linear_gelu(benchmark, case, implementation):
     name, tokens, in_features, out_features = case
-    fn = candidates(*make_inputs(tokens, in_features, out_features, torch.bfloat16))[implementation]
-
-    def synchronized():
-        fn()
-        torch.cuda.synchronize()
-
-    benchmark(synchronized)
+    inputs = make_inputs(tokens, in_features, out_features, torch.bfloat16)
+    benchmark_on_cuda(benchmark, candidates(*inputs)[implementation])
 
 
 if __name__ == "__main__":

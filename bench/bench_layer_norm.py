@@ -10,7 +10,7 @@ import argparse
 import pytest
 import torch
 
-from common import RESULTS_DIR, device_description, median_ms, require_cuda_or_exit, write_results
+from common import RESULTS_DIR, benchmark_on_cuda, device_description, median_ms, require_cuda_or_exit, write_results
 
 # (name, tokens, dim)
 CASES = [("en-2048 32x512", 32 * 512, 2048), ("100-1280 32x512", 32 * 512, 1280), ("64x128", 64 * 128, 2048)]
@@ -70,13 +70,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="benchmark
 @pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
 def test_add_layer_norm(benchmark, case, implementation):
     name, tokens, dim = case
-    fn = (ours_fn if implementation == "triton" else torch_fn)(*make_inputs(tokens, dim, torch.bfloat16))
-
-    def synchronized():
-        fn()
-        torch.cuda.synchronize()
-
-    benchmark(synchronized)
+    inputs = make_inputs(tokens, dim, torch.bfloat16)
+    benchmark_on_cuda(benchmark, (ours_fn if implementation == "triton" else torch_fn)(*inputs))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,15 @@ import gc
 import pytest
 import torch
 
-from common import RESULTS_DIR, device_description, median_ms, require_cuda_or_exit, write_results
+from common import (
+    RESULTS_DIR,
+    benchmark_on_cuda,
+    device_description,
+    median_ms,
+    require_cuda_or_exit,
+    with_patch,
+    write_results,
+)
 
 MODEL_CONFIGS = {
     "en-2048": dict(vocab_size=30145, emb_dim=2048, n_layers=12, n_heads=16, max_position_embeddings=512),
@@ -81,20 +89,6 @@ def gemm_floor_fn(config, tokens, dtype):
     return run
 
 
-def with_ffn_gemm(gemm, fn):
-    """fn run with triton_kernels.ffn.DEFAULT_GEMM set to gemm (lin1's GEMM, see ffn.py)."""
-    import triton_kernels.ffn as ffn
-
-    def run():
-        default, ffn.DEFAULT_GEMM = ffn.DEFAULT_GEMM, gemm
-        try:
-            return fn()
-        finally:
-            ffn.DEFAULT_GEMM = default
-
-    return run
-
-
 def peak_extra_mb(fn):
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
@@ -130,7 +124,8 @@ def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row)
         with torch.inference_mode():
             candidates = {
                 "ours": lambda: ours(input_ids, **padding).last_hidden_state,
-                "ours_alt_gemm": with_ffn_gemm(alt_gemm, lambda: ours(input_ids, **padding).last_hidden_state),
+                "ours_alt_gemm": with_patch(ffn, "DEFAULT_GEMM", alt_gemm,
+                                            lambda: ours(input_ids, **padding).last_hidden_state),
                 "hf_eager": lambda: hf_model(input_ids, **padding).last_hidden_state,
                 "sdpa_eager": lambda: sdpa_xlm_forward(weights, config, input_ids, attention_mask),
                 "gemm_floor": gemm_floor_fn(MODEL_CONFIGS[config_name], batch * seq, dtype),
@@ -168,7 +163,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default=RESULTS_DIR)
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp16"],
-                        help="fp32 too: whether fp32 models should take the fused path (its dots are exact, on FMA units)")
+                        help="fp32 too: whether fp32 models should take the fused path (exact dots, FMA units)")
     parser.add_argument("--configs", nargs="+", choices=sorted(MODEL_CONFIGS), default=list(MODEL_CONFIGS))
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
@@ -212,9 +207,8 @@ def test_xlm_model_forward(benchmark, en_2048_models, case_name, implementation)
     def forward():
         with torch.inference_mode():
             model(input_ids, lengths=lengths)
-        torch.cuda.synchronize()
 
-    benchmark(forward)
+    benchmark_on_cuda(benchmark, forward)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Shared by the benchmark scripts: CUDA check, timing, device description, and
-writing results as JSON rows + a markdown table."""
+"""Shared by the benchmark scripts: CUDA check, timing, device description, swapping
+a module attribute for a run, and writing results as JSON rows + a markdown table."""
+import contextlib
 import json
 import os
 import sys
@@ -29,6 +30,49 @@ def median_ms(fn) -> float:
     from triton.testing import do_bench
 
     return do_bench(fn, warmup=25, rep=200, return_mode="median")
+
+
+def benchmark_on_cuda(benchmark, fn) -> None:
+    """A pytest-benchmark case of fn that waits for the GPU to finish each call."""
+
+    def synchronized():
+        fn()
+        torch.cuda.synchronize()
+
+    benchmark(synchronized)
+
+
+@contextlib.contextmanager
+def patched(module, name, value):
+    """module.name is value inside the block (a launch configuration, a kernel choice)."""
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def with_patch(module, name, value, fn):
+    """fn, run with module.name set to value for each call."""
+
+    def run():
+        with patched(module, name, value):
+            return fn()
+
+    return run
+
+
+def time_configuration(row, fn, flops, error_of) -> dict:
+    """Fills row with error_of(fn()), fn's median ms and TFLOP/s; a configuration that
+    cannot run (out of shared memory, say) gets its error recorded instead."""
+    try:
+        row["error_vs_reference"] = error_of(fn())
+        row["ms"] = median_ms(fn)
+        row["tflops"] = flops / row["ms"] / 1e9
+    except Exception as error:  # noqa: BLE001 - recorded in the table, the sweep goes on
+        row["error"] = f"{type(error).__name__}: {str(error)[:80]}"
+    return row
 
 
 def device_description() -> dict:

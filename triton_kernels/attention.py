@@ -393,7 +393,9 @@ def flash_attention(
         raise ValueError("causal=True ignores key padding in XLM; pass neither lengths nor key_padding_mask")
     if lengths is not None:
         if not isinstance(lengths, torch.Tensor) or lengths.dtype.is_floating_point or lengths.shape != (batch,):
-            raise ValueError(f"lengths must be an integer tensor of shape ({batch},), got {getattr(lengths, 'shape', lengths)}")
+            raise ValueError(
+                f"lengths must be an integer tensor of shape ({batch},), got {getattr(lengths, 'shape', lengths)}"
+            )
         lengths = lengths.contiguous()
     if key_padding_mask is not None:
         if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.shape != (batch, seq_len):

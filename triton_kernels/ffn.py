@@ -160,8 +160,9 @@ def _tma_eligible(*tensors: torch.Tensor) -> bool:
     """16-bit inputs (fp32's exact FMA dot spilled 8 KB per thread in the TMA kernel on
     sm_90) on Hopper or newer (or the interpreter), with 16-byte aligned bases and row
     strides and contiguous rows, as TMA needs."""
-    return tensors[0].dtype != torch.float32 and tma_supported(tensors[0].device) and all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and (t.stride(0) * t.element_size()) % 16 == 0
-               for t in tensors)
+    aligned = all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and (t.stride(0) * t.element_size()) % 16 == 0
+                  for t in tensors)
+    return aligned and tensors[0].dtype != torch.float32 and tma_supported(tensors[0].device)
 
 
 def _triton_linear_activation(x2d, weight, bias, activation):
