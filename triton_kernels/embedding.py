@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ._utils import check_floating, check_same_device, interpreting, row_mask_for_kernel
+from .layer_norm import normalize_row
 
 
 @triton.jit
@@ -74,12 +75,7 @@ def _embedding_layer_norm_kernel(
         token_type = tl.load(token_type_ids_ptr + batch * stride_tt_b + pos_in_seq * stride_tt_s).to(tl.int64)
         x += tl.load(word_ptr + token_type * stride_word_row + cols, mask=col_valid, other=0.0).to(tl.float32)
 
-    mean = tl.sum(x, axis=0) / dim
-    centered = tl.where(col_valid, x - mean, 0.0)
-    variance = tl.sum(centered * centered, axis=0) / dim
-    y = centered / tl.sqrt(variance + eps)
-    y = y * tl.load(ln_weight_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
-    y += tl.load(ln_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+    y = normalize_row(x, cols, col_valid, dim, eps, ln_weight_ptr, ln_bias_ptr)
     if HAS_ROW_MASK:
         y = y * tl.load(row_mask_ptr + token).to(tl.float32)
     tl.store(out_ptr + token * dim + cols, y.to(out_ptr.dtype.element_ty), mask=col_valid)

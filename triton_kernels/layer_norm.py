@@ -14,6 +14,18 @@ from ._utils import check_floating, check_same_device, interpreting, row_mask_fo
 
 
 @triton.jit
+def normalize_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr):
+    """LayerNorm of one fp32 row x (BLOCK_N,) whose columns past n_cols are zeros:
+    (x - mean) / sqrt(var + eps) * weight + bias, statistics over the n_cols real ones."""
+    mean = tl.sum(x, axis=0) / n_cols
+    centered = tl.where(col_valid, x - mean, 0.0)
+    variance = tl.sum(centered * centered, axis=0) / n_cols
+    weight = tl.load(weight_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+    return centered / tl.sqrt(variance + eps) * weight + bias
+
+
+@triton.jit
 def _add_layer_norm_kernel(
     x_ptr,  # (rows, n_cols) input rows, last dim contiguous
     residual_ptr,  # (rows, n_cols) residual branch; read when HAS_RESIDUAL
@@ -41,14 +53,7 @@ def _add_layer_norm_kernel(
     if HAS_RESIDUAL_BIAS:
         x += tl.load(residual_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
 
-    mean = tl.sum(x, axis=0) / n_cols
-    centered = tl.where(col_valid, x - mean, 0.0)
-    variance = tl.sum(centered * centered, axis=0) / n_cols
-    inv_std = 1.0 / tl.sqrt(variance + eps)
-
-    weight = tl.load(weight_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
-    bias = tl.load(bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
-    y = centered * inv_std * weight + bias
+    y = normalize_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr)
     if HAS_ROW_MASK:
         y = y * tl.load(row_mask_ptr + row).to(tl.float32)
     tl.store(out_ptr + row * n_cols + cols, y.to(out_ptr.dtype.element_ty), mask=col_valid)
