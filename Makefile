@@ -1,8 +1,10 @@
-# Set-up and entry points. `make demo` and `make test` install what is missing first:
-# into the active virtual environment (or conda env) when it already has torch (a GPU
-# user's CUDA build, say), else into .venv, which also sees the system's site-packages
-# so that a system-wide torch is kept. Only where no torch is importable is the CPU
-# wheel torch==2.13.0 installed, which avoids the multi-GB CUDA download.
+# Set-up and entry points. `make demo` installs the runtime requirements, `make test` the
+# test requirements too, both pinned by tests/constraints.txt so that a fresh clone gives
+# the result CI gave. They install into the active virtual environment (or conda env)
+# when it already has torch (a GPU user's CUDA build, say), else into .venv, which also
+# sees the system's site-packages so that a system-wide torch is kept. Only where no
+# torch is importable is the CPU wheel torch==2.13.0 installed, which avoids the
+# multi-GB CUDA download.
 PYTHON ?= python3
 VENV ?= .venv
 ACTIVE_ENV_WITH_TORCH := $(shell $(PYTHON) -c "import os, sys, torch; sys.exit(sys.prefix == sys.base_prefix and not os.environ.get('CONDA_PREFIX'))" 2>/dev/null && echo yes)
@@ -11,29 +13,73 @@ VENV := $(shell $(PYTHON) -c "import sys; print(sys.prefix)")
 endif
 PY := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
+CONSTRAINTS := tests/constraints.txt
+# The pins as pip reads them (PIP_CONSTRAINT also reaches pip's isolated build
+# environment): tests/constraints.txt, less triton where the installed torch brought its
+# own (torch pins the triton it was built with).
+PINS := $(VENV)/constraints.txt
+PIP := PIP_CONSTRAINT=$(abspath $(PINS)) $(PY) -m pip
+# Where a C++ compiler exists, a failed build of xlm_fast._C is an error, not a silent
+# fallback to the pure-Python tokenizer.
+export XLM_FAST_REQUIRE_EXTENSION := $(shell command -v $${CXX:-c++} >/dev/null 2>&1 && echo 1 || echo 0)
+PACKAGE_FILES := setup.py pyproject.toml $(CONSTRAINTS) $(wildcard csrc/*.cpp csrc/*.h)
 
-.PHONY: setup demo test bench info clean
+.PHONY: setup setup-runtime demo test lint test-latest wheel-check bench info clean
 
+setup-runtime: $(VENV)/.runtime
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h)
+$(PINS): $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_CPU)
-	$(PY) -m pip install -e ".[test]"
-	@$(PY) -c "import xlm_fast._C" 2>/dev/null || echo "WARNING: the C++ extension xlm_fast._C was not built (no C++ compiler?); the pure-Python tokenizer will be used."
+	if $(PY) -c "import sys, importlib.metadata as m; sys.exit(not any(r.startswith('triton') for r in m.requires('torch') or []))"; \
+		then grep -v '^triton==' $(CONSTRAINTS) > $@; else cp $(CONSTRAINTS) $@; fi
+
+$(VENV)/.runtime: $(PINS) $(PACKAGE_FILES)
+	$(PIP) install -e .
+	$(PY) -c "import xlm_fast._C" 2>/dev/null || test "$$XLM_FAST_REQUIRE_EXTENSION" = 0 || \
+		{ echo "ERROR: a C++ compiler is present but xlm_fast._C does not import"; exit 1; }
 	touch $@
 
-demo: setup
+$(VENV)/.installed: $(VENV)/.runtime
+	$(PIP) install -e ".[test,lint]"
+	touch $@
+
+demo: setup-runtime
 	$(PY) -m xlm_fast demo
 
-info: setup
+info: setup-runtime
 	$(PY) -m xlm_fast info
 
 test: setup
 	$(PY) -m pytest -q tests
 
+lint: setup
+	$(PY) -m ruff check .
+
+# The suite against the newest releases of every test dependency (torch stays as it is):
+# finds drift before it reaches tests/constraints.txt. Not run in CI.
+LATEST_VENV := .venv-latest
+test-latest:
+	test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -c "import torch" 2>/dev/null || $(LATEST_VENV)/bin/python -m pip install $(TORCH_CPU)
+	$(LATEST_VENV)/bin/python -c "import torch; print('torch==' + torch.__version__)" > $(LATEST_VENV)/torch.txt
+	$(LATEST_VENV)/bin/python -m pip install --upgrade --upgrade-strategy eager -c $(LATEST_VENV)/torch.txt -e ".[test]"
+	$(LATEST_VENV)/bin/python -m pip list | grep -i -E '^(transformers|tokenizers|sacremoses|triton|numpy|pytest) '
+	$(LATEST_VENV)/bin/python -m pytest -q tests
+
+# Builds the wheel, installs it into a fresh venv ($(TORCH_CPU), the rest pinned) and
+# runs tests/wheel_smoke.py there, outside the source tree.
+WHEEL_VENV := build/wheel-venv
+wheel-check: $(PINS)
+	rm -rf dist $(WHEEL_VENV)
+	$(PIP) wheel . --no-deps -w dist
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	PIP_CONSTRAINT=$(abspath $(PINS)) $(WHEEL_VENV)/bin/python -m pip install -q $(TORCH_CPU) dist/*.whl
+	cd $(WHEEL_VENV) && bin/python $(abspath tests/wheel_smoke.py) $(abspath dist)
+
 bench: setup
 	$(PY) -m pytest -q bench -o python_files="bench_*.py" --benchmark-only
 
 clean:
-	rm -rf $(VENV) build *.egg-info xlm_fast/*.so
+	rm -rf $(VENV) $(LATEST_VENV) build dist *.egg-info xlm_fast/*.so

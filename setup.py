@@ -1,14 +1,24 @@
-"""Builds xlm_fast and its optional pybind11 extension xlm_fast._C.
+"""Builds the optional pybind11 extension xlm_fast._C; the metadata is in pyproject.toml.
 
 The extension (csrc/) speeds up the tokenizer; the package works without it, so a
-machine with no C++ compiler still installs, with a warning.
+machine with no C++ compiler still installs, with a warning. XLM_FAST_REQUIRE_EXTENSION=1
+(CI, `make test`) turns that warning into an error, so that a broken build cannot pass
+unnoticed on the pure-Python fallback. XLM_FAST_EXTRA_CFLAGS adds compiler and linker
+flags (the sanitizer build of `make test-asan`).
 """
 import glob
 import os
+import shlex
 import warnings
 
-from setuptools import find_packages, setup
+from setuptools import setup
 from setuptools.command.build_ext import build_ext
+
+REQUIRE_ENV = "XLM_FAST_REQUIRE_EXTENSION"
+
+
+def extension_required():
+    return os.environ.get(REQUIRE_ENV, "0") not in ("", "0")
 
 
 class OptionalBuildExt(build_ext):
@@ -18,19 +28,22 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as error:  # no compiler, missing headers, ...
-            self._warn(error)
+            self._fail_or_warn(error)
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
         except Exception as error:
-            self._warn(error)
+            self._fail_or_warn(error)
 
     @staticmethod
-    def _warn(error):
+    def _fail_or_warn(error):
+        if extension_required():
+            raise RuntimeError(f"xlm_fast: building xlm_fast._C failed and {REQUIRE_ENV} is set: {error}") from error
         warnings.warn(
             f"xlm_fast: the C++ extension xlm_fast._C was not built ({error}); "
-            "the pure-Python tokenizer will be used instead."
+            "the pure-Python tokenizer will be used instead.",
+            stacklevel=2,
         )
 
 
@@ -38,52 +51,20 @@ def extensions():
     try:
         from pybind11.setup_helpers import Pybind11Extension
     except ImportError:
-        warnings.warn("xlm_fast: pybind11 is not installed; xlm_fast._C will not be built.")
+        if extension_required():
+            raise
+        warnings.warn("xlm_fast: pybind11 is not installed; xlm_fast._C will not be built.", stacklevel=2)
         return []
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    extra_flags = shlex.split(os.environ.get("XLM_FAST_EXTRA_CFLAGS", ""))
     return [
         Pybind11Extension(
             "xlm_fast._C",
-            sources,
+            sorted(glob.glob(os.path.join("csrc", "*.cpp"))),
             cxx_std=17,
-            extra_compile_args=["-O3"],
+            extra_compile_args=["-O3", "-Wall", "-Wextra", *extra_flags],
+            extra_link_args=extra_flags,
         )
     ]
 
 
-def version():
-    with open(os.path.join("xlm_fast", "__init__.py"), encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("__version__"):
-                return line.split("=")[1].strip().strip('"')
-    raise RuntimeError("xlm_fast/__init__.py has no __version__")
-
-
-setup(
-    name="xlm_fast",
-    version=version(),
-    description="Drop-in, kernel-accelerated XLM models and tokenizer with the transformers API",
-    packages=find_packages(include=["xlm_fast", "xlm_fast.*", "triton_kernels"]),
-    package_data={"xlm_fast": ["data/*"]},
-    ext_modules=extensions(),
-    cmdclass={"build_ext": OptionalBuildExt},
-    python_requires=">=3.9",
-    # torch is left open so that a user's own (CUDA) torch is kept; the Makefile
-    # installs the CPU wheel only where no torch is present.
-    install_requires=["torch>=2.1", "numpy", "safetensors", "sacremoses", "regex"],
-    extras_require={
-        "triton": ["triton>=3.0"],
-        "zh": ["rjieba"],
-        "th": ["pythainlp"],
-        "test": [
-            "pytest",
-            "pytest-benchmark",
-            "transformers>=4.40",
-            "subword-nmt",
-            "triton>=3.0",
-            "rjieba",
-            "pythainlp",
-        ],
-    },
-    entry_points={"console_scripts": ["xlm-fast=xlm_fast.__main__:main"]},
-)
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -43,7 +43,7 @@ SWEEP = [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8, 3), (
 
 def make_inputs(batch, heads, seq, head_dim, mask, dtype, seed=0):
     """q, k, v views of one fused (batch, seq, 3 * dim) tensor, lengths, and the SDPA mask."""
-    from triton_kernels.attention import split_fused_qkv
+    from xlm_fast.triton_kernels.attention import split_fused_qkv
 
     generator = torch.Generator(device="cuda").manual_seed(seed)
     qkv = torch.randn(batch, seq, 3 * heads * head_dim, device="cuda", dtype=dtype, generator=generator)
@@ -57,7 +57,7 @@ def make_inputs(batch, heads, seq, head_dim, mask, dtype, seed=0):
 
 
 def ours_fn(q, k, v, lengths, mask, zero_padded_queries=False):
-    from triton_kernels.attention import flash_attention
+    from xlm_fast.triton_kernels.attention import flash_attention
 
     return lambda: flash_attention(q, k, v, lengths=lengths, causal=mask == "causal",
                                    zero_padded_queries=zero_padded_queries)
@@ -99,7 +99,7 @@ def run_case(name, batch, heads, seq, head_dim, mask, dtype):
 
 def run_sweep(dtype):
     """Times every SWEEP tile configuration on the en-2048 and 100-1280 cases."""
-    import triton_kernels.attention as attention
+    import xlm_fast.triton_kernels.attention as attention
 
     rows = []
     for name, batch, heads, seq, head_dim, mask in CASES:

@@ -53,13 +53,13 @@ def make_inputs(tokens, in_features, out_features, dtype, seed=0):
 
 def without_tma(fn):
     """fn run with the Triton GEMM's TMA kernel switched off (its pointer kernel runs)."""
-    import triton_kernels.ffn as ffn
+    import xlm_fast.triton_kernels.ffn as ffn
 
     return with_patch(ffn, "_tma_eligible", lambda *tensors: False, fn)
 
 
 def candidates(x, weight, bias):
-    from triton_kernels.ffn import linear_activation
+    from xlm_fast.triton_kernels.ffn import linear_activation
 
     def triton_gemm():
         return linear_activation(x, weight, bias, gemm="triton")
@@ -98,7 +98,7 @@ def run_case(name, tokens, in_features, out_features, dtype):
 
 def run_sweep(dtype):
     """Times every SWEEP configuration of both Triton GEMM kernels on the two 32x512 cases."""
-    import triton_kernels.ffn as ffn
+    import xlm_fast.triton_kernels.ffn as ffn
 
     rows = []
     for name, tokens, in_features, out_features in CASES[:2]:

@@ -27,7 +27,7 @@ def make_inputs(tokens, dim, dtype, seed=0):
 
 
 def ours_fn(x, residual, residual_bias, weight, bias, row_mask):
-    from triton_kernels.layer_norm import add_layer_norm
+    from xlm_fast.triton_kernels.layer_norm import add_layer_norm
 
     return lambda: add_layer_norm(x, residual, weight, bias, 1e-12, residual_bias=residual_bias, row_mask=row_mask)
 

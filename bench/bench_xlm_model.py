@@ -106,7 +106,7 @@ def relative_l2(actual, expected):
 def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row):
     from xlm_sdpa_baseline import sdpa_xlm_forward
 
-    import triton_kernels.ffn as ffn
+    import xlm_fast.triton_kernels.ffn as ffn
     import xlm_fast
 
     dtype = DTYPES[dtype_name]

@@ -9,7 +9,7 @@ import torch
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:  # run as `python bench/x.py` without installing: import triton_kernels
+if REPO_ROOT not in sys.path:  # `python bench/x.py` imports this checkout's xlm_fast (editable install: its kernels too)
     sys.path.insert(0, REPO_ROOT)
 
 

@@ -10,7 +10,7 @@ import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
 from conftest import DEVICE  # noqa: E402
-from triton_kernels.attention import (  # noqa: E402
+from xlm_fast.triton_kernels.attention import (  # noqa: E402
     _head_dim_slices,
     _launch_config,
     flash_attention,

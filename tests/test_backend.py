@@ -130,7 +130,7 @@ def test_fractional_attention_mask_scales_rows(config_name, monkeypatch):
 @pytest.mark.parametrize("config_name", ["multilingual_hd80", "relu_sinusoidal"])
 def test_either_lin1_gemm_as_the_default(config_name, gemm, monkeypatch):
     """The whole model agrees with the PyTorch path whichever GEMM lin1 uses by default."""
-    import triton_kernels.ffn as ffn
+    import xlm_fast.triton_kernels.ffn as ffn
 
     monkeypatch.setattr(ffn, "DEFAULT_GEMM", gemm)
     model = make_model(config_name)

@@ -1,5 +1,6 @@
 """`python -m xlm_fast` command line."""
 
+import os
 import subprocess
 import sys
 
@@ -23,3 +24,12 @@ def test_module_entry_point_runs():
 def test_unknown_command_is_rejected():
     with pytest.raises(SystemExit):
         main(["train"])
+
+
+@pytest.mark.skipif(os.environ.get("XLM_FAST_REQUIRE_EXTENSION", "0") in ("", "0"),
+                    reason="XLM_FAST_REQUIRE_EXTENSION is not set (the Makefile sets it where a compiler exists)")
+def test_extension_is_built_where_required():
+    # CI must not pass on the pure-Python fallback because the build broke.
+    from xlm_fast.__main__ import extension_built
+
+    assert extension_built(), "XLM_FAST_REQUIRE_EXTENSION is set but xlm_fast._C does not import"

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
-from triton_kernels._utils import check_interpreter_supported  # noqa: E402
-from triton_kernels.layer_norm import add_layer_norm  # noqa: E402
+from xlm_fast.triton_kernels._utils import check_interpreter_supported  # noqa: E402
+from xlm_fast.triton_kernels.layer_norm import add_layer_norm  # noqa: E402
 
 
 def test_interpreter_with_old_triton_and_new_numpy_is_one_clear_error(monkeypatch):

@@ -131,9 +131,9 @@ def triton_encoder_forward(model, *, inputs, position_ids, langs, token_type_ids
     lin1 as a GEMM with a fused bias + activation pass. chunk_size_feed_forward only
     bounds memory in the PyTorch path and is not needed here (same result).
     """
-    from triton_kernels.attention import flash_attention, key_mask_prefix_lengths, split_fused_qkv
-    from triton_kernels.embedding import embedding_layer_norm
-    from triton_kernels.ffn import linear_activation, linear_residual_layer_norm
+    from .triton_kernels.attention import flash_attention, key_mask_prefix_lengths, split_fused_qkv
+    from .triton_kernels.embedding import embedding_layer_norm
+    from .triton_kernels.ffn import linear_activation, linear_residual_layer_norm
 
     given_embeddings = inputs.is_floating_point()
     tensor = embedding_layer_norm(

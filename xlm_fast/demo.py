@@ -2,6 +2,7 @@
 randomly initialised XLM checkpoint that it builds and saves itself (nothing is
 downloaded). Tokenizes multilingual text, runs the model, and reports what ran."""
 
+import importlib.util
 import os
 import tempfile
 import time
@@ -24,6 +25,15 @@ SAMPLES = [
     ("zh", "這個 (重要) : 183,441 « 密碼 » — 客戶?!"),
     ("th", "อุปโภคเยาวชนแซงเอิดติดนุ่น ซ่อมเบิ่งสดดูควรยึด"),
 ]
+
+# Languages whose word segmenter is an optional extra (`pip install xlm_fast[zh,th]`).
+SEGMENTERS = {"zh": "rjieba", "th": "pythainlp"}
+
+
+def available_samples():
+    """SAMPLES less the languages whose segmenter is not installed."""
+    return [(lang, text) for lang, text in SAMPLES
+            if lang not in SEGMENTERS or importlib.util.find_spec(SEGMENTERS[lang]) is not None]
 
 
 def build_demo_checkpoint(directory, tokenizer, seed=0):
@@ -49,12 +59,15 @@ def run_demo(device=None, out=print):
     out(f"model: XLMWithLMHeadModel, {config.n_layers} layers, dim {config.emb_dim}, {config.n_heads} heads, "
         f"{model.num_parameters():,} parameters, causal={config.causal}, on {device}")
 
-    texts = [text for _, text in SAMPLES]
-    rows = [tokenizer(text, lang=lang)["input_ids"] for lang, text in SAMPLES]
-    for (lang, text), ids in zip(SAMPLES, rows):
+    samples = available_samples()
+    for lang in sorted({lang for lang, _ in SAMPLES} - {lang for lang, _ in samples}):
+        out(f"  [{lang}] skipped: its word segmenter {SEGMENTERS[lang]} is not installed (pip install xlm_fast[{lang}])")
+    texts = [text for _, text in samples]
+    rows = [tokenizer(text, lang=lang)["input_ids"] for lang, text in samples]
+    for (lang, text), ids in zip(samples, rows):
         out(f"  [{lang}] {text}\n       {len(ids)} ids: {tokenizer.convert_ids_to_tokens(ids)}")
     batch = tokenizer(texts, padding=True, return_tensors="pt")
-    langs = torch.tensor([[tokenizer.lang2id[lang]] * batch["input_ids"].size(1) for lang, _ in SAMPLES])
+    langs = torch.tensor([[tokenizer.lang2id[lang]] * batch["input_ids"].size(1) for lang, _ in samples])
     batch = {key: value.to(device) for key, value in batch.items() if key in ("input_ids", "attention_mask")}
     path = backend.select_backend(
         device, dtype=torch.float32, output_attentions=False, uses_cache=False, needs_grad=False,
