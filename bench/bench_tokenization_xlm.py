@@ -31,10 +31,11 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import pytest  # noqa: E402
 
-from test_tokenization_xlm import learn_vocab, read_corpus, write_vocab_files  # noqa: E402
 from xlm_fast import tokenization_xlm  # noqa: E402
 from xlm_fast.bpe import BPEModel as PyBPEModel  # noqa: E402
 from xlm_fast.tokenization_xlm import XLMTokenizer  # noqa: E402
+
+from test_tokenization_xlm import learn_vocab, read_corpus, write_vocab_files  # noqa: E402
 
 BATCH = 64
 CORES = os.cpu_count() or 1

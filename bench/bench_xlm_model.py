@@ -104,10 +104,10 @@ def relative_l2(actual, expected):
 
 
 def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row):
-    from xlm_sdpa_baseline import sdpa_xlm_forward
-
-    import xlm_fast.triton_kernels.ffn as ffn
     import xlm_fast
+    import xlm_fast.triton_kernels.ffn as ffn
+
+    from xlm_sdpa_baseline import sdpa_xlm_forward
 
     dtype = DTYPES[dtype_name]
     hf_model, ours, weights = build_models(config_name, dtype)
@@ -154,9 +154,6 @@ def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row)
             if name != "ours":
                 row[f"speedup_vs_{name}"] = row[f"{name}_ms"] / row["ours_ms"]
         on_row(row)
-    del hf_model, ours, weights, reference_model, hf_compiled, sdpa_compiled
-    gc.collect()
-    torch.cuda.empty_cache()
 
 
 def main():
@@ -186,6 +183,8 @@ def main():
     for dtype_name in args.dtypes:
         for config_name in args.configs:
             bench_config(config_name, dtype_name, args.cases, not args.no_compile, on_row)
+            gc.collect()  # the models of that configuration, before the next one is built
+            torch.cuda.empty_cache()
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="benchmark needs CUDA")

@@ -9,7 +9,8 @@ import torch
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:  # `python bench/x.py` imports this checkout's xlm_fast (editable install: its kernels too)
+# `python bench/x.py` imports this checkout's xlm_fast (its kernels through the editable install)
+if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 

@@ -32,8 +32,8 @@ from common import REPO_ROOT, RESULTS_DIR, write_results
 RECORD_ENV = "SM90_RECORD_FILE"
 DEFAULT_TESTS = ["tests/test_attention.py", "tests/test_layer_norm.py", "tests/test_ffn.py",
                  "tests/test_embedding.py", "tests/test_backend.py"]
-KERNEL_MODULES = ["xlm_fast.triton_kernels.attention", "xlm_fast.triton_kernels.layer_norm", "xlm_fast.triton_kernels.ffn",
-                  "xlm_fast.triton_kernels.embedding"]
+KERNEL_MODULES = ["xlm_fast.triton_kernels.attention", "xlm_fast.triton_kernels.layer_norm",
+                  "xlm_fast.triton_kernels.ffn", "xlm_fast.triton_kernels.embedding"]
 H100_SHARED_MEMORY_LIMIT = 227 * 1024  # bytes per block (opt-in maximum)
 
 
@@ -151,9 +151,8 @@ def main():
     args = parser.parse_args()
     os.environ.pop("TRITON_INTERPRET", None)  # this process compiles real JIT functions
     sys.path.insert(0, REPO_ROOT)
-    import triton
-
     import torch
+    import triton
 
     ptxas_version = subprocess.run([_ptxas(), "--version"], capture_output=True, text=True).stdout.split()[-1]
     machine = dict(device="none: offline compile for sm_90a", torch=torch.__version__, triton=triton.__version__,

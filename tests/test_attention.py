@@ -9,7 +9,6 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
-from conftest import DEVICE  # noqa: E402
 from xlm_fast.triton_kernels.attention import (  # noqa: E402
     _head_dim_slices,
     _launch_config,
@@ -17,6 +16,8 @@ from xlm_fast.triton_kernels.attention import (  # noqa: E402
     key_mask_prefix_lengths,
     split_fused_qkv,
 )
+
+from conftest import DEVICE  # noqa: E402
 
 # max |error| allowed relative to max |reference|; fp16/bf16 probabilities are rounded
 # to the input dtype before P @ V, as in HF eager

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton path cannot be tested")
-from conftest import DEVICE  # noqa: E402
 import xlm_fast  # noqa: E402
 from xlm_fast import backend  # noqa: E402
+
+from conftest import DEVICE  # noqa: E402
 
 # head_dim 80 (emb_dim 160, 2 heads) as in the 1280-dim checkpoints; head_dim 64 for the others
 CONFIGS = {

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
-from conftest import DEVICE  # noqa: E402
 from xlm_fast.triton_kernels.embedding import embedding_layer_norm  # noqa: E402
+
+from conftest import DEVICE  # noqa: E402
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 VOCAB, MAX_POSITIONS, N_LANGS = 50, 160, 3

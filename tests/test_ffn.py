@@ -9,10 +9,11 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
-from conftest import DEVICE  # noqa: E402
 import xlm_fast.triton_kernels.ffn as ffn  # noqa: E402
 from xlm_fast.triton_kernels._utils import tma_supported  # noqa: E402
 from xlm_fast.triton_kernels.ffn import GEMMS, linear_activation, linear_residual_layer_norm  # noqa: E402
+
+from conftest import DEVICE  # noqa: E402
 
 # max |error| relative to max |reference|; the GEMM output is rounded to the dtype once
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}

@@ -130,7 +130,8 @@ def _embedding_layer_norm(input_ids, inputs_embeds, position_ids, langs, token_t
 def _check_table(name, table, dim=None):
     check_floating(name, table)
     if table.dim() != 2 or table.stride(1) != 1 or (dim is not None and table.shape[1] != dim):
-        raise ValueError(f"{name} must be a (rows, {dim or 'dim'}) table with contiguous rows, got {tuple(table.shape)}")
+        raise ValueError(
+            f"{name} must be a (rows, {dim or 'dim'}) table with contiguous rows, got {tuple(table.shape)}")
 
 
 def _check_index(name, tensor, batch, seq_len, allow_broadcast_batch=False):

@@ -61,7 +61,8 @@ def run_demo(device=None, out=print):
 
     samples = available_samples()
     for lang in sorted({lang for lang, _ in SAMPLES} - {lang for lang, _ in samples}):
-        out(f"  [{lang}] skipped: its word segmenter {SEGMENTERS[lang]} is not installed (pip install xlm_fast[{lang}])")
+        out(f"  [{lang}] skipped: its word segmenter {SEGMENTERS[lang]} is not installed "
+            f"(pip install xlm_fast[{lang}])")
     texts = [text for _, text in samples]
     rows = [tokenizer(text, lang=lang)["input_ids"] for lang, text in samples]
     for (lang, text), ids in zip(samples, rows):
