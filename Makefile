@@ -35,15 +35,21 @@ $(PINS): $(CONSTRAINTS)
 	if $(PY) -c "import sys, importlib.metadata as m; sys.exit(not any(r.startswith('triton') for r in m.requires('torch') or []))"; \
 		then grep -v '^triton==' $(CONSTRAINTS) > $@; else cp $(CONSTRAINTS) $@; fi
 
-$(VENV)/.runtime: $(PINS) $(PACKAGE_FILES)
-	$(PIP) install -e .
+TEST_EXTRAS := [test,lint]
+# $(1): the extras to install with the package ("" or $(TEST_EXTRAS)).
+define install_package
+	$(PIP) install -e ".$(1)"
 	$(PY) -c "import xlm_fast._C" 2>/dev/null || test "$$XLM_FAST_REQUIRE_EXTENSION" = 0 || \
 		{ echo "ERROR: a C++ compiler is present but xlm_fast._C does not import"; exit 1; }
+endef
+
+$(VENV)/.runtime: $(PINS) $(PACKAGE_FILES)
+	$(call install_package,)
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.runtime
-	$(PIP) install -e ".[test,lint]"
-	touch $@
+$(VENV)/.installed: $(PINS) $(PACKAGE_FILES)
+	$(call install_package,$(TEST_EXTRAS))
+	touch $@ $(VENV)/.runtime
 
 demo: setup-runtime
 	$(PY) -m xlm_fast demo
