@@ -347,6 +347,8 @@ public:
              const std::vector<std::pair<std::string, std::string>>& merges, int64_t unk_id,
              size_t cache_capacity)
         : unk_id_(static_cast<int32_t>(unk_id)), cache_(cache_capacity) {
+        if (unk_id < 0 || unk_id > std::numeric_limits<int32_t>::max())
+            throw std::invalid_argument("unk_id must be in [0, 2**31 - 1], got " + std::to_string(unk_id));
         for (const auto& item : vocab) {
             if (item.second < 0 || item.second > std::numeric_limits<int32_t>::max())
                 throw std::invalid_argument("vocab id of '" + item.first + "' is out of range");
@@ -413,7 +415,8 @@ public:
     };
 
     // Sequences are handed to `num_threads` workers through an atomic counter (lengths vary a
-    // lot across texts). Words are views into the caller's Python strings (kept alive by it).
+    // lot across texts). Words are views into C++-owned memory (OwnedWords), never into
+    // Python objects: this runs without the GIL.
     BatchIds encode_batch(const std::vector<std::string_view>& words, const std::vector<size_t>& starts,
                           int num_threads) {
         const size_t count = starts.size() - 1;
@@ -655,29 +658,74 @@ private:
     WordCache cache_;
 };
 
-// Appends the UTF-8 views of the str items of `words` to `views` (CPython caches the UTF-8
-// form inside each str). `keep` holds a list/tuple copy of `words` that owns the strings while
-// the views are used.
-void utf8_views(const py::handle& words, const char* name, Py_ssize_t index, std::vector<py::object>& keep,
-                std::vector<std::string_view>& views) {
-    // Error messages name "words" or "batch[index]"; built only on an error.
-    auto label = [&]() { return index < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(index) + "]"; };
-    if (py::isinstance<py::str>(words)) throw py::type_error(label() + " must be a list of str");
-    PyObject* fast = PySequence_Fast(words.ptr(), "must be a list of str");
-    if (fast == nullptr) {
-        PyErr_Clear();  // replaced by a message that names the argument
-        throw py::type_error(label() + " must be a list of str");
+// UTF-8 bytes of a str, lone surrogates included (encoded as their 3-byte sequences, as
+// Python's "surrogatepass" does), so that such a code point reaches BPE like any other
+// character, as in the pure-Python twin. Appended to `out`; false if `text` is not a str.
+bool append_utf8(PyObject* text, std::string& out) {
+    if (!PyUnicode_Check(text)) return false;
+    Py_ssize_t length = 0;
+    const char* data = PyUnicode_AsUTF8AndSize(text, &length);
+    if (data != nullptr) {
+        out.append(data, static_cast<size_t>(length));
+        return true;
     }
-    keep.push_back(py::reinterpret_steal<py::object>(fast));
-    const Py_ssize_t size = PySequence_Fast_GET_SIZE(fast);
-    for (Py_ssize_t j = 0; j < size; ++j) {
-        PyObject* word = PySequence_Fast_GET_ITEM(fast, j);
-        if (!PyUnicode_Check(word)) throw py::type_error(label() + "[" + std::to_string(j) + "] must be a str");
-        Py_ssize_t length = 0;
-        const char* data = PyUnicode_AsUTF8AndSize(word, &length);
-        if (data == nullptr) throw py::error_already_set();  // e.g. a lone surrogate
-        views.emplace_back(data, static_cast<size_t>(length));
+    PyErr_Clear();  // a lone surrogate: strict UTF-8 refuses it
+    py::object bytes = py::reinterpret_steal<py::object>(PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass"));
+    if (!bytes) throw py::error_already_set();
+    out.append(PyBytes_AS_STRING(bytes.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(bytes.ptr())));
+    return true;
+}
+
+// Words of many sequences copied into one C++-owned buffer while the GIL is held: the
+// encoder runs without the GIL, when another Python thread may change or free the caller's
+// lists and strings, so nothing of theirs may be read then.
+struct OwnedWords {
+    std::string bytes;                  // every word's UTF-8, back to back
+    std::vector<size_t> word_ends;      // word i is bytes[word_ends[i - 1] .. word_ends[i])
+    std::vector<size_t> sequence_ends;  // sequence i has words [sequence_ends[i - 1] .. sequence_ends[i])
+
+    // Appends the str items of `words` as one sequence; errors name "words" or "batch[index]".
+    void add_sequence(const py::handle& words, const char* name, Py_ssize_t index) {
+        auto label = [&]() { return index < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(index) + "]"; };
+        if (PyUnicode_Check(words.ptr())) throw py::type_error(label() + " must be a list of str");
+        py::object fast = py::reinterpret_steal<py::object>(PySequence_Fast(words.ptr(), "must be a list of str"));
+        if (!fast) {
+            PyErr_Clear();  // replaced by a message that names the argument
+            throw py::type_error(label() + " must be a list of str");
+        }
+        const Py_ssize_t size = PySequence_Fast_GET_SIZE(fast.ptr());
+        for (Py_ssize_t j = 0; j < size; ++j) {
+            if (!append_utf8(PySequence_Fast_GET_ITEM(fast.ptr(), j), bytes))
+                throw py::type_error(label() + "[" + std::to_string(j) + "] must be a str");
+            word_ends.push_back(bytes.size());
+        }
+        sequence_ends.push_back(word_ends.size());
     }
+
+    // Views into `bytes` (valid while this object lives and is not changed) and the start of
+    // each sequence in them (starts[0] = 0, one more entry than sequences).
+    std::vector<std::string_view> views() const {
+        std::vector<std::string_view> out;
+        out.reserve(word_ends.size());
+        size_t begin = 0;
+        for (size_t end : word_ends) {
+            out.emplace_back(bytes.data() + begin, end - begin);
+            begin = end;
+        }
+        return out;
+    }
+    std::vector<size_t> starts() const {
+        std::vector<size_t> out{0};
+        out.insert(out.end(), sequence_ends.begin(), sequence_ends.end());
+        return out;
+    }
+};
+
+// A str of UTF-8 bytes that may hold surrogates encoded by append_utf8.
+py::str to_str(const std::string& text) {
+    PyObject* decoded = PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "surrogatepass");
+    if (decoded == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(decoded);
 }
 
 // Builds many lists at once: the cyclic GC is paused meanwhile (a list of ids holds no cycle,
@@ -709,49 +757,46 @@ void register_tokenization_xlm(py::module_& m) {
         .def(py::init<const std::unordered_map<std::string, int64_t>&,
                       const std::vector<std::pair<std::string, std::string>>&, int64_t, size_t>(),
              py::arg("vocab"), py::arg("merges"), py::arg("unk_id"), py::arg("cache_capacity") = 1 << 16)
-        .def("bpe", &BPEModel::bpe, py::arg("word"), "Tokens of one word ('</w>' on the last).")
+        .def(
+            "bpe",
+            [](BPEModel& self, const py::object& word) {
+                std::string bytes;
+                if (!append_utf8(word.ptr(), bytes)) throw py::type_error("word must be a str");
+                py::list tokens;
+                for (const std::string& token : self.bpe(bytes)) tokens.append(to_str(token));
+                return tokens;
+            },
+            py::arg("word"), "Tokens of one word ('</w>' on the last).")
         .def(
             "encode",
             [](BPEModel& self, const py::object& words) {
-                std::vector<py::object> keep;
-                std::vector<std::string_view> views;
-                if (PyList_Check(words.ptr())) views.reserve(static_cast<size_t>(PyList_GET_SIZE(words.ptr())));
-                utf8_views(words, "words", -1, keep, views);
+                OwnedWords owned;
+                owned.add_sequence(words, "words", -1);
                 std::vector<int32_t> ids;
                 {
-                    py::gil_scoped_release release;
-                    ids = self.encode(views);
+                    py::gil_scoped_release release;  // reads only `owned`
+                    ids = self.encode(owned.views());
                 }
                 return to_list(ids.data(), ids.size());
             },
             py::arg("words"), "Ids of one sequence of words, concatenated.")
         .def(
             "encode_batch",
-            [](BPEModel& self, const py::object& batch, int num_threads) {
-                if (py::isinstance<py::str>(batch)) throw py::type_error("batch must be a list of lists of str");
-                PyObject* items = PySequence_Fast(batch.ptr(), "batch must be a list of lists of str");
-                if (items == nullptr) throw py::error_already_set();
-                const Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
-                std::vector<py::object> keep;
-                keep.reserve(static_cast<size_t>(count) + 1);
-                keep.push_back(py::reinterpret_steal<py::object>(items));
-                std::vector<std::string_view> words;
-                size_t total = 0;  // reserve once (growing per sequence would copy quadratically)
-                for (Py_ssize_t i = 0; i < count; ++i) {
-                    PyObject* item = PySequence_Fast_GET_ITEM(items, i);
-                    if (PyList_Check(item)) total += static_cast<size_t>(PyList_GET_SIZE(item));
-                }
-                words.reserve(total);
-                std::vector<size_t> starts{0};
-                starts.reserve(static_cast<size_t>(count) + 1);
-                for (Py_ssize_t i = 0; i < count; ++i) {
-                    utf8_views(PySequence_Fast_GET_ITEM(items, i), "batch", i, keep, words);
-                    starts.push_back(words.size());
-                }
+            [](BPEModel& self, const py::object& batch, int64_t num_threads) {
+                if (num_threads < 1 || num_threads > 4096)
+                    throw py::value_error("num_threads must be in [1, 4096], got " + std::to_string(num_threads));
+                if (PyUnicode_Check(batch.ptr())) throw py::type_error("batch must be a list of lists of str");
+                py::object items = py::reinterpret_steal<py::object>(
+                    PySequence_Fast(batch.ptr(), "batch must be a list of lists of str"));
+                if (!items) throw py::error_already_set();
+                const Py_ssize_t count = PySequence_Fast_GET_SIZE(items.ptr());
+                OwnedWords owned;
+                owned.sequence_ends.reserve(static_cast<size_t>(count));
+                for (Py_ssize_t i = 0; i < count; ++i) owned.add_sequence(PySequence_Fast_GET_ITEM(items.ptr(), i), "batch", i);
                 BPEModel::BatchIds ids;
                 {
-                    py::gil_scoped_release release;  // views stay valid: `batch` holds the strings
-                    ids = self.encode_batch(words, starts, num_threads);
+                    py::gil_scoped_release release;  // reads only `owned`
+                    ids = self.encode_batch(owned.views(), owned.starts(), static_cast<int>(num_threads));
                 }
                 GcPause pause;
                 py::list out(ids.where.size());

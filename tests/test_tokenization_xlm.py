@@ -15,6 +15,8 @@ import os
 import pickle
 import random
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -445,6 +447,80 @@ def test_bad_arguments_raise_clear_errors(ours_en):
         ours_en.decode("abc")
 
 
+
+@pytest.mark.parametrize(
+    "option,bad",
+    [("padding_side", "up"), ("padding_side", None), ("truncation_side", "middle"), ("model_max_length", 0),
+     ("model_max_length", 2.5), ("num_workers", 0), ("num_workers", "2"), ("num_threads", -1), ("num_threads", True)],
+)
+def test_bad_options_are_refused_at_construction_and_assignment(files, option, bad):
+    with pytest.raises(ValueError, match=option):
+        XLMTokenizer(*files, **{option: bad})
+    tokenizer = XLMTokenizer(*files)
+    before = getattr(tokenizer, option)
+    with pytest.raises(ValueError, match=option):
+        setattr(tokenizer, option, bad)
+    assert getattr(tokenizer, option) == before
+
+
+def test_bad_call_options_are_refused(ours_en):
+    with pytest.raises(ValueError, match="padding_side"):
+        ours_en(["a", "a b"], padding=True, padding_side="up")  # "up" used to pad on the left
+    for bad in (0, -8, 2.0):
+        with pytest.raises(ValueError, match="pad_to_multiple_of"):
+            ours_en(["a", "a b"], padding=True, pad_to_multiple_of=bad)
+
+
+def test_first_calls_from_many_threads_start_one_worker_pool(files, corpus, monkeypatch):
+    started = []
+    real_pool = tokenization_xlm._PreTokenizerPool
+
+    class CountingPool(real_pool):
+        def __init__(self, *args):
+            started.append(args)
+            time.sleep(0.2)  # widen the window in which other threads find no pool yet
+            super().__init__(*args)
+
+    monkeypatch.setattr(tokenization_xlm, "_PreTokenizerPool", CountingPool)
+    tokenizer = XLMTokenizer(*files, num_workers=2)
+    texts = [text for _, text in corpus[:40]]
+    results = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def first_call(index):
+        barrier.wait()
+        results[index] = tokenizer(texts)["input_ids"]
+
+    threads = [threading.Thread(target=first_call, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(started) == 1
+    assert all(result == results[0] for result in results)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lone_surrogate_with_bypass_tokenizer_gives_the_python_twins_ids(files, backend):
+    tokenizer = XLMTokenizer(*files, bpe_backend=backend)
+    reference = XLMTokenizer(*files, bpe_backend="python")
+    for text in ("\ud800", "ab\udfff cd", "\udc80\ud83d x\ud800y"):
+        assert tokenizer.tokenize(text, bypass_tokenizer=True) == reference.tokenize(text, bypass_tokenizer=True)
+        expected = reference(text, bypass_tokenizer=True)["input_ids"]
+        assert tokenizer(text, bypass_tokenizer=True)["input_ids"] == expected
+        assert tokenizer([text, text], bypass_tokenizer=True)["input_ids"] == [expected, expected]
+        assert reference.unk_token_id in expected
+
+
+def test_vocab_key_with_a_surrogate_is_refused_naming_file_and_key(files, tmp_path):
+    vocab = json.load(open(files[0], encoding="utf-8"))
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps(dict(vocab, **{"x\ud800": len(vocab)})), encoding="utf-8")  # ASCII escapes
+    for backend in BACKENDS:
+        with pytest.raises(ValueError, match=r"vocab\.json.*'x\\ud800'"):
+            XLMTokenizer(str(path), files[1], bpe_backend=backend)
+
+
 # ----------------------------------------------------------------------------- C++ core vs Python twin
 
 def _random_words(count, seed=0):
@@ -496,6 +572,48 @@ def test_cpp_core_errors_and_cache(learned):
         tokenization_xlm.CppBPEModel(vocab, [("a", "")], 3)
     with pytest.raises(ValueError, match="out of range"):
         tokenization_xlm.CppBPEModel({"a": -1}, [], 3)
+    for unk_id in (2**33 + 5, -1, 2**31):  # never truncated to 32 bits (2**33 + 5 used to become 5)
+        with pytest.raises(ValueError, match="unk_id"):
+            tokenization_xlm.CppBPEModel(vocab, merges, unk_id)
+    for threads in (0, -3, 10**6):
+        with pytest.raises(ValueError, match="num_threads"):
+            cpp.encode_batch([words], threads)
+    with pytest.raises(TypeError, match=r"batch\[1\]\[0\]"):
+        cpp.encode_batch([["ok"], [None]])
+    with pytest.raises(TypeError, match="word"):
+        cpp.bpe(3)
+
+
+@pytest.mark.skipif(tokenization_xlm.CppBPEModel is None, reason="extension xlm_fast._C not built")
+def test_encode_batch_survives_another_thread_emptying_its_lists(learned):
+    # The words are copied into C++ memory before the GIL is released: another thread that
+    # empties the lists meanwhile can change only what is copied (each sequence is then
+    # complete or empty), never crash the interpreter (it used to: heap-use-after-free).
+    vocab, merges = learned
+    cpp = tokenization_xlm.CppBPEModel(vocab, merges, 3, cache_capacity=0)
+    words = _random_words(400, seed=4)
+    template = [words[i % 50 : i % 50 + 300] for i in range(400)]
+    expected = cpp.encode_batch(template, 2)
+    for _ in range(5):
+        # fresh str objects, owned by these lists alone: emptying a list frees them
+        batch = [[(word + "\0")[:-1] for word in sequence] for sequence in template]
+        done = threading.Event()
+
+        def empty_lists():
+            while not done.is_set():
+                for sequence in batch:
+                    sequence.clear()
+                    # new strings reuse the freed memory: a stale view would read them
+                    garbage = [f"{index:#>40}" for index in range(300)]  # noqa: F841
+
+        mutator = threading.Thread(target=empty_lists)
+        mutator.start()
+        try:
+            got = cpp.encode_batch(batch, 2)
+        finally:
+            done.set()
+            mutator.join()
+        assert all(ids in (want, []) for ids, want in zip(got, expected))
 
 
 @pytest.mark.skipif(tokenization_xlm.CppBPEModel is None, reason="extension xlm_fast._C not built")

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import threading
 import unicodedata
 
 import sacremoses
@@ -68,8 +69,12 @@ def load_vocab(path):
     if not isinstance(vocab, dict) or not vocab:
         raise ValueError(f"vocab_file: {path} must hold a non-empty JSON object {{token: id}}")
     for token, index in vocab.items():
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-            raise ValueError(f"vocab_file: {path}: id of {token!r} must be a non-negative integer, got {index!r}")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 2**31:
+            raise ValueError(f"vocab_file: {path}: id of {token!r} must be an integer in [0, 2**31), got {index!r}")
+        try:
+            token.encode("utf-8")
+        except UnicodeEncodeError as error:  # a JSON escape of a lone surrogate: no text holds it
+            raise ValueError(f"vocab_file: {path}: key {token!r} is not valid Unicode ({error.reason})") from None
     return vocab
 
 
@@ -281,7 +286,6 @@ class _PreTokenizerPool:
 
     def __init__(self, size, do_lowercase_and_remove_accent):
         import multiprocessing
-        import threading
         import weakref
 
         context = multiprocessing.get_context("fork")
@@ -361,6 +365,19 @@ def _to_tensor(values, return_tensors, key):
 # ----------------------------------------------------------------------------- tokenizer
 
 
+def _check_side(name, value):
+    if value not in ("right", "left"):
+        raise ValueError(f"{name} must be 'right' or 'left', got {value!r}")
+    return value
+
+
+def _check_count(name, value):
+    """A positive int (not a bool, nor a float that int() would truncate)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
 class XLMTokenizer:
     """XLM tokenizer (Moses / jieba / PyThaiNLP / KyTea front + BPE) with transformers' API.
 
@@ -413,9 +430,10 @@ class XLMTokenizer:
         self.model_max_length = kwargs.pop("model_max_length", VERY_LARGE_INTEGER)
         self.padding_side = kwargs.pop("padding_side", "right")
         self.truncation_side = kwargs.pop("truncation_side", "right")
-        self.num_threads = int(kwargs.pop("num_threads", os.cpu_count() or 1))
-        self.num_workers = int(kwargs.pop("num_workers", 1))
+        self.num_threads = kwargs.pop("num_threads", os.cpu_count() or 1)
+        self.num_workers = kwargs.pop("num_workers", 1)
         self._pool = None
+        self._pool_lock = threading.Lock()
         self._backend = kwargs.pop("bpe_backend", "auto")
         self.init_kwargs = kwargs  # other transformers options, kept for save_pretrained
 
@@ -433,14 +451,58 @@ class XLMTokenizer:
         self.pre_tokenizer = XLMPreTokenizer(self.do_lowercase_and_remove_accent)
         self.bpe_model = self._make_bpe_model(self._backend)
 
-    def __getstate__(self):  # the C++ core and the process pool are rebuilt, not pickled
+    def __getstate__(self):  # the C++ core, the process pool and its lock are rebuilt, not pickled
         state = dict(self.__dict__)
-        state["bpe_model"] = state["_pool"] = None
+        state["bpe_model"] = state["_pool"] = state["_pool_lock"] = None
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self._pool_lock = threading.Lock()
         self.bpe_model = self._make_bpe_model(self._backend)
+
+    # ------------------------------------------------------------------ validated options
+    # Checked here, so that a bad value set after construction is refused as well.
+
+    @property
+    def padding_side(self):
+        return self._padding_side
+
+    @padding_side.setter
+    def padding_side(self, value):
+        self._padding_side = _check_side("padding_side", value)
+
+    @property
+    def truncation_side(self):
+        return self._truncation_side
+
+    @truncation_side.setter
+    def truncation_side(self, value):
+        self._truncation_side = _check_side("truncation_side", value)
+
+    @property
+    def model_max_length(self):
+        return self._model_max_length
+
+    @model_max_length.setter
+    def model_max_length(self, value):
+        self._model_max_length = _check_count("model_max_length", value)
+
+    @property
+    def num_threads(self):
+        return self._num_threads
+
+    @num_threads.setter
+    def num_threads(self, value):
+        self._num_threads = _check_count("num_threads", value)
+
+    @property
+    def num_workers(self):
+        return self._num_workers
+
+    @num_workers.setter
+    def num_workers(self, value):
+        self._num_workers = _check_count("num_workers", value)
 
     def _make_bpe_model(self, backend):
         unk_id = self.encoder.get(self.unk_token, self.added_tokens_encoder.get(self.unk_token))
@@ -586,7 +648,9 @@ class XLMTokenizer:
         if workers <= 1:
             return [self.pre_tokenizer(piece, lang, bypass_tokenizer) for piece in pieces]
         if self._pool is None:
-            self._pool = _PreTokenizerPool(self.num_workers - 1, self.do_lowercase_and_remove_accent)
+            with self._pool_lock:  # threads making their first call at once start one pool
+                if self._pool is None:
+                    self._pool = _PreTokenizerPool(self.num_workers - 1, self.do_lowercase_and_remove_accent)
         # Shares of about equal characters (front time grows with length), in order.
         ends = list(itertools.accumulate(len(piece) + 1 for piece in pieces))
         bounds = [0] + [bisect.bisect_left(ends, ends[-1] * k / workers) for k in range(1, workers)] + [len(pieces)]
@@ -742,8 +806,10 @@ class XLMTokenizer:
             texts, pairs = [t[0] for t in texts], [t[1] for t in texts]
         if pairs is not None and (len(pairs) != len(texts) or pair_single != single):
             raise ValueError("text_pair must match text: a str for a str, a list of the same length for a list")
-        if padding_side not in (None, "right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        if padding_side is not None:
+            _check_side("padding_side", padding_side)
+        if pad_to_multiple_of is not None:
+            _check_count("pad_to_multiple_of", pad_to_multiple_of)
         padding, truncation, max_length = self._strategies(padding, truncation, max_length)
         want = {
             "token_type_ids": bool(return_token_type_ids),
