@@ -24,7 +24,7 @@ PIP := PIP_CONSTRAINT=$(abspath $(PINS)) $(PY) -m pip
 export XLM_FAST_REQUIRE_EXTENSION := $(shell command -v $${CXX:-c++} >/dev/null 2>&1 && echo 1 || echo 0)
 PACKAGE_FILES := setup.py pyproject.toml $(CONSTRAINTS) $(wildcard csrc/*.cpp csrc/*.h)
 
-.PHONY: setup setup-runtime demo test lint test-latest wheel-check bench info clean
+.PHONY: setup setup-runtime demo test lint test-latest wheel-check test-asan bench info clean
 
 setup-runtime: $(VENV)/.runtime
 setup: $(VENV)/.installed
@@ -83,6 +83,23 @@ wheel-check: $(PINS)
 	$(PYTHON) -m venv $(WHEEL_VENV)
 	PIP_CONSTRAINT=$(abspath $(PINS)) $(WHEEL_VENV)/bin/python -m pip install -q $(TORCH_CPU) dist/*.whl
 	cd $(WHEEL_VENV) && bin/python $(abspath tests/wheel_smoke.py) $(abspath dist)
+
+# The extension built with AddressSanitizer + UBSan into build/asan (a copy of the package
+# that goes first on sys.path; the normal build is untouched), then the tokenizer tests
+# and a short differential fuzz under it. libasan must be loaded before the interpreter's
+# allocations, libstdc++ with it (ASan's C++-throw hook needs it at start); leaks are not
+# checked (the interpreter keeps memory on purpose). Not in CI.
+ASAN_DIR := build/asan
+ASAN_ENV := LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 PYTHONPATH=$(abspath $(ASAN_DIR))
+test-asan: setup
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR) && cp -r xlm_fast $(ASAN_DIR)/ && rm -f $(ASAN_DIR)/xlm_fast/_C*.so
+	XLM_FAST_EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -O1 -g" \
+		$(PY) setup.py -q build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
+	cd $(ASAN_DIR) && $(ASAN_ENV) $(abspath $(PY)) -c \
+		"import xlm_fast._C as c; assert c.__file__.startswith('$(abspath $(ASAN_DIR))'), c.__file__"
+	cd $(ASAN_DIR) && $(ASAN_ENV) $(abspath $(PY)) -m pytest -q -p no:cacheprovider $(abspath tests/test_tokenization_xlm.py)
+	$(ASAN_ENV) $(PY) bench/fuzz_tokenization_xlm.py --count 1000
 
 bench: setup
 	$(PY) -m pytest -q bench -o python_files="bench_*.py" --benchmark-only

@@ -346,20 +346,17 @@ class BatchEncoding(dict):
 
 
 def _to_tensor(values, return_tensors, key):
+    if return_tensors not in ("pt", "np"):
+        raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
+    if values and isinstance(values[0], list) and len({len(row) for row in values}) > 1:
+        raise ValueError(f"cannot make a tensor of '{key}': sequences differ in length; use padding=True")
     if return_tensors == "pt":
         import torch
 
-        try:
-            return torch.tensor(values, dtype=torch.long)
-        except ValueError as error:
-            raise ValueError(f"cannot make a tensor of '{key}': sequences differ in length; use padding=True") from error
-    if return_tensors == "np":
-        import numpy as np
+        return torch.tensor(values, dtype=torch.long)
+    import numpy as np
 
-        if values and isinstance(values[0], list) and len({len(row) for row in values}) > 1:
-            raise ValueError(f"cannot make an array of '{key}': sequences differ in length; use padding=True")
-        return np.array(values, dtype=np.int64)
-    raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
+    return np.array(values, dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------- tokenizer
