@@ -6,7 +6,8 @@ import json
 import pytest
 import transformers
 
-from xlm_fast import XLMConfig
+from xlm_fast import XLMConfig, XLMModel
+from xlm_fast.configuration_xlm import ATTRIBUTE_MAP
 
 DOCUMENTED = [
     "vocab_size", "emb_dim", "n_layers", "n_heads", "dropout", "attention_dropout", "gelu_activation",
@@ -98,3 +99,57 @@ def test_from_pretrained_overrides_and_errors(tmp_path):
     (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="model_type"):
         XLMConfig.from_pretrained(tmp_path / "bert")
+
+
+BAD_PARAMETERS = [
+    ("causal", "false"), ("gelu_activation", "false"), ("asm", 1), ("sinusoidal_embeddings", None),
+    ("dropout", 1.5), ("attention_dropout", -0.1), ("summary_first_dropout", "0.1"),
+    ("layer_norm_eps", "1e-12"), ("layer_norm_eps", 0), ("init_std", -1.0), ("asm_div_value", True),
+    ("vocab_size", 0), ("emb_dim", 32.0), ("n_layers", True), ("n_heads", "4"), ("max_position_embeddings", -2),
+    ("start_n_top", 0), ("pad_token_id", -1), ("mask_token_id", 1.5), ("eos_token_id", [1, -2]),
+    ("problem_type", "foo"), ("summary_type", "middle"), ("asm_cutoffs", [20, 10]), ("lang2id", ["en"]),
+    ("chunk_size_feed_forward", -1), ("hidden_size", "64"), ("num_attention_heads", 0),
+]
+
+
+@pytest.mark.parametrize("name,bad", BAD_PARAMETERS)
+def test_bad_parameter_is_refused_at_construction_assignment_and_override(tmp_path, name, bad):
+    with pytest.raises(ValueError, match=ATTRIBUTE_MAP.get(name, name)):
+        XLMConfig(**{name: bad})
+    config = XLMConfig()
+    before = getattr(config, name)
+    with pytest.raises(ValueError, match=ATTRIBUTE_MAP.get(name, name)):
+        setattr(config, name, bad)
+    assert getattr(config, name) == before
+    config.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=ATTRIBUTE_MAP.get(name, name)):
+        XLMConfig.from_pretrained(tmp_path, **{name: bad})
+
+
+def test_checks_across_parameters_run_at_construction_override_and_model_build(tmp_path):
+    with pytest.raises(ValueError, match="n_heads"):
+        XLMConfig(emb_dim=32, n_heads=5)
+    XLMConfig(emb_dim=32, n_heads=4).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="n_heads"):
+        XLMConfig.from_pretrained(tmp_path, n_heads=5)  # an override that does not divide emb_dim
+    config = XLMConfig(emb_dim=32, n_heads=4, vocab_size=50, n_layers=1)
+    config.n_heads = 5  # assignments one after the other stay possible...
+    with pytest.raises(ValueError, match="n_heads"):
+        XLMModel(config)  # ...and the model refuses what they leave
+    config.emb_dim = 30
+    assert XLMModel(config).config.n_heads == 5
+    with pytest.raises(ValueError, match="asm_cutoffs"):
+        XLMConfig(asm=True, vocab_size=100, asm_cutoffs=[50, 100])
+
+
+def test_problem_type_set_after_construction_is_checked():
+    config = XLMConfig()
+    with pytest.raises(ValueError, match="problem_type"):
+        config.problem_type = "foo"  # used to pass and compute a BCE loss later
+    config.problem_type = "regression"
+    assert config.problem_type == "regression"
+
+
+def test_transformers_config_with_every_default_loads(tmp_path):
+    transformers.XLMConfig().save_pretrained(tmp_path)
+    assert XLMConfig.from_pretrained(tmp_path).to_dict()["emb_dim"] == 2048

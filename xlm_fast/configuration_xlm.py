@@ -71,6 +71,77 @@ SUMMARY_TYPES = ("last", "first", "mean", "cls_index", "attn")
 CONFIG_NAME = "config.json"
 
 
+# ---- one check per documented parameter, run at construction and on every assignment
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_int(value):
+    return _is_int(value) and value >= 1
+
+
+def _id_or_none(value):
+    return value is None or (_is_int(value) and value >= 0)
+
+
+def _ids_or_none(value):  # eos_token_id may list several ids (transformers' generation)
+    return _id_or_none(value) or (isinstance(value, list) and all(_id_or_none(item) for item in value))
+
+
+def _probability(value):
+    return _is_number(value) and 0 <= value < 1
+
+
+def _positive_number(value):
+    return _is_number(value) and value > 0
+
+
+def _bool(value):  # "false" or 0 must not pass for False: a str is truthy
+    return isinstance(value, bool)
+
+
+def _increasing_positive_ints(value):
+    return (isinstance(value, (list, tuple)) and all(_positive_int(item) for item in value)
+            and all(a < b for a, b in zip(value, value[1:])))
+
+
+CHECKS = {
+    **dict.fromkeys(("vocab_size", "emb_dim", "n_layers", "n_heads", "n_langs", "max_position_embeddings",
+                     "start_n_top", "end_n_top"), (_positive_int, "a positive int")),
+    **dict.fromkeys(("dropout", "attention_dropout", "summary_first_dropout"), (_probability, "a number in [0, 1)")),
+    **dict.fromkeys(("layer_norm_eps", "init_std", "embed_init_std", "asm_div_value"),
+                    (_positive_number, "a positive number")),
+    **dict.fromkeys(("gelu_activation", "sinusoidal_embeddings", "causal", "asm", "use_lang_emb", "is_encoder",
+                     "summary_use_proj", "summary_proj_to_labels", "output_attentions", "output_hidden_states",
+                     "return_dict", "tie_word_embeddings"), (_bool, "a bool (True or False)")),
+    **dict.fromkeys(("bos_token_id", "pad_token_id", "unk_index", "mask_index", "mask_token_id", "lang_id"),
+                    (_id_or_none, "a non-negative int or None")),
+    "eos_token_id": (_ids_or_none, "a non-negative int, a list of them, or None"),
+    "chunk_size_feed_forward": (lambda value: _is_int(value) and value >= 0, "a non-negative int"),
+    "summary_type": (lambda value: value in SUMMARY_TYPES, f"one of {SUMMARY_TYPES}"),
+    "summary_activation": (lambda value: value is None or isinstance(value, str), "an activation name or None"),
+    "problem_type": (lambda value: value is None or value in PROBLEM_TYPES, f"None or one of {PROBLEM_TYPES}"),
+    "asm_cutoffs": (_increasing_positive_ints, "a list of increasing positive ints"),
+    "lang2id": (lambda value: value is None or isinstance(value, dict), "a dict {language: id} or None"),
+    "id2lang": (lambda value: value is None or isinstance(value, dict), "a dict {id: language} or None"),
+    "architectures": (lambda value: value is None or (isinstance(value, list) and all(isinstance(item, str)
+                                                                                      for item in value)),
+                      "a list of class names or None"),
+}
+
+
+def check_parameter(name, value):
+    """ValueError naming `name` when `value` is not what the parameter takes."""
+    if name in CHECKS:
+        accepts, expected = CHECKS[name]
+        if not accepts(value):
+            raise ValueError(f"XLMConfig: {name} must be {expected}, got {value!r}")
+
+
 class XLMConfig:
     """Configuration of an XLM model; every documented argument, alias and default.
 
@@ -92,12 +163,12 @@ class XLMConfig:
         kwargs.pop("model_type", None)
         kwargs.pop("transformers_version", None)
         for name, default in XLM_DEFAULTS.items():
-            object.__setattr__(self, name, copy.deepcopy(kwargs.pop(name, default)))
+            setattr(self, name, copy.deepcopy(kwargs.pop(name, default)))
         for name, value in kwargs.items():  # unknown keys are kept as they are
             object.__setattr__(self, name, value)
         self._set_labels(num_labels, id2label, label2id)
         self._set_languages()
-        self._validate()
+        self.validate()
 
     def _set_labels(self, num_labels, id2label, label2id):
         if id2label is not None:
@@ -126,19 +197,18 @@ class XLMConfig:
         if self.id2lang is not None and self.lang2id is None:
             self.lang2id = {value: key for key, value in self.id2lang.items()}
 
-    def _validate(self):
-        for name in ("vocab_size", "emb_dim", "n_layers", "n_heads", "n_langs", "max_position_embeddings"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"XLMConfig: {name} must be a positive integer, got {value!r}")
+    def validate(self):
+        """Checks that relate several parameters. Single parameters are checked when they
+        are set; these run at construction, after from_pretrained's overrides and when a
+        model is built, so that parameters can still be changed one after the other."""
+        for name in CHECKS:
+            check_parameter(name, getattr(self, name))
         if self.emb_dim % self.n_heads:
             raise ValueError(
                 f"XLMConfig: emb_dim ({self.emb_dim}) must be a multiple of n_heads ({self.n_heads})"
             )
-        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
-            raise ValueError(f"XLMConfig: problem_type must be one of {PROBLEM_TYPES}, got {self.problem_type!r}")
-        if self.summary_type not in SUMMARY_TYPES:
-            raise ValueError(f"XLMConfig: summary_type must be one of {SUMMARY_TYPES}, got {self.summary_type!r}")
+        if self.asm and self.asm_cutoffs[-1:] and self.asm_cutoffs[-1] >= self.vocab_size:
+            raise ValueError(f"XLMConfig: asm_cutoffs {self.asm_cutoffs} must lie below vocab_size ({self.vocab_size})")
 
     # transformers' aliases read and write the canonical attribute.
     def __getattr__(self, name):
@@ -147,7 +217,9 @@ class XLMConfig:
         raise AttributeError(f"'XLMConfig' object has no attribute {name!r}")
 
     def __setattr__(self, name, value):
-        object.__setattr__(self, ATTRIBUTE_MAP.get(name, name), value)
+        name = ATTRIBUTE_MAP.get(name, name)
+        check_parameter(name, value)
+        object.__setattr__(self, name, value)
 
     @property
     def num_labels(self):
@@ -232,7 +304,11 @@ class XLMConfig:
                 raise OSError(f"{path} has no {CONFIG_NAME}")
         config = cls.from_json_file(config_file)
         for name, value in kwargs.items():
-            setattr(config, name, value)
+            if name == "num_labels":
+                config.num_labels = value
+            else:
+                setattr(config, name, value)
+        config.validate()
         return config
 
     def save_pretrained(self, save_directory):

@@ -112,6 +112,7 @@ class XLMPreTrainedModel(nn.Module):
         super().__init__()
         if not isinstance(config, XLMConfig):
             raise TypeError(f"config must be an XLMConfig, got {type(config).__name__}")
+        config.validate()  # the checks across parameters, which assignments leave out
         self.config = config
 
     # ---- initialisation ---------------------------------------------------------------
