@@ -358,6 +358,11 @@ def bad_input_cases():
         (dict(input_ids=ids, head_mask=torch.ones(2, 4)), ValueError, "head_mask"),
         (dict(input_ids=ids, cache=[]), TypeError, "cache"),
         (dict(input_ids=ids, cache={"slen": 6}), ValueError, "cache"),
+        (dict(input_ids=ids, cache={"slen": 0, 0: 5}), ValueError, r"cache\[0\]"),
+        (dict(input_ids=ids, cache={"slen": 0, 0: (torch.zeros(2, 4, 3, 8), torch.zeros(2, 4, 3, 8))}), ValueError,
+         r"cache\[0\]"),
+        (dict(input_ids=torch.zeros(0, 6, dtype=torch.long)), ValueError, "input_ids"),
+        (dict(inputs_embeds=torch.randn(0, 6, 32)), ValueError, "inputs_embeds"),
     ]
 
 
@@ -389,3 +394,94 @@ def test_random_configurations_match_transformers(seed):
     if config["n_langs"] > 1:
         kwargs["langs"] = torch.randint(0, config["n_langs"], (batch, seq), generator=rng)
     compare_outputs(hf_model(ids, **kwargs), ours(ids, **kwargs), ["last_hidden_state", "hidden_states"])
+
+
+def test_zero_length_sequences_give_an_empty_output():
+    _, ours = make_twins("XLMModel", "multilingual")
+    assert ours(torch.zeros(2, 0, dtype=torch.long)).last_hidden_state.shape == (2, 0, 32)
+
+
+def bad_label_cases():
+    """(head, extra config, forward arguments beside input_ids (3, 9), error, argument named)."""
+    long = torch.long
+    return [
+        ("XLMWithLMHeadModel", {}, dict(labels=torch.full((3, 9), 101)), ValueError, "labels"),
+        ("XLMWithLMHeadModel", {}, dict(labels=torch.zeros(3, 8, dtype=long)), ValueError, "labels"),
+        ("XLMWithLMHeadModel", {}, dict(labels=torch.zeros(3, 9)), TypeError, "labels"),
+        ("XLMForSequenceClassification", dict(num_labels=3), dict(labels=torch.tensor([0, 3, 1])), ValueError, "labels"),
+        ("XLMForSequenceClassification", dict(num_labels=3), dict(labels=torch.tensor([0, 1])), ValueError, "labels"),
+        ("XLMForSequenceClassification", dict(num_labels=1), dict(labels=torch.tensor([0, 1, 1])), TypeError, "labels"),
+        ("XLMForSequenceClassification", dict(num_labels=3, problem_type="multi_label_classification"),
+         dict(labels=torch.zeros(3, 2)), ValueError, "labels"),
+        ("XLMForSequenceClassification", dict(num_labels=3), dict(labels=[0, 1, 2]), TypeError, "labels"),
+        ("XLMForTokenClassification", dict(num_labels=4), dict(labels=torch.full((3, 9), 4)), ValueError, "labels"),
+        ("XLMForTokenClassification", dict(num_labels=4), dict(labels=torch.zeros(3, 10, dtype=long)), ValueError,
+         "labels"),
+        ("XLMForQuestionAnsweringSimple", {}, dict(start_positions=torch.zeros(3), end_positions=torch.zeros(3)),
+         TypeError, "start_positions"),
+        ("XLMForQuestionAnsweringSimple", {}, dict(start_positions=torch.zeros(3, 2, dtype=long),
+                                                   end_positions=torch.zeros(3, dtype=long)),
+         ValueError, "start_positions"),
+        ("XLMForQuestionAnswering", {}, dict(start_positions=torch.tensor([0, 9, 1]),
+                                             end_positions=torch.tensor([1, 2, 3])), ValueError, "start_positions"),
+        ("XLMForQuestionAnswering", {}, dict(start_positions=torch.tensor([0, 1, 1]), end_positions=torch.tensor([1, 2, 3]),
+                                             cls_index=torch.tensor([0, 0, 12]), is_impossible=torch.zeros(3)),
+         ValueError, "cls_index"),
+        ("XLMForQuestionAnswering", {}, dict(start_positions=torch.tensor([0, 1, 1]), end_positions=torch.tensor([1, 2, 3]),
+                                             cls_index=torch.tensor([0, 0, 1]), is_impossible=torch.zeros(2)),
+         ValueError, "is_impossible"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(bad_label_cases())))
+def test_bad_labels_are_rejected_naming_the_argument(case):
+    head, overrides, kwargs, error, name = bad_label_cases()[case]
+    _, ours = make_twins(head, "base", **overrides)
+    ids, mask = random_batch("base", batch=3, seq=9)
+    with pytest.raises(error, match=name):
+        ours(ids, attention_mask=mask, **kwargs)
+
+
+def test_adaptive_softmax_labels_have_no_ignored_value():
+    config = xlm_fast.XLMConfig(**dict(CONFIGS["base"], asm=True, asm_cutoffs=[30, 60]))
+    ids, mask = random_batch("base", batch=3, seq=9)
+    with pytest.raises(ValueError, match="labels"):
+        xlm_fast.XLMWithLMHeadModel(config)(ids, attention_mask=mask, labels=torch.full((3, 9), -100))
+
+
+def test_multiple_choice_labels_out_of_range_are_rejected():
+    _, ours = make_twins("XLMForMultipleChoice", num_labels=1)
+    ids = torch.randint(4, 90, (2, 3, 5))
+    with pytest.raises(ValueError, match="labels"):
+        ours(ids, labels=torch.tensor([0, 3]))
+
+
+def accepted_like_transformers_cases():
+    """Inputs transformers accepts on purpose; xlm_fast must accept them and agree."""
+    ids, mask = random_batch("base", batch=3, seq=9)
+    return [
+        # fractional masks: transformers compares with 0 (attend where nonzero)
+        ("XLMModel", {}, dict(attention_mask=mask.float() * 0.5)),
+        # out-of-range QA positions are clamped to an ignored index (simple head only)
+        ("XLMForQuestionAnsweringSimple", {}, dict(attention_mask=mask, start_positions=torch.tensor([0, 40, -3]),
+                                                   end_positions=torch.tensor([2, 3, 50]))),
+        # -100 marks ignored tokens and rows (transformers' collators pad labels with it)
+        ("XLMForTokenClassification", dict(num_labels=4),
+         dict(attention_mask=mask, labels=torch.where(mask.bool(), torch.arange(9) % 4, torch.tensor(-100)))),
+        ("XLMWithLMHeadModel", {}, dict(attention_mask=mask, labels=torch.where(mask.bool(), ids, torch.tensor(-100)))),
+        ("XLMForSequenceClassification", dict(num_labels=3), dict(attention_mask=mask, labels=torch.tensor([2, -100, 0]))),
+        # (batch, 1) positions are squeezed
+        ("XLMForQuestionAnsweringSimple", {}, dict(attention_mask=mask, start_positions=torch.tensor([[1], [2], [3]]),
+                                                   end_positions=torch.tensor([[4], [5], [6]]))),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(accepted_like_transformers_cases())))
+def test_inputs_transformers_accepts_on_purpose_are_kept(case):
+    head, overrides, kwargs = accepted_like_transformers_cases()[case]
+    hf_model, ours = make_twins(head, "base", **overrides)
+    ids, _ = random_batch("base", batch=3, seq=9)
+    expected, actual = hf_model(ids, **kwargs), ours(ids, **kwargs)
+    for key in expected.keys():
+        if torch.is_tensor(expected[key]):
+            assert relative_error(actual[key], expected[key]) < 1e-5, key

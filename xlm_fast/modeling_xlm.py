@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from . import backend
 from .configuration_xlm import XLMConfig
 from .generation import GenerationMixin
+from .labels import IGNORE_INDEX, check_float_labels, check_integer_labels, check_positions
 from .modeling_outputs import (
     BaseModelOutput,
     MaskedLMOutput,
@@ -101,7 +102,7 @@ class MultiHeadAttention(nn.Module):
         v = heads(self.v_lin(input))
         if cache is not None:
             if self.layer_id in cache:
-                k_past, v_past = cache[self.layer_id]
+                k_past, v_past = cache[self.layer_id]  # shapes checked by XLMModel._check_cache
                 k = torch.cat([k_past, k], dim=2)
                 v = torch.cat([v_past, v], dim=2)
             cache[self.layer_id] = (k, v)
@@ -333,13 +334,16 @@ class XLMModel(XLMPreTrainedModel):
                 raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
             if input_ids.dim() != 2:
                 raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}")
+            if input_ids.size(0) == 0:
+                raise ValueError("input_ids must hold at least one row, got an empty batch of shape "
+                                 f"{tuple(input_ids.shape)}")
             self._index_tensor("input_ids", input_ids, tuple(input_ids.shape), 0, self.n_words - 1)
             return input_ids.size(0), input_ids.size(1), input_ids.device
         if not torch.is_tensor(inputs_embeds) or not inputs_embeds.is_floating_point():
             raise TypeError("inputs_embeds must be a floating-point torch.Tensor")
-        if inputs_embeds.dim() != 3 or inputs_embeds.size(-1) != self.dim:
+        if inputs_embeds.dim() != 3 or inputs_embeds.size(-1) != self.dim or inputs_embeds.size(0) == 0:
             raise ValueError(
-                f"inputs_embeds must have shape (batch, seq, {self.dim}), got {tuple(inputs_embeds.shape)}"
+                f"inputs_embeds must have shape (batch >= 1, seq, {self.dim}), got {tuple(inputs_embeds.shape)}"
             )
         return inputs_embeds.size(0), inputs_embeds.size(1), inputs_embeds.device
 
@@ -370,6 +374,16 @@ class XLMModel(XLMPreTrainedModel):
             raise ValueError(
                 f"cache['slen'] must be an int in [0, {slen}) for an input of length {slen}, got {past!r}"
             )
+        for key, entry in cache.items():
+            if key == "slen":
+                continue
+            # Layer entries: (keys, values), each (batch, n_heads, past, head_dim).
+            if not (isinstance(key, int) and isinstance(entry, tuple) and len(entry) == 2
+                    and all(torch.is_tensor(part) and part.dim() == 4 and part.size(2) == past for part in entry)):
+                raise ValueError(
+                    f"cache[{key!r}] must be a layer's (keys, values) tensors of shape (batch, n_heads, "
+                    f"{past}, head_dim), as forward leaves them; got {type(entry).__name__}"
+                )
         return past
 
 
@@ -446,6 +460,10 @@ class XLMWithLMHeadModel(GenerationMixin, XLMPreTrainedModel):
             inputs_embeds=inputs_embeds, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states, return_dict=return_dict,
         )
+        if labels is not None:
+            hidden = transformer_outputs[0]
+            check_integer_labels("labels", labels, hidden.shape[0] * hidden.shape[1], self.config.vocab_size,
+                                 "token ids, (batch, seq)", ignore_index=None if self.config.asm else IGNORE_INDEX)
         outputs = self.pred_layer(transformer_outputs[0], labels)
         if not return_dict:
             return outputs + tuple(transformer_outputs[1:])
@@ -504,6 +522,8 @@ def sequence_classification_loss(config, logits, labels):
     """MSE, cross-entropy or BCE-with-logits by config.problem_type, which is inferred
     (and stored) from num_labels and the labels' dtype when unset, as transformers does."""
     num_labels = config.num_labels
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     if config.problem_type is None:
         if num_labels == 1:
             config.problem_type = "regression"
@@ -511,12 +531,18 @@ def sequence_classification_loss(config, logits, labels):
             config.problem_type = "single_label_classification"
         else:
             config.problem_type = "multi_label_classification"
+    batch = logits.shape[0]
     if config.problem_type == "regression":
+        check_float_labels("labels", labels, batch * num_labels, f"regression targets, ({batch}, {num_labels})")
         if num_labels == 1:
             return MSELoss()(logits.squeeze(), labels.squeeze())
         return MSELoss()(logits, labels)
     if config.problem_type == "single_label_classification":
+        check_integer_labels("labels", labels, batch, num_labels, f"one class id per row, ({batch},)")
         return CrossEntropyLoss()(logits.view(-1, num_labels), labels.view(-1))
+    check_float_labels("labels", labels, batch * num_labels, f"multi-label targets, ({batch}, {num_labels})")
+    if labels.shape != logits.shape:
+        raise ValueError(f"labels must have shape {tuple(logits.shape)} (multi-label targets), got {tuple(labels.shape)}")
     return BCEWithLogitsLoss()(logits, labels)
 
 
@@ -600,6 +626,8 @@ class XLMForQuestionAnsweringSimple(XLMPreTrainedModel):
 
         total_loss = None
         if start_positions is not None and end_positions is not None:
+            check_positions("start_positions", start_positions, start_logits.shape[0])
+            check_positions("end_positions", end_positions, start_logits.shape[0])
             if start_positions.dim() > 1:
                 start_positions = start_positions.squeeze(-1)
             if end_positions.dim() > 1:
@@ -703,6 +731,16 @@ class XLMSQuADHead(nn.Module):
         start_logits = self.start_logits(hidden_states, p_mask=p_mask)
 
         if start_positions is not None and end_positions is not None:
+            batch, seq = hidden_states.shape[:2]
+            # Unlike the simple head, transformers does not clamp these: out of range is an error.
+            for name, value in (("start_positions", start_positions), ("end_positions", end_positions),
+                                ("cls_index", cls_index)):
+                if value is not None:
+                    check_positions(name, value, batch)
+                    check_integer_labels(name, value, batch, seq, f"token positions, ({batch},)")
+            if is_impossible is not None and (not isinstance(is_impossible, torch.Tensor)
+                                              or is_impossible.numel() != batch):
+                raise ValueError(f"is_impossible must be a tensor of {batch} values, got {is_impossible!r}")
             squeeze = lambda x: x.squeeze(-1) if x is not None and x.dim() > 1 else x  # noqa: E731
             start_positions, end_positions = squeeze(start_positions), squeeze(end_positions)
             cls_index, is_impossible = squeeze(cls_index), squeeze(is_impossible)
@@ -821,6 +859,8 @@ class XLMForTokenClassification(XLMPreTrainedModel):
         logits = self.classifier(self.dropout(outputs[0]))
         loss = None
         if labels is not None:
+            check_integer_labels("labels", labels, logits.shape[0] * logits.shape[1], self.num_labels,
+                                 "one class id per token, (batch, seq)")
             loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
         if not return_dict:
             output = (logits,) + tuple(outputs[1:])
@@ -887,6 +927,9 @@ class XLMForMultipleChoice(XLMPreTrainedModel):
         )
         logits = self.logits_proj(self.sequence_summary(transformer_outputs[0]))
         reshaped_logits = logits.view(-1, num_choices)
+        if labels is not None:
+            check_integer_labels("labels", labels, reshaped_logits.shape[0], num_choices,
+                                 f"the index of the right choice per row, ({reshaped_logits.shape[0]},)")
         loss = None if labels is None else CrossEntropyLoss()(reshaped_logits, labels)
         if not return_dict:
             output = (reshaped_logits,) + tuple(transformer_outputs[1:])
