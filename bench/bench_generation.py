@@ -87,7 +87,8 @@ def main():
     lines = [f"# Greedy generation, causal XLM ({device}, fp32)", "",
              f"Model: {SHAPE}. Command: `python bench/bench_generation.py`.", "",
              "| case | runner | median ms | tokens/s | speed-up vs transformers |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['case']} | {r['runner']} | {r['median_ms']} | {r['tokens_per_s']} | {r['speedup_vs_transformers']}x |"
+    lines += [f"| {r['case']} | {r['runner']} | {r['median_ms']} | {r['tokens_per_s']} "
+              f"| {r['speedup_vs_transformers']}x |"
               for r in rows]
     with open(os.path.join(RESULTS, "generation.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")

@@ -123,7 +123,8 @@ def main(repeats=7):
 
     rows = []
 
-    def record(case, seconds, baseline=None, n_texts=len(texts), shape=""):
+    def record(case, seconds, baseline=None, n_texts=None, shape=""):
+        n_texts = len(texts) if n_texts is None else n_texts
         rows.append({
             "case": case, "shape": shape, "median_s": seconds, "texts_per_s": n_texts / seconds,
             "mb_per_s": megabytes * n_texts / len(texts) / seconds,
@@ -132,8 +133,10 @@ def main(repeats=7):
         return seconds
 
     shape = f"{len(texts)} texts, 1 per call"
-    base = record("transformers, single texts (lang=en)", median_time(lambda: [hf(t) for t in texts], repeats), shape=shape)
-    record("xlm_fast, single texts (lang=en)", median_time(lambda: [ours(t) for t in texts], repeats), base, shape=shape)
+    base = record("transformers, single texts (lang=en)", median_time(lambda: [hf(t) for t in texts], repeats),
+                  shape=shape)
+    record("xlm_fast, single texts (lang=en)", median_time(lambda: [ours(t) for t in texts], repeats), base,
+           shape=shape)
     record("xlm_fast, single texts (per-language pipelines)",
            median_time(lambda: [ours(t, lang=lang) for lang, t in corpus], repeats), base, shape=shape)
 

@@ -16,10 +16,10 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from test_tokenization_xlm import learn_vocab, read_corpus, write_vocab_files  # noqa: E402
-
 from xlm_fast import tokenization_xlm  # noqa: E402
 from xlm_fast.tokenization_xlm import XLMTokenizer  # noqa: E402
+
+from test_tokenization_xlm import learn_vocab, read_corpus, write_vocab_files  # noqa: E402
 
 PIECES = [
     "abc", "Éte", "straße", "中文", "ไทย", "русский", "ελληνικά", "日本", "😀", "123", "4,5", "3.14",

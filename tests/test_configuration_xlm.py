@@ -30,7 +30,8 @@ def test_defaults_equal_transformers():
 
 def test_aliases_read_and_write_the_canonical_attribute():
     config = XLMConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=3, n_words=77, pad_index=5)
-    assert (config.emb_dim, config.n_heads, config.n_layers, config.vocab_size, config.pad_token_id) == (64, 4, 3, 77, 5)
+    assert (config.emb_dim, config.n_heads, config.n_layers, config.vocab_size, config.pad_token_id) == (
+        64, 4, 3, 77, 5)
     config.hidden_size = 128
     assert config.emb_dim == 128
 

@@ -9,8 +9,9 @@ deliberate differences)."""
 import pytest
 import torch
 
-from conftest import make_twins
 from xlm_fast.generation import filter_top_k, filter_top_p
+
+from conftest import make_twins
 
 
 def lm_twins(config_name):

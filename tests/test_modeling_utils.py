@@ -3,6 +3,7 @@ sharded or not, the local Hugging Face cache, dtype, and loading reports."""
 
 import json
 import logging
+import os
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import transformers
 from safetensors.torch import save_file
 
 import xlm_fast
+
 from conftest import make_twins, random_batch, relative_error
 
 
@@ -155,3 +157,16 @@ def test_unknown_keyword_arguments_are_rejected(tmp_path):
     with pytest.raises(TypeError, match="low_cpu_mem_usage"):
         xlm_fast.XLMModel.from_pretrained(tmp_path, low_cpu_mem_usage=True)
     assert xlm_fast.XLMModel.from_pretrained(tmp_path, output_hidden_states=True).config.output_hidden_states
+
+
+@pytest.mark.parametrize("content", [b"garbage", "list"])
+def test_unreadable_pytorch_model_bin_names_the_file(tmp_path, content):
+    model = xlm_fast.XLMModel(xlm_fast.XLMConfig(vocab_size=50, emb_dim=16, n_layers=1, n_heads=2))
+    model.save_pretrained(tmp_path)
+    os.remove(tmp_path / "model.safetensors")
+    if content == "list":
+        torch.save([torch.zeros(2)], tmp_path / "pytorch_model.bin")
+    else:
+        (tmp_path / "pytorch_model.bin").write_bytes(content)
+    with pytest.raises(OSError, match="pytorch_model.bin"):
+        xlm_fast.XLMModel.from_pretrained(tmp_path)

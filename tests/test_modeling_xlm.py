@@ -7,6 +7,7 @@ import torch
 import transformers
 
 import xlm_fast
+
 from conftest import CONFIGS, make_twins, random_batch, relative_error
 
 TOLERANCE = 1e-5
@@ -408,7 +409,8 @@ def bad_label_cases():
         ("XLMWithLMHeadModel", {}, dict(labels=torch.full((3, 9), 101)), ValueError, "labels"),
         ("XLMWithLMHeadModel", {}, dict(labels=torch.zeros(3, 8, dtype=long)), ValueError, "labels"),
         ("XLMWithLMHeadModel", {}, dict(labels=torch.zeros(3, 9)), TypeError, "labels"),
-        ("XLMForSequenceClassification", dict(num_labels=3), dict(labels=torch.tensor([0, 3, 1])), ValueError, "labels"),
+        ("XLMForSequenceClassification", dict(num_labels=3), dict(labels=torch.tensor([0, 3, 1])), ValueError,
+         "labels"),
         ("XLMForSequenceClassification", dict(num_labels=3), dict(labels=torch.tensor([0, 1])), ValueError, "labels"),
         ("XLMForSequenceClassification", dict(num_labels=1), dict(labels=torch.tensor([0, 1, 1])), TypeError, "labels"),
         ("XLMForSequenceClassification", dict(num_labels=3, problem_type="multi_label_classification"),
@@ -424,10 +426,12 @@ def bad_label_cases():
          ValueError, "start_positions"),
         ("XLMForQuestionAnswering", {}, dict(start_positions=torch.tensor([0, 9, 1]),
                                              end_positions=torch.tensor([1, 2, 3])), ValueError, "start_positions"),
-        ("XLMForQuestionAnswering", {}, dict(start_positions=torch.tensor([0, 1, 1]), end_positions=torch.tensor([1, 2, 3]),
+        ("XLMForQuestionAnswering", {}, dict(start_positions=torch.tensor([0, 1, 1]),
+                                             end_positions=torch.tensor([1, 2, 3]),
                                              cls_index=torch.tensor([0, 0, 12]), is_impossible=torch.zeros(3)),
          ValueError, "cls_index"),
-        ("XLMForQuestionAnswering", {}, dict(start_positions=torch.tensor([0, 1, 1]), end_positions=torch.tensor([1, 2, 3]),
+        ("XLMForQuestionAnswering", {}, dict(start_positions=torch.tensor([0, 1, 1]),
+                                             end_positions=torch.tensor([1, 2, 3]),
                                              cls_index=torch.tensor([0, 0, 1]), is_impossible=torch.zeros(2)),
          ValueError, "is_impossible"),
     ]
@@ -469,7 +473,8 @@ def accepted_like_transformers_cases():
         ("XLMForTokenClassification", dict(num_labels=4),
          dict(attention_mask=mask, labels=torch.where(mask.bool(), torch.arange(9) % 4, torch.tensor(-100)))),
         ("XLMWithLMHeadModel", {}, dict(attention_mask=mask, labels=torch.where(mask.bool(), ids, torch.tensor(-100)))),
-        ("XLMForSequenceClassification", dict(num_labels=3), dict(attention_mask=mask, labels=torch.tensor([2, -100, 0]))),
+        ("XLMForSequenceClassification", dict(num_labels=3),
+         dict(attention_mask=mask, labels=torch.tensor([2, -100, 0]))),
         # (batch, 1) positions are squeezed
         ("XLMForQuestionAnsweringSimple", {}, dict(attention_mask=mask, start_positions=torch.tensor([[1], [2], [3]]),
                                                    end_positions=torch.tensor([[4], [5], [6]]))),

@@ -301,7 +301,7 @@ def test_tensor_types_and_batch_encoding(ours_en):
     assert isinstance(ours_en("one", return_tensors="np")["input_ids"], np.ndarray)
     assert pickle.loads(pickle.dumps(encoded)).keys() == encoded.keys()
     with pytest.raises(AttributeError):
-        encoded.not_a_field
+        _ = encoded.not_a_field
     with pytest.raises(ValueError, match="padding"):
         ours_en(["one two", "three"], return_tensors="pt")
 
@@ -317,7 +317,8 @@ def test_special_token_api_matches_transformers(ours_en, hf_en):
     assert ours_en.get_special_tokens_mask(ids, [7]) == hf_en.get_special_tokens_mask(ids, [7])
     assert ours_en.get_special_tokens_mask(ids, already_has_special_tokens=True) == hf_en.get_special_tokens_mask(
         ids, already_has_special_tokens=True)
-    assert ours_en.create_token_type_ids_from_sequences(ids, [7]) == hf_en.create_token_type_ids_from_sequences(ids, [7])
+    assert (ours_en.create_token_type_ids_from_sequences(ids, [7])
+            == hf_en.create_token_type_ids_from_sequences(ids, [7]))
     tokens = ["hel", "lo</w>", "<s>", "never-seen", "<special4>"]
     assert ours_en.convert_tokens_to_ids(tokens) == hf_en.convert_tokens_to_ids(tokens)
     assert ours_en.convert_tokens_to_ids("<pad>") == hf_en.convert_tokens_to_ids("<pad>")
@@ -370,7 +371,8 @@ def test_save_load_round_trips_with_transformers(files, tmp_path, corpus):
 
     mine.save_pretrained(str(tmp_path / "ours2"))
     for name in ("vocab.json", "merges.txt"):
-        with open(tmp_path / "ours2" / name, encoding="utf-8") as a, open(tmp_path / "theirs" / name, encoding="utf-8") as b:
+        with open(tmp_path / "ours2" / name, encoding="utf-8") as a, \
+                open(tmp_path / "theirs" / name, encoding="utf-8") as b:
             assert a.read() == b.read(), name
     assert XLMTokenizer.from_pretrained(str(tmp_path / "ours2"), do_lowercase_and_remove_accent=True)(texts) == \
         XLMTokenizer(*files)(texts)

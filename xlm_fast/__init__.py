@@ -25,6 +25,13 @@ from .modeling_xlm import (
     XLMWithLMHeadModel,
 )
 
+__all__ = [
+    "BaseModelOutput", "MaskedLMOutput", "ModelOutput", "MultipleChoiceModelOutput", "QuestionAnsweringModelOutput",
+    "SequenceClassifierOutput", "TokenClassifierOutput", "XLMConfig", "XLMForMultipleChoice", "XLMForQuestionAnswering",
+    "XLMForQuestionAnsweringOutput", "XLMForQuestionAnsweringSimple", "XLMForSequenceClassification",
+    "XLMForTokenClassification", "XLMModel", "XLMPreTrainedModel", "XLMTokenizer", "XLMWithLMHeadModel",
+]
+
 
 def __getattr__(name):
     # The tokenizer pulls in sacremoses and the compiled core: load it on first use.

@@ -4,6 +4,7 @@ format (from_pretrained / save_pretrained), with no download at run time."""
 import json
 import logging
 import os
+import pickle
 
 import torch
 from safetensors import SafetensorError
@@ -11,7 +12,7 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-from .configuration_xlm import CONFIG_NAME, XLMConfig
+from .configuration_xlm import XLMConfig
 
 logger = logging.getLogger("xlm_fast")
 
@@ -55,10 +56,14 @@ def resolve_model_dir(name_or_path, cache_dir=None, revision="main"):
 def _load_weights_file(path):
     try:
         if path.endswith(".safetensors"):
-            return load_safetensors(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as error:
+            state_dict = load_safetensors(path)
+        else:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
         raise OSError(f"cannot read weights file {path}: {error}") from error
+    if not isinstance(state_dict, dict) or not all(torch.is_tensor(value) for value in state_dict.values()):
+        raise OSError(f"weights file {path} must hold a state dict (names to tensors), got {type(state_dict).__name__}")
+    return state_dict
 
 
 def load_checkpoint_state_dict(model_dir):

@@ -542,7 +542,8 @@ def sequence_classification_loss(config, logits, labels):
         return CrossEntropyLoss()(logits.view(-1, num_labels), labels.view(-1))
     check_float_labels("labels", labels, batch * num_labels, f"multi-label targets, ({batch}, {num_labels})")
     if labels.shape != logits.shape:
-        raise ValueError(f"labels must have shape {tuple(logits.shape)} (multi-label targets), got {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must have shape {tuple(logits.shape)} (multi-label targets), got {tuple(labels.shape)}")
     return BCEWithLogitsLoss()(logits, labels)
 
 

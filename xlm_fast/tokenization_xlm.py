@@ -40,7 +40,8 @@ DEFAULT_ADDITIONAL_SPECIAL_TOKENS = [f"<special{i}>" for i in range(10)]
 VERY_LARGE_INTEGER = int(1e30)
 LARGE_INTEGER = int(1e20)
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-DEMO_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "it", "ja", "pl", "ro", "ru", "th", "tr", "uk", "vi", "zh")
+DEMO_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "it", "ja", "pl", "ro", "ru", "th", "tr", "uk", "vi",
+                  "zh")
 
 
 # ----------------------------------------------------------------------------- files
@@ -623,7 +624,8 @@ class XLMTokenizer:
                 if special is None:
                     pieces.append(piece)
             layouts.append(layout)
-        encoded = iter(self.bpe_model.encode_batch(self._pre_tokenize(pieces, lang, bypass_tokenizer), self.num_threads))
+        words = self._pre_tokenize(pieces, lang, bypass_tokenizer)
+        encoded = iter(self.bpe_model.encode_batch(words, self.num_threads))
         results = []
         for layout in layouts:
             if layout == [None]:
@@ -728,7 +730,8 @@ class XLMTokenizer:
 
     def _prepare(self, ids, pair_ids, add_special_tokens, truncation, max_length, want):
         """One sequence (or pair) of ids -> its unpadded fields (transformers' prepare_for_model)."""
-        total = len(ids) + len(pair_ids or []) + (self.num_special_tokens_to_add(pair_ids is not None) if add_special_tokens else 0)
+        specials = self.num_special_tokens_to_add(pair_ids is not None) if add_special_tokens else 0
+        total = len(ids) + len(pair_ids or []) + specials
         if truncation is not None and max_length and total > max_length:
             ids, pair_ids = self._truncate(ids, pair_ids, total - max_length, truncation)
         if add_special_tokens:
