@@ -10,7 +10,6 @@
 // tokens are the symbols joined by " " and split on " " again (only differs for words that
 // contain a space, e.g. PyThaiNLP tokens); a token outside the vocabulary maps to unk_id.
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
 #include <algorithm>
 #include <atomic>
@@ -19,10 +18,11 @@
 #include <deque>
 #include <exception>
 #include <limits>
+#include <memory>
 #include <mutex>
-#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -179,9 +179,12 @@ public:
 
 private:
     static constexpr size_t kShards = 16;
-    static constexpr size_t kMaxPerShard = size_t{1} << 28;  // keeps slot counts and offsets in 32 bits
+    // Slots hold 32-bit offsets: the key arena (at most kMaxPerShard * kKeyBytesPerEntry bytes)
+    // and the id arena (bounded by kMaxArena) stay within them.
+    static constexpr size_t kMaxPerShard = size_t{1} << 26;
     static constexpr size_t kMaxKeyBytes = 1024;
     static constexpr size_t kKeyBytesPerEntry = 64;  // arena bound: per_shard * this bytes of keys
+    static constexpr size_t kMaxArena = std::numeric_limits<uint32_t>::max();
 
     struct Slot {
         uint32_t generation;  // != shard generation: empty
@@ -213,7 +216,9 @@ private:
         }
 
         void insert(std::string_view word, uint64_t hash, const WordEncoding& value, size_t per_shard) {
-            if (count >= per_shard || keys.size() + word.size() > per_shard * kKeyBytesPerEntry) empty();
+            if (count >= per_shard || keys.size() + word.size() > per_shard * kKeyBytesPerEntry ||
+                ids.size() + value.ids.size() > kMaxArena)
+                empty();
             if (find(word, hash) != nullptr) return;  // another thread stored it meanwhile
             if (2 * (count + 1) > slots.size()) grow();
             const uint32_t tag = static_cast<uint32_t>(hash);
@@ -341,24 +346,20 @@ inline uint32_t code_point(const char* text, size_t length) {
 // Key of a one-character symbol: the code point, and whether it carries "</w>".
 inline uint64_t char_key(uint32_t code, bool final) { return (static_cast<uint64_t>(code) << 1) | final; }
 
+// Longest word (UTF-8 bytes) BPE takes: spans in word + "</w>" are 32-bit.
+constexpr size_t kMaxWordBytes = std::numeric_limits<uint32_t>::max() - kEndOfWord.size();
+
 class BPEModel {
 public:
-    BPEModel(const std::unordered_map<std::string, int64_t>& vocab,
-             const std::vector<std::pair<std::string, std::string>>& merges, int64_t unk_id,
+    // Arguments already checked and copied by the binding (vocab ids and unk_id >= 0, merge
+    // symbols non-empty); words and symbols are UTF-8, lone surrogates as 3-byte sequences.
+    BPEModel(const std::vector<std::pair<std::string, int32_t>>& vocab,
+             const std::vector<std::pair<std::string, std::string>>& merges, int32_t unk_id,
              size_t cache_capacity)
-        : unk_id_(static_cast<int32_t>(unk_id)), cache_(cache_capacity) {
-        if (unk_id < 0 || unk_id > std::numeric_limits<int32_t>::max())
-            throw std::invalid_argument("unk_id must be in [0, 2**31 - 1], got " + std::to_string(unk_id));
-        for (const auto& item : vocab) {
-            if (item.second < 0 || item.second > std::numeric_limits<int32_t>::max())
-                throw std::invalid_argument("vocab id of '" + item.first + "' is out of range");
-            intern(item.first);
-        }
-        for (const auto& item : vocab) symbol_ids_[intern(item.first)] = static_cast<int32_t>(item.second);
+        : unk_id_(unk_id), cache_(cache_capacity) {
+        for (const auto& item : vocab) symbol_ids_[intern(item.first)] = item.second;
         int32_t rank = 0;
         for (const auto& merge : merges) {
-            if (merge.first.empty() || merge.second.empty())
-                throw std::invalid_argument("merge #" + std::to_string(rank) + " has an empty symbol");
             const int32_t left = intern(merge.first);
             const int32_t right = intern(merge.second);
             const int32_t merged = intern(merge.first + merge.second);
@@ -450,7 +451,13 @@ public:
         } else {
             std::vector<std::thread> pool;
             pool.reserve(threads - 1);
-            for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker, static_cast<uint32_t>(t));
+            for (size_t t = 1; t < threads; ++t) {
+                try {
+                    pool.emplace_back(worker, static_cast<uint32_t>(t));
+                } catch (const std::system_error&) {
+                    break;  // the OS refused another thread: the started ones share its sequences
+                }
+            }
             worker(0);
             for (auto& thread : pool) thread.join();
         }
@@ -658,9 +665,41 @@ private:
     WordCache cache_;
 };
 
+// ----------------------------------------------------------------------------- Python boundary
+// Everything below runs with the GIL held and copies what it reads into C++ memory.
+
+constexpr int64_t kMaxId = std::numeric_limits<int32_t>::max();
+constexpr int64_t kMaxThreads = 4096;
+constexpr int64_t kMaxCacheCapacity = std::numeric_limits<int64_t>::max();
+
+const char* type_name(PyObject* object) { return Py_TYPE(object)->tp_name; }
+
+std::string repr(PyObject* object) { return py::repr(object).cast<std::string>(); }
+
+// The Python int `value` if it lies in [low, high]; else a TypeError / ValueError that names it
+// (label() builds the name, only on an error). A float or bool is refused, not converted
+// (int(2.5) or True would be a guess), and a wider int is refused, never truncated.
+template <typename Label>
+int64_t checked_int(PyObject* value, Label label, int64_t low, int64_t high) {
+    if (!PyLong_Check(value) || PyBool_Check(value))
+        throw py::type_error(label() + " must be an int, got " + type_name(value));
+    int overflow = 0;
+    const long long result = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (result == -1 && PyErr_Occurred()) throw py::error_already_set();
+    if (overflow != 0 || result < low || result > high)
+        throw py::value_error(label() + " must be in [" + std::to_string(low) + ", " + std::to_string(high) +
+                              "], got " + repr(value));
+    return result;
+}
+
+int64_t checked_int(const py::handle& value, const char* name, int64_t low, int64_t high) {
+    return checked_int(value.ptr(), [name]() { return std::string(name); }, low, high);
+}
+
 // UTF-8 bytes of a str, lone surrogates included (encoded as their 3-byte sequences, as
 // Python's "surrogatepass" does), so that such a code point reaches BPE like any other
 // character, as in the pure-Python twin. Appended to `out`; false if `text` is not a str.
+// Runs no Python code, so borrowed items of a list stay valid across calls.
 bool append_utf8(PyObject* text, std::string& out) {
     if (!PyUnicode_Check(text)) return false;
     Py_ssize_t length = 0;
@@ -676,6 +715,57 @@ bool append_utf8(PyObject* text, std::string& out) {
     return true;
 }
 
+// `convert(object)` (PySequence_Tuple, or fast_sequence: the list or tuple itself, else a new
+// list); a TypeError that names the argument (message()) when `object` is a str or no
+// iterable. Other errors, e.g. one raised by a generator, propagate as they are.
+template <typename Convert, typename Message>
+py::object as_sequence(PyObject* object, Convert convert, Message message) {
+    if (PyUnicode_Check(object)) throw py::type_error(message() + ", got str");
+    py::object items = py::reinterpret_steal<py::object>(convert(object));
+    if (!items) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError)) throw py::error_already_set();
+        PyErr_Clear();
+        throw py::type_error(message() + ", got " + type_name(object));
+    }
+    return items;
+}
+
+PyObject* fast_sequence(PyObject* object) { return PySequence_Fast(object, ""); }
+
+// vocab {str: int} -> (UTF-8 token, id) pairs. PyDict_Next's borrowed items are safe: the
+// loop runs no Python code (an error message may, but nothing is read after it).
+std::vector<std::pair<std::string, int32_t>> read_vocab(const py::handle& vocab) {
+    if (!PyDict_Check(vocab.ptr()))
+        throw py::type_error(std::string("vocab must be a dict {str: int}, got ") + type_name(vocab.ptr()));
+    std::vector<std::pair<std::string, int32_t>> out(static_cast<size_t>(PyDict_Size(vocab.ptr())));
+    Py_ssize_t position = 0;
+    PyObject *key = nullptr, *value = nullptr;
+    for (auto& [token, id] : out) {
+        PyDict_Next(vocab.ptr(), &position, &key, &value);
+        if (!append_utf8(key, token)) throw py::type_error(std::string("vocab keys must be str, got ") + type_name(key));
+        id = static_cast<int32_t>(checked_int(value, [key]() { return "vocab[" + repr(key) + "]"; }, 0, kMaxId));
+    }
+    return out;
+}
+
+// merges [(str, str)] (rank = position) -> UTF-8 pairs.
+std::vector<std::pair<std::string, std::string>> read_merges(const py::handle& merges) {
+    const py::object items =
+        as_sequence(merges.ptr(), fast_sequence, []() { return std::string("merges must be a list of (str, str) pairs"); });
+    const Py_ssize_t size = PySequence_Fast_GET_SIZE(items.ptr());
+    std::vector<std::pair<std::string, std::string>> out(static_cast<size_t>(size));
+    for (Py_ssize_t i = 0; i < size; ++i) {
+        PyObject* pair = PySequence_Fast_GET_ITEM(items.ptr(), i);
+        auto& [left, right] = out[static_cast<size_t>(i)];
+        const auto label = [i]() { return "merges[" + std::to_string(i) + "]"; };
+        if (!(PyTuple_Check(pair) || PyList_Check(pair)) || PySequence_Fast_GET_SIZE(pair) != 2 ||
+            !append_utf8(PySequence_Fast_GET_ITEM(pair, 0), left) || !append_utf8(PySequence_Fast_GET_ITEM(pair, 1), right))
+            throw py::type_error(label() + " must be a pair of str, got " + repr(pair));
+        if (left.empty() || right.empty()) throw py::value_error(label() + " has an empty symbol");
+    }
+    return out;
+}
+
 // Words of many sequences copied into one C++-owned buffer while the GIL is held: the
 // encoder runs without the GIL, when another Python thread may change or free the caller's
 // lists and strings, so nothing of theirs may be read then.
@@ -685,18 +775,18 @@ struct OwnedWords {
     std::vector<size_t> sequence_ends;  // sequence i has words [sequence_ends[i - 1] .. sequence_ends[i])
 
     // Appends the str items of `words` as one sequence; errors name "words" or "batch[index]".
-    void add_sequence(const py::handle& words, const char* name, Py_ssize_t index) {
+    void add_sequence(PyObject* words, const char* name, Py_ssize_t index) {
         auto label = [&]() { return index < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(index) + "]"; };
-        if (PyUnicode_Check(words.ptr())) throw py::type_error(label() + " must be a list of str");
-        py::object fast = py::reinterpret_steal<py::object>(PySequence_Fast(words.ptr(), "must be a list of str"));
-        if (!fast) {
-            PyErr_Clear();  // replaced by a message that names the argument
-            throw py::type_error(label() + " must be a list of str");
-        }
+        const py::object fast = as_sequence(words, fast_sequence, [&]() { return label() + " must be a list of str"; });
         const Py_ssize_t size = PySequence_Fast_GET_SIZE(fast.ptr());
         for (Py_ssize_t j = 0; j < size; ++j) {
-            if (!append_utf8(PySequence_Fast_GET_ITEM(fast.ptr(), j), bytes))
-                throw py::type_error(label() + "[" + std::to_string(j) + "] must be a str");
+            PyObject* word = PySequence_Fast_GET_ITEM(fast.ptr(), j);
+            const size_t start = bytes.size();
+            if (!append_utf8(word, bytes))
+                throw py::type_error(label() + "[" + std::to_string(j) + "] must be a str, got " + type_name(word));
+            if (bytes.size() - start > kMaxWordBytes)
+                throw py::value_error(label() + "[" + std::to_string(j) + "] is longer than " +
+                                      std::to_string(kMaxWordBytes) + " UTF-8 bytes");
             word_ends.push_back(bytes.size());
         }
         sequence_ends.push_back(word_ends.size());
@@ -745,7 +835,11 @@ private:
 
 py::list to_list(const int32_t* ids, size_t size) {
     py::list out(size);
-    for (size_t i = 0; i < size; ++i) PyList_SET_ITEM(out.ptr(), i, PyLong_FromLong(ids[i]));
+    for (size_t i = 0; i < size; ++i) {
+        PyObject* id = PyLong_FromLong(ids[i]);
+        if (id == nullptr) throw py::error_already_set();
+        PyList_SET_ITEM(out.ptr(), i, id);
+    }
     return out;
 }
 
@@ -754,14 +848,22 @@ py::list to_list(const int32_t* ids, size_t size) {
 void register_tokenization_xlm(py::module_& m) {
     py::class_<BPEModel>(m, "BPEModel",
                          "XLM byte-pair encoder: vocab + merges loaded once, bounded thread-safe word cache.")
-        .def(py::init<const std::unordered_map<std::string, int64_t>&,
-                      const std::vector<std::pair<std::string, std::string>>&, int64_t, size_t>(),
+        .def(py::init([](const py::object& vocab, const py::object& merges, const py::object& unk_id,
+                         const py::object& cache_capacity) {
+                 const auto unk = static_cast<int32_t>(checked_int(unk_id, "unk_id", 0, kMaxId));
+                 const auto capacity = static_cast<size_t>(
+                     checked_int(cache_capacity, "cache_capacity", 0, kMaxCacheCapacity));
+                 return std::make_unique<BPEModel>(read_vocab(vocab), read_merges(merges), unk, capacity);
+             }),
              py::arg("vocab"), py::arg("merges"), py::arg("unk_id"), py::arg("cache_capacity") = 1 << 16)
         .def(
             "bpe",
             [](BPEModel& self, const py::object& word) {
                 std::string bytes;
-                if (!append_utf8(word.ptr(), bytes)) throw py::type_error("word must be a str");
+                if (!append_utf8(word.ptr(), bytes))
+                    throw py::type_error(std::string("word must be a str, got ") + type_name(word.ptr()));
+                if (bytes.size() > kMaxWordBytes)
+                    throw py::value_error("word is longer than " + std::to_string(kMaxWordBytes) + " UTF-8 bytes");
                 py::list tokens;
                 for (const std::string& token : self.bpe(bytes)) tokens.append(to_str(token));
                 return tokens;
@@ -771,7 +873,7 @@ void register_tokenization_xlm(py::module_& m) {
             "encode",
             [](BPEModel& self, const py::object& words) {
                 OwnedWords owned;
-                owned.add_sequence(words, "words", -1);
+                owned.add_sequence(words.ptr(), "words", -1);
                 std::vector<int32_t> ids;
                 {
                     py::gil_scoped_release release;  // reads only `owned`
@@ -782,21 +884,20 @@ void register_tokenization_xlm(py::module_& m) {
             py::arg("words"), "Ids of one sequence of words, concatenated.")
         .def(
             "encode_batch",
-            [](BPEModel& self, const py::object& batch, int64_t num_threads) {
-                if (num_threads < 1 || num_threads > 4096)
-                    throw py::value_error("num_threads must be in [1, 4096], got " + std::to_string(num_threads));
-                if (PyUnicode_Check(batch.ptr())) throw py::type_error("batch must be a list of lists of str");
-                py::object items = py::reinterpret_steal<py::object>(
-                    PySequence_Fast(batch.ptr(), "batch must be a list of lists of str"));
-                if (!items) throw py::error_already_set();
-                const Py_ssize_t count = PySequence_Fast_GET_SIZE(items.ptr());
+            [](BPEModel& self, const py::object& batch, const py::object& num_threads) {
+                const int64_t threads = checked_int(num_threads, "num_threads", 1, kMaxThreads);
+                // A tuple of the sequences, so that Python code run while one is read (a
+                // generator's) cannot change which objects the others are.
+                const py::object items = as_sequence(batch.ptr(), PySequence_Tuple,
+                                                     []() { return std::string("batch must be a list of lists of str"); });
+                const Py_ssize_t count = PyTuple_GET_SIZE(items.ptr());
                 OwnedWords owned;
                 owned.sequence_ends.reserve(static_cast<size_t>(count));
-                for (Py_ssize_t i = 0; i < count; ++i) owned.add_sequence(PySequence_Fast_GET_ITEM(items.ptr(), i), "batch", i);
+                for (Py_ssize_t i = 0; i < count; ++i) owned.add_sequence(PyTuple_GET_ITEM(items.ptr(), i), "batch", i);
                 BPEModel::BatchIds ids;
                 {
                     py::gil_scoped_release release;  // reads only `owned`
-                    ids = self.encode_batch(owned.views(), owned.starts(), static_cast<int>(num_threads));
+                    ids = self.encode_batch(owned.views(), owned.starts(), static_cast<int>(threads));
                 }
                 GcPause pause;
                 py::list out(ids.where.size());
@@ -812,7 +913,10 @@ void register_tokenization_xlm(py::module_& m) {
         .def("clear_cache", [](BPEModel& self) { self.cache().clear(); })
         .def_property(
             "cache_capacity", [](BPEModel& self) { return self.cache().capacity(); },
-            [](BPEModel& self, size_t capacity) { self.cache().set_capacity(capacity); },
+            [](BPEModel& self, const py::object& capacity) {
+                self.cache().set_capacity(static_cast<size_t>(
+                    checked_int(capacity, "cache_capacity", 0, kMaxCacheCapacity)));
+            },
             "Most words kept in the cache; 0 disables it.")
         .def_property_readonly("cache_size", [](BPEModel& self) { return self.cache().size(); })
         .def_property_readonly("unk_id", &BPEModel::unk_id)

@@ -48,7 +48,7 @@ def test_labels_and_problem_type():
 
 
 def test_languages_are_completed_both_ways():
-    config = XLMConfig(lang2id={"en": 0, "fr": 1})
+    config = XLMConfig(n_langs=2, lang2id={"en": 0, "fr": 1})
     assert config.id2lang == {0: "en", 1: "fr"}
     assert XLMConfig(id2lang={"0": "de"}).lang2id == {"de": 0}
 
@@ -110,6 +110,10 @@ BAD_PARAMETERS = [
     ("start_n_top", 0), ("pad_token_id", -1), ("mask_token_id", 1.5), ("eos_token_id", [1, -2]),
     ("problem_type", "foo"), ("summary_type", "middle"), ("asm_cutoffs", [20, 10]), ("lang2id", ["en"]),
     ("chunk_size_feed_forward", -1), ("hidden_size", "64"), ("num_attention_heads", 0),
+    ("embed_init_std", None), ("summary_activation", "foo"), ("asm_cutoffs", []),
+    ("dtype", "int8"), ("torch_dtype", 3), ("num_labels", -1), ("num_labels", "3"), ("num_labels", True),
+    ("id2label", {"a": "x"}), ("id2label", ["x"]), ("label2id", {"x": "a"}), ("lang2id", {"en": -1}),
+    ("id2lang", {"x": "en"}), ("id2lang", {0: 1}), ("architectures", "XLMModel"),
 ]
 
 
@@ -154,3 +158,77 @@ def test_problem_type_set_after_construction_is_checked():
 def test_transformers_config_with_every_default_loads(tmp_path):
     transformers.XLMConfig().save_pretrained(tmp_path)
     assert XLMConfig.from_pretrained(tmp_path).to_dict()["emb_dim"] == 2048
+
+
+@pytest.mark.parametrize("name,value", [("causal", 1), ("gelu_activation", 0), ("use_lang_emb", 1)])
+def test_int_flags_are_refused_as_transformers_refuses_them(name, value):
+    # 0/1 would be unambiguous, but transformers 5 (a strict dataclass) refuses them too,
+    # so no config.json that it reads or writes carries them.
+    with pytest.raises(ValueError, match=name):
+        XLMConfig(**{name: value})
+    with pytest.raises(Exception, match=f"{name}' expected bool"):  # StrictDataclassFieldValidationError
+        transformers.XLMConfig(**{name: value})
+
+
+def test_a_checked_parameter_outside_the_defaults_is_checked_too():
+    with pytest.raises(ValueError, match="summary_last_dropout"):
+        XLMConfig(summary_last_dropout=2.0)  # XLMSequenceSummary reads it when present
+    config = XLMConfig(summary_last_dropout=0.2)
+    with pytest.raises(ValueError, match="summary_last_dropout"):
+        config.summary_last_dropout = "0.3"
+
+
+def test_alias_and_canonical_name_with_different_values_are_refused():
+    with pytest.raises(ValueError, match="hidden_size.*emb_dim"):
+        XLMConfig(hidden_size=64, emb_dim=128)
+    assert XLMConfig(pad_index=3, pad_token_id=3).pad_token_id == 3  # our config.json writes both
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(vocab_size=10, pad_token_id=10), "pad_token_id"),
+    (dict(n_langs=2, lang2id={"en": 0, "fr": 2}), "lang2id"),
+    (dict(n_langs=2, lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "de"}), "id2lang"),
+    (dict(problem_type="single_label_classification", num_labels=1), "problem_type"),
+    (dict(num_labels=3, id2label={0: "a", 1: "b"}), "num_labels"),
+])
+def test_inconsistent_parameters_are_refused(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        XLMConfig(**kwargs)
+
+
+def test_single_label_with_one_label_is_refused_as_in_transformers():
+    with pytest.raises(ValueError, match="problem_type"):
+        transformers.XLMConfig(problem_type="single_label_classification", num_labels=1)
+
+
+def test_checks_across_parameters_see_assignments_and_in_place_changes_at_model_build():
+    config = XLMConfig(vocab_size=50, emb_dim=16, n_heads=2, n_layers=1)
+    config.vocab_size = 2  # leaves pad_token_id=2 outside the vocabulary...
+    with pytest.raises(ValueError, match="pad_token_id"):
+        XLMModel(config)  # ...which the model's embedding would assert on without naming it
+    config.vocab_size = 50
+    config.asm_cutoffs.append(10)  # no longer increasing: changed in place, past __setattr__
+    with pytest.raises(ValueError, match="asm_cutoffs"):
+        XLMModel(config)
+
+
+def test_label_and_language_maps_take_json_keys_and_stay_consistent():
+    config = XLMConfig(id2label={"0": "neg", "1": "pos"}, id2lang={"0": "en", "1": "fr"}, n_langs=2)
+    assert config.id2label == {0: "neg", 1: "pos"} and config.lang2id == {"en": 0, "fr": 1}
+    config.id2label = {"0": "a", "1": "b", "2": "c"}
+    assert config.num_labels == 3 and config.label2id == {"a": 0, "b": 1, "c": 2}
+
+
+def test_a_bad_value_in_config_json_names_the_file(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "xlm", "dropout": 1.5}))
+    with pytest.raises(ValueError, match=r"config\.json.*dropout"):
+        XLMConfig.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(ValueError, match=r"config\.json"):
+        XLMConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("path", [None, 3])
+def test_a_path_of_the_wrong_type_is_named(path):
+    with pytest.raises(TypeError, match="pretrained_model_name_or_path"):
+        XLMConfig.from_pretrained(path)

@@ -145,3 +145,39 @@ def test_bad_prompt_is_rejected():
         ours.generate(torch.randint(4, 90, (3,)))
     with pytest.raises(TypeError, match="generator"):
         ours.generate(torch.randint(4, 90, (1, 3)), generator=3)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,name",
+    [
+        (dict(mask_token_id=500), ValueError, "mask_token_id"),  # would surface as an input_ids range error
+        (dict(lang_id=3), ValueError, "lang_id"),  # would surface as a langs range error
+        (dict(pad_token_id="0"), ValueError, "pad_token_id"),
+        (dict(pad_token_id=101), ValueError, "pad_token_id"),
+        (dict(eos_token_id="1"), ValueError, "eos_token_id"),
+        (dict(eos_token_id=[1, 2.0]), ValueError, "eos_token_id"),
+        (dict(do_sample="yes"), TypeError, "do_sample"),
+        (dict(use_cache=1), TypeError, "use_cache"),
+        (dict(do_sample=True, temperature="1.0"), ValueError, "temperature"),
+        (dict(do_sample=True, temperature=float("inf")), ValueError, "temperature"),
+        (dict(do_sample=True, top_p="0.9"), ValueError, "top_p"),
+        (dict(do_sample=True, top_k=True), ValueError, "top_k"),
+    ],
+)
+def test_bad_token_ids_and_options_are_named(kwargs, error, name):
+    _, ours = lm_twins("base")
+    with pytest.raises(error, match=name):
+        ours.generate(torch.randint(4, 90, (1, 3)), max_new_tokens=2, **kwargs)
+
+
+def test_prompt_dtype_and_type_are_named():
+    _, ours = lm_twins("base")
+    ids = torch.randint(4, 90, (2, 3))
+    with pytest.raises(TypeError, match="input_ids"):
+        ours.generate(ids.float(), max_new_tokens=2)
+    with pytest.raises(TypeError, match="input_ids"):
+        ours.generate(ids.tolist(), max_new_tokens=2)
+    with pytest.raises(ValueError, match="input_ids"):
+        ours.generate(ids[:0], max_new_tokens=2)
+    # narrower integer prompts are the same ids
+    assert torch.equal(ours.generate(ids.int(), max_new_tokens=3), ours.generate(ids, max_new_tokens=3))

@@ -170,3 +170,74 @@ def test_unreadable_pytorch_model_bin_names_the_file(tmp_path, content):
         (tmp_path / "pytorch_model.bin").write_bytes(content)
     with pytest.raises(OSError, match="pytorch_model.bin"):
         xlm_fast.XLMModel.from_pretrained(tmp_path)
+
+
+def tiny_checkpoint(directory):
+    model = xlm_fast.XLMModel(xlm_fast.XLMConfig(vocab_size=50, emb_dim=16, n_layers=1, n_heads=2))
+    model.save_pretrained(directory)
+    return model
+
+
+@pytest.mark.parametrize("index,named", [
+    ("[1]", "model.safetensors.index.json"),
+    ('{"weight_map": ["model-1.safetensors"]}', "model.safetensors.index.json"),
+    ('{"weight_map": {"embeddings.weight": 5}}', "model.safetensors.index.json"),
+    ('{"weight_map": {"embeddings.weight": "model-00001-of-00002.safetensors"}}', "model-00001-of-00002.safetensors"),
+])
+def test_malformed_shard_index_names_the_file(tmp_path, index, named):
+    tiny_checkpoint(tmp_path)
+    os.remove(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors.index.json").write_text(index)
+    with pytest.raises(OSError, match=named.replace(".", r"\.")):
+        xlm_fast.XLMModel.from_pretrained(tmp_path)
+
+
+def test_pytorch_model_bin_with_non_string_keys_names_the_file(tmp_path):
+    tiny_checkpoint(tmp_path)
+    os.remove(tmp_path / "model.safetensors")
+    torch.save({0: torch.zeros(2)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError, match=r"pytorch_model\.bin"):
+        xlm_fast.XLMModel.from_pretrained(tmp_path)
+
+
+def test_bad_config_json_of_a_checkpoint_names_the_file(tmp_path):
+    tiny_checkpoint(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(config, causal="false")))
+    with pytest.raises(ValueError, match=r"config\.json.*causal"):
+        xlm_fast.XLMModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("kwargs,error,named", [
+    (dict(dtype=5), ValueError, "dtype"),
+    (dict(dtype="long"), ValueError, "dtype"),  # a torch dtype, not a floating-point one
+    (dict(dtype=torch.float16, torch_dtype=torch.bfloat16), ValueError, "torch_dtype"),
+    (dict(causal="yes"), ValueError, "causal"),
+])
+def test_bad_loading_arguments_are_named(tmp_path, kwargs, error, named):
+    tiny_checkpoint(tmp_path)
+    with pytest.raises(error, match=named):
+        xlm_fast.XLMModel.from_pretrained(tmp_path, **kwargs)
+
+
+def test_dtype_and_torch_dtype_that_agree_are_accepted(tmp_path):
+    tiny_checkpoint(tmp_path)
+    loaded = xlm_fast.XLMModel.from_pretrained(tmp_path, dtype="float16", torch_dtype=torch.float16)
+    assert loaded.dtype == torch.float16
+    assert xlm_fast.XLMModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("path", [None, 7])
+def test_a_path_of_the_wrong_type_is_named(path):
+    with pytest.raises(TypeError, match="pretrained_model_name_or_path"):
+        xlm_fast.XLMModel.from_pretrained(path)
+
+
+@pytest.mark.parametrize("state_dict", [[torch.zeros(2)], {"embeddings.weight": 1}, {3: torch.zeros(2)}])
+def test_a_state_dict_that_is_not_names_to_tensors_is_named(tmp_path, state_dict):
+    model = tiny_checkpoint(tmp_path)
+    with pytest.raises(TypeError, match="state_dict"):
+        model.load_checkpoint(state_dict)
+    with pytest.raises(TypeError, match="state_dict"):
+        model.save_pretrained(tmp_path / "again", state_dict=state_dict)
+    assert not (tmp_path / "again").exists()  # refused before anything is written

@@ -2,11 +2,14 @@
 head and forward argument, plus head_mask against an independent oracle and the
 decoding cache against the full forward."""
 
+import warnings
+
 import pytest
 import torch
 import transformers
 
 import xlm_fast
+from xlm_fast.configuration_xlm import SUMMARY_ACTIVATIONS
 
 from conftest import CONFIGS, make_twins, random_batch, relative_error
 
@@ -364,6 +367,30 @@ def bad_input_cases():
          r"cache\[0\]"),
         (dict(input_ids=torch.zeros(0, 6, dtype=torch.long)), ValueError, "input_ids"),
         (dict(inputs_embeds=torch.randn(0, 6, 32)), ValueError, "inputs_embeds"),
+        # dtypes nn.Embedding refuses without naming the argument
+        (dict(input_ids=ids.to(torch.int8)), TypeError, "input_ids"),
+        (dict(input_ids=ids, langs=torch.zeros(2, 6, dtype=torch.int16)), TypeError, "langs"),
+        (dict(input_ids=ids, position_ids=torch.zeros(2, 6, dtype=torch.uint8)), TypeError, "position_ids"),
+        (dict(input_ids=ids, token_type_ids=torch.zeros(2, 6, dtype=torch.bool)), TypeError, "token_type_ids"),
+        (dict(input_ids=ids, lengths=torch.tensor([6.0, 3.0])), TypeError, "lengths"),
+        (dict(input_ids=ids, lengths=torch.tensor([[6], [3]])), ValueError, "lengths"),
+        (dict(input_ids=ids, lengths=torch.tensor([6, -1])), ValueError, "lengths"),
+        (dict(inputs_embeds=torch.randn(2, 6, 32, dtype=torch.float64)), TypeError, "inputs_embeds"),
+        (dict(input_ids=ids, head_mask=[1.0] * 4), TypeError, "head_mask"),
+        (dict(input_ids=ids, attention_mask=[[1] * 6] * 2), TypeError, "attention_mask"),
+        # tensors on another device than the model (meta stands in for a GPU here)
+        (dict(input_ids=ids.to("meta")), ValueError, "input_ids"),
+        (dict(input_ids=ids, attention_mask=torch.ones(2, 6, device="meta")), ValueError, "attention_mask"),
+        (dict(input_ids=ids, head_mask=torch.ones(4, device="meta")), ValueError, "head_mask"),
+        # truthy strings would pass for True
+        (dict(input_ids=ids, output_attentions="no"), TypeError, "output_attentions"),
+        (dict(input_ids=ids, return_dict="no"), TypeError, "return_dict"),
+        # a cache that forward did not fill: missing layers would attend to the new tokens alone
+        (dict(input_ids=ids, cache={"slen": 3}), ValueError, r"cache\['slen'\]"),
+        (dict(input_ids=ids, cache={"slen": True}), ValueError, r"cache\['slen'\]"),
+        (dict(input_ids=ids, cache={"slen": 0, 7: ()}), ValueError, "cache keys"),
+        (dict(input_ids=ids, cache={"slen": 2, **{layer: (torch.zeros(1, 4, 2, 8),) * 2 for layer in range(3)}}),
+         ValueError, r"cache\[0\]"),
     ]
 
 
@@ -397,9 +424,63 @@ def test_random_configurations_match_transformers(seed):
     compare_outputs(hf_model(ids, **kwargs), ours(ids, **kwargs), ["last_hidden_state", "hidden_states"])
 
 
-def test_zero_length_sequences_give_an_empty_output():
-    _, ours = make_twins("XLMModel", "multilingual")
-    assert ours(torch.zeros(2, 0, dtype=torch.long)).last_hidden_state.shape == (2, 0, 32)
+@pytest.mark.parametrize("head", ["XLMModel", "XLMWithLMHeadModel", "XLMForTokenClassification",
+                                  "XLMForQuestionAnsweringSimple"])
+def test_zero_length_sequences_give_an_empty_output_like_transformers(head):
+    """Per-token outputs of no tokens are well defined: empty, with transformers' shapes."""
+    hf_model, ours = make_twins(head, "multilingual")
+    ids = torch.zeros(2, 0, dtype=torch.long)
+    expected, actual = hf_model(ids), ours(ids)
+    assert list(actual.keys()) == list(expected.keys())
+    for key in expected.keys():
+        assert actual[key].shape == expected[key].shape, key
+    assert ours(inputs_embeds=torch.zeros(2, 0, 32))[0].shape[:2] == (2, 0)
+
+
+@pytest.mark.parametrize("head", ["XLMForSequenceClassification", "XLMForQuestionAnswering"])
+@pytest.mark.parametrize("primary", ["input_ids", "inputs_embeds"])
+def test_zero_length_sequences_are_refused_by_heads_that_pool_tokens(head, primary):
+    """One output per sequence from no tokens has no meaning (transformers raises an
+    IndexError, or gives NaN for summary_type='mean')."""
+    _, ours = make_twins(head, "base")
+    inputs = torch.zeros(2, 0, dtype=torch.long) if primary == "input_ids" else torch.zeros(2, 0, 32)
+    with pytest.raises(ValueError, match=primary):
+        ours(**{primary: inputs})
+
+
+@pytest.mark.parametrize("head", ["XLMWithLMHeadModel", "XLMForSequenceClassification", "XLMForTokenClassification",
+                                  "XLMForQuestionAnsweringSimple", "XLMForQuestionAnswering"])
+def test_empty_batches_are_refused_by_every_head(head):
+    _, ours = make_twins(head, "base")
+    with pytest.raises(ValueError, match="input_ids"):
+        ours(torch.zeros(0, 9, dtype=torch.long))
+
+
+def test_pad_token_id_none_means_every_position_is_a_token():
+    """transformers fails on `input_ids != None`; with no pad id nothing is padding."""
+    _, ours = make_twins("XLMModel", "base")
+    ids, _ = random_batch("base")
+    unset = xlm_fast.XLMModel(xlm_fast.XLMConfig(**dict(CONFIGS["base"], pad_token_id=None))).eval()
+    unset.load_checkpoint(ours.state_dict())
+    expected = ours(ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    assert torch.equal(unset(ids).last_hidden_state, expected)
+
+
+@pytest.mark.parametrize("head,overrides,kwargs", [
+    ("XLMWithLMHeadModel", {}, dict(labels="ids")),
+    ("XLMForTokenClassification", dict(num_labels=4), dict(labels=torch.arange(27).view(3, 9) % 4)),
+    ("XLMForSequenceClassification", dict(num_labels=3), dict(labels=torch.tensor([2, 0, 1]))),
+    ("XLMForQuestionAnswering", {}, dict(start_positions=torch.tensor([1, 2, 3]), end_positions=torch.tensor([4, 5, 6]),
+                                         cls_index=torch.tensor([0, 0, 1]))),
+])
+def test_int32_labels_give_the_int64_loss(head, overrides, kwargs):
+    """The losses need int64; int32 ids (which transformers' loss refuses) are converted."""
+    _, ours = make_twins(head, "base", **overrides)
+    ids, mask = random_batch("base", batch=3, seq=9)
+    kwargs = {key: ids if value == "ids" else value for key, value in kwargs.items()}
+    narrow = {key: value.int() for key, value in kwargs.items()}
+    expected = ours(ids, attention_mask=mask, **kwargs).loss
+    assert torch.equal(ours(ids, attention_mask=mask, **narrow).loss, expected)
 
 
 def bad_label_cases():
@@ -434,6 +515,33 @@ def bad_label_cases():
                                              end_positions=torch.tensor([1, 2, 3]),
                                              cls_index=torch.tensor([0, 0, 1]), is_impossible=torch.zeros(2)),
          ValueError, "is_impossible"),
+        # shapes with the right number of values but the wrong layout
+        ("XLMWithLMHeadModel", {}, dict(labels=torch.zeros(27, dtype=long)), ValueError, "labels"),
+        ("XLMForTokenClassification", dict(num_labels=4), dict(labels=torch.zeros(9, 3, dtype=long)), ValueError,
+         "labels"),
+        ("XLMForSequenceClassification", dict(num_labels=2, problem_type="regression"), dict(labels=torch.zeros(6)),
+         ValueError, "labels"),
+        ("XLMForSequenceClassification", dict(num_labels=3), dict(labels=torch.tensor([[0, 1, 2]])), ValueError,
+         "labels"),
+        ("XLMForSequenceClassification", dict(num_labels=3), dict(labels=torch.tensor([0, 1, 2], dtype=torch.int8)),
+         TypeError, "labels"),  # inferred multi-label, as transformers infers it from the dtype
+        # one position alone would silently give no loss
+        ("XLMForQuestionAnsweringSimple", {}, dict(start_positions=torch.tensor([0, 1, 2])), ValueError,
+         "start_positions and end_positions"),
+        ("XLMForQuestionAnswering", {}, dict(end_positions=torch.tensor([0, 1, 2])), ValueError,
+         "start_positions and end_positions"),
+        # the beam head gathers at start_positions and cls_index: -100 is no index there
+        ("XLMForQuestionAnswering", {}, dict(start_positions=torch.tensor([-100, 1, 1]),
+                                             end_positions=torch.tensor([1, 2, 3])), ValueError, "start_positions"),
+        ("XLMForQuestionAnswering", {}, dict(start_positions=torch.tensor([0, 1, 1]),
+                                             end_positions=torch.tensor([1, 2, 3]), is_impossible=torch.zeros(3)),
+         ValueError, "is_impossible needs cls_index"),
+        ("XLMForQuestionAnswering", {}, dict(cls_index=torch.zeros(3)), TypeError, "cls_index"),
+        ("XLMForQuestionAnswering", {}, dict(cls_index=torch.tensor([0, 9, 1])), ValueError, "cls_index"),
+        ("XLMForQuestionAnswering", {}, dict(p_mask=torch.zeros(3, 8)), ValueError, "p_mask"),
+        ("XLMForQuestionAnswering", {}, dict(p_mask=torch.zeros(3, 9, dtype=torch.bool)), TypeError, "p_mask"),
+        ("XLMForQuestionAnswering", dict(start_n_top=10), {}, ValueError, "start_n_top"),
+        ("XLMForQuestionAnswering", dict(end_n_top=12), {}, ValueError, "end_n_top"),
     ]
 
 
@@ -453,11 +561,36 @@ def test_adaptive_softmax_labels_have_no_ignored_value():
         xlm_fast.XLMWithLMHeadModel(config)(ids, attention_mask=mask, labels=torch.full((3, 9), -100))
 
 
-def test_multiple_choice_labels_out_of_range_are_rejected():
+@pytest.mark.parametrize("kwargs,error,name", [
+    (dict(labels=torch.tensor([0, 3])), ValueError, "labels"),
+    (dict(labels=torch.tensor([[0], [2]])), ValueError, "labels"),  # transformers' loss takes (batch,) only
+    (dict(labels=torch.tensor([0.0, 2.0])), TypeError, "labels"),
+    # flattened, these have the right number of values and would pass unnoticed
+    (dict(attention_mask=torch.ones(3, 2, 5)), ValueError, "attention_mask"),
+    (dict(langs=torch.zeros(2, 5, dtype=torch.long)), ValueError, "langs"),
+    (dict(position_ids=torch.zeros(6, 5, dtype=torch.long)), ValueError, "position_ids"),
+    (dict(token_type_ids=[[0] * 5]), ValueError, "token_type_ids"),
+])
+def test_multiple_choice_bad_labels_and_inputs_are_rejected(kwargs, error, name):
     _, ours = make_twins("XLMForMultipleChoice", num_labels=1)
     ids = torch.randint(4, 90, (2, 3, 5))
-    with pytest.raises(ValueError, match="labels"):
-        ours(ids, labels=torch.tensor([0, 3]))
+    with pytest.raises(error, match=name):
+        ours(ids, **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 5), (2, 0, 5), (2, 3, 0)])
+def test_multiple_choice_empty_inputs_are_rejected(shape):
+    _, ours = make_twins("XLMForMultipleChoice", num_labels=1)
+    with pytest.raises(ValueError, match="input_ids"):
+        ours(torch.zeros(shape, dtype=torch.long))
+    with pytest.raises(TypeError, match="input_ids"):
+        ours([[[4]]])
+
+
+def test_simple_question_answering_needs_two_outputs():
+    config = xlm_fast.XLMConfig(**dict(CONFIGS["base"], num_labels=3))
+    with pytest.raises(ValueError, match="num_labels"):
+        xlm_fast.XLMForQuestionAnsweringSimple(config)
 
 
 def accepted_like_transformers_cases():
@@ -478,6 +611,23 @@ def accepted_like_transformers_cases():
         # (batch, 1) positions are squeezed
         ("XLMForQuestionAnsweringSimple", {}, dict(attention_mask=mask, start_positions=torch.tensor([[1], [2], [3]]),
                                                    end_positions=torch.tensor([[4], [5], [6]]))),
+        ("XLMForQuestionAnswering", {}, dict(attention_mask=mask, start_positions=torch.tensor([[1], [2], [3]]),
+                                             end_positions=torch.tensor([[4], [5], [6]]))),
+        # the beam head's loss ignores end positions of -100 (its start positions index states)
+        ("XLMForQuestionAnswering", {}, dict(attention_mask=mask, start_positions=torch.tensor([1, 2, 3]),
+                                             end_positions=torch.tensor([4, -100, 6]))),
+        # cls_index without is_impossible (SQuAD 1 batches): the loss has no answerability term
+        ("XLMForQuestionAnswering", {}, dict(attention_mask=mask, start_positions=torch.tensor([1, 2, 3]),
+                                             end_positions=torch.tensor([4, 5, 6]), cls_index=torch.tensor([0, 0, 1]))),
+        # int32 ids and bool masks: what nn.Embedding and masked_fill take
+        ("XLMModel", {}, dict(input_ids=ids.int(), attention_mask=mask.bool())),
+        # half-precision embeddings promote to the fp32 weights
+        ("XLMModel", {}, dict(input_ids=None, inputs_embeds=torch.randn(3, 9, 32).half(), attention_mask=mask)),
+        # attention_mask wins over lengths when both are given
+        ("XLMModel", {}, dict(attention_mask=mask, lengths=torch.tensor([9, 9, 9]))),
+        # every summary activation transformers names that XLM's sequence summary supports
+        *[("XLMForSequenceClassification", dict(num_labels=3, summary_activation=name), dict(attention_mask=mask))
+          for name in SUMMARY_ACTIVATIONS],
     ]
 
 
@@ -486,7 +636,41 @@ def test_inputs_transformers_accepts_on_purpose_are_kept(case):
     head, overrides, kwargs = accepted_like_transformers_cases()[case]
     hf_model, ours = make_twins(head, "base", **overrides)
     ids, _ = random_batch("base", batch=3, seq=9)
-    expected, actual = hf_model(ids, **kwargs), ours(ids, **kwargs)
+    kwargs = dict({"input_ids": ids}, **kwargs)
+    expected, actual = hf_model(**kwargs), ours(**kwargs)
     for key in expected.keys():
         if torch.is_tensor(expected[key]):
             assert relative_error(actual[key], expected[key]) < 1e-5, key
+
+
+def test_summary_activation_names_are_the_ones_the_model_builds():
+    from xlm_fast.modeling_xlm import SUMMARY_ACTIVATIONS as BUILT
+
+    assert set(BUILT) == set(SUMMARY_ACTIVATIONS)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="counts CUDA synchronisations")
+def test_input_checks_cost_one_synchronisation_per_argument_group(monkeypatch):
+    """Shapes, dtypes and devices are metadata; the value ranges of all the index inputs
+    cost one sync together, and those of the labels one more."""
+    monkeypatch.setenv("XLM_FAST_BACKEND", "torch")
+    _, ours = make_twins("XLMForTokenClassification", "multilingual", num_labels=4)
+    ours.cuda()
+    ids = torch.randint(4, 120, (2, 6), device="cuda")
+    kwargs = dict(langs=torch.zeros_like(ids), token_type_ids=torch.ones_like(ids),
+                  position_ids=torch.arange(6, device="cuda").expand(2, 6), lengths=torch.tensor([6, 4], device="cuda"),
+                  head_mask=torch.ones(4, device="cuda"))
+
+    def synchronisations(**extra):
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                ours(ids, **kwargs, **extra)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchronizing" in str(warning.message) for warning in caught)
+
+    assert synchronisations() == 1
+    assert synchronisations(labels=torch.zeros_like(ids)) == 2

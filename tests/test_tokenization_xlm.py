@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -453,7 +454,8 @@ def test_bad_arguments_raise_clear_errors(ours_en):
 @pytest.mark.parametrize(
     "option,bad",
     [("padding_side", "up"), ("padding_side", None), ("truncation_side", "middle"), ("model_max_length", 0),
-     ("model_max_length", 2.5), ("num_workers", 0), ("num_workers", "2"), ("num_threads", -1), ("num_threads", True)],
+     ("model_max_length", 2.5), ("model_max_length", -5), ("num_workers", 0), ("num_workers", "2"),
+     ("num_threads", -1), ("num_threads", True), ("num_threads", 4097)],
 )
 def test_bad_options_are_refused_at_construction_and_assignment(files, option, bad):
     with pytest.raises(ValueError, match=option):
@@ -465,12 +467,76 @@ def test_bad_options_are_refused_at_construction_and_assignment(files, option, b
     assert getattr(tokenizer, option) == before
 
 
+def test_model_max_length_none_means_no_limit_as_in_transformers(files):
+    ours, theirs = XLMTokenizer(*files, model_max_length=None), transformers.XLMTokenizer(*files, model_max_length=None)
+    assert ours.model_max_length == theirs.model_max_length == tokenization_xlm.VERY_LARGE_INTEGER
+    ours.model_max_length = 7
+    ours.model_max_length = None
+    assert ours.model_max_length == tokenization_xlm.VERY_LARGE_INTEGER
+    assert len(ours("a " * 50, truncation=True)["input_ids"]) == 52  # no limit to truncate to
+
+
 def test_bad_call_options_are_refused(ours_en):
     with pytest.raises(ValueError, match="padding_side"):
         ours_en(["a", "a b"], padding=True, padding_side="up")  # "up" used to pad on the left
     for bad in (0, -8, 2.0):
         with pytest.raises(ValueError, match="pad_to_multiple_of"):
             ours_en(["a", "a b"], padding=True, pad_to_multiple_of=bad)
+    for bad in (True, 2.5, "8"):
+        with pytest.raises(ValueError, match="max_length"):
+            ours_en("a b", truncation=True, max_length=bad)
+    for bad in ("tf", "jax", "torch"):
+        with pytest.raises(ValueError, match="return_tensors"):
+            ours_en.encode("a b", return_tensors=bad)
+    for bad in (1, "yes"):
+        with pytest.raises(ValueError, match="padding"):
+            ours_en(["a"], padding=bad)
+        with pytest.raises(ValueError, match="truncation"):
+            ours_en(["a"], truncation=bad)
+
+
+def test_lang_outside_lang2id_is_refused(files):
+    tokenizer = XLMTokenizer(*files, lang2id={"en": 0, "fr": 1}, id2lang={"0": "en", "1": "fr"})
+    assert tokenizer.id2lang == {0: "en", 1: "fr"}  # JSON's string keys read as ints
+    assert tokenizer.tokenize("le chat", lang="fr") == XLMTokenizer(*files).tokenize("le chat", lang="fr")
+    for call in (lambda: tokenizer.tokenize("x", lang="de"), lambda: tokenizer("x", lang="de"),
+                 lambda: tokenizer.encode("x", lang="", bypass_tokenizer=True), lambda: tokenizer(["x"], lang="EN")):
+        with pytest.raises(ValueError, match=r"lang .*\(en, fr\)"):
+            call()
+    assert XLMTokenizer(*files).tokenize("x", lang="de") == ["x</w>"]  # without lang2id every code is taken
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [(dict(lang2id=["en"]), "lang2id"), (dict(lang2id={"en": "0"}), "lang2id"), (dict(lang2id={0: 0}), "lang2id"),
+     (dict(id2lang={"zero": "en"}), "id2lang"), (dict(id2lang={1.5: "en"}), "id2lang"),
+     (dict(id2lang={0: 1}), "id2lang"), (dict(id2lang="en"), "id2lang")],
+)
+def test_bad_language_maps_are_refused_at_construction_and_assignment(files, kwargs, name):
+    with pytest.raises(TypeError, match=name):
+        XLMTokenizer(*files, **kwargs)
+    tokenizer = XLMTokenizer(*files, lang2id={"en": 0}, id2lang={0: "en"})
+    with pytest.raises(TypeError, match=name):
+        setattr(tokenizer, name, kwargs[name])
+    assert tokenizer.lang2id == {"en": 0} and tokenizer.id2lang == {0: "en"}
+
+
+def test_bad_ids_and_tokens_are_refused_and_unknown_ids_decode_like_transformers(ours_en, hf_en):
+    for convert in (ours_en.decode, ours_en.convert_ids_to_tokens):
+        for bad in ([5, -1], -3):
+            with pytest.raises(ValueError, match="ids"):
+                convert(bad)
+        for bad in ([5, 2.7], [True], [None], None, 2.0, "5"):  # transformers would truncate 2.7 to 2
+            with pytest.raises(TypeError, match="ids"):
+                convert(bad)
+    ids = [0, 17, 10**6, 2**70]  # past the vocabulary: unk_token, as transformers gives
+    assert ours_en.convert_ids_to_tokens(ids) == hf_en.convert_ids_to_tokens(ids)
+    assert ours_en.decode(ids) == hf_en.decode(ids)
+    assert ours_en.decode(np.array(ids[:3])) == ours_en.decode([np.int64(i) for i in ids[:3]]) == hf_en.decode(ids[:3])
+    assert ours_en.convert_ids_to_tokens(np.int64(17)) == hf_en.convert_ids_to_tokens(17)
+    for bad in ([5], ["a", None], 5):
+        with pytest.raises(TypeError, match="tokens"):
+            ours_en.convert_tokens_to_ids(bad)
 
 
 def test_first_calls_from_many_threads_start_one_worker_pool(files, corpus, monkeypatch):
@@ -502,25 +568,65 @@ def test_first_calls_from_many_threads_start_one_worker_pool(files, corpus, monk
     assert all(result == results[0] for result in results)
 
 
+SURROGATE_TEXTS = ("\ud800", "ab\udfff cd", "\udc80\ud83d x\ud800y", "é\udfff\ud800 \ud83d\ude00")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_lone_surrogate_with_bypass_tokenizer_gives_the_python_twins_ids(files, backend):
+def test_lone_surrogate_with_bypass_tokenizer_gives_the_python_twins_and_transformers_ids(files, hf_en, backend):
     tokenizer = XLMTokenizer(*files, bpe_backend=backend)
     reference = XLMTokenizer(*files, bpe_backend="python")
-    for text in ("\ud800", "ab\udfff cd", "\udc80\ud83d x\ud800y"):
-        assert tokenizer.tokenize(text, bypass_tokenizer=True) == reference.tokenize(text, bypass_tokenizer=True)
+    for text in SURROGATE_TEXTS:
+        tokens = tokenizer.tokenize(text, bypass_tokenizer=True)
+        assert tokens == reference.tokenize(text, bypass_tokenizer=True) == hf_en._tokenize(text, bypass_tokenizer=True)
         expected = reference(text, bypass_tokenizer=True)["input_ids"]
+        assert expected == hf_en.build_inputs_with_special_tokens(hf_en.convert_tokens_to_ids(tokens))
         assert tokenizer(text, bypass_tokenizer=True)["input_ids"] == expected
         assert tokenizer([text, text], bypass_tokenizer=True)["input_ids"] == [expected, expected]
         assert reference.unk_token_id in expected
 
 
-def test_vocab_key_with_a_surrogate_is_refused_naming_file_and_key(files, tmp_path):
+def test_vocab_key_with_a_surrogate_loads_like_transformers_in_both_backends(files, tmp_path):
+    # transformers and the pure-Python twin keep such a key; text holding the surrogate maps to it
     vocab = json.load(open(files[0], encoding="utf-8"))
+    extra = {"\ud800</w>": len(vocab), "\udfff": len(vocab) + 1}
     path = tmp_path / "vocab.json"
-    path.write_text(json.dumps(dict(vocab, **{"x\ud800": len(vocab)})), encoding="utf-8")  # ASCII escapes
+    path.write_text(json.dumps(dict(vocab, **extra)), encoding="utf-8")  # JSON escapes: the file is valid UTF-8
+    theirs = transformers.XLMTokenizer(str(path), files[1])
+    text = "a\ud800 \udfffb \ud800"
+    expected = theirs.build_inputs_with_special_tokens(
+        theirs.convert_tokens_to_ids(theirs._tokenize(text, bypass_tokenizer=True)))
+    assert set(extra.values()) <= set(expected)
     for backend in BACKENDS:
-        with pytest.raises(ValueError, match=r"vocab\.json.*'x\\ud800'"):
-            XLMTokenizer(str(path), files[1], bpe_backend=backend)
+        ours = XLMTokenizer(str(path), files[1], bpe_backend=backend)
+        assert ours.get_vocab() == theirs.get_vocab()
+        assert ours(text, bypass_tokenizer=True)["input_ids"] == expected
+        assert ours.decode(expected, skip_special_tokens=True) == theirs.decode(expected, skip_special_tokens=True)
+        ours.save_pretrained(str(tmp_path / backend))
+        again = XLMTokenizer.from_pretrained(str(tmp_path / backend), bpe_backend=backend)
+        assert again.get_vocab() == ours.get_vocab() and again(text, bypass_tokenizer=True)["input_ids"] == expected
+        assert transformers.XLMTokenizer.from_pretrained(str(tmp_path / backend)).get_vocab() == theirs.get_vocab()
+
+
+def test_vocab_id_past_int32_is_refused_naming_file_and_key(files, tmp_path):
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps({"<unk>": 0, "a": 2**33 + 5}), encoding="utf-8")  # never truncated to 5
+    with pytest.raises(ValueError, match=r"vocab\.json.*'a'"):
+        XLMTokenizer(str(path), files[1])
+    with pytest.raises(OSError, match="merges_file"):
+        XLMTokenizer(files[0], str(tmp_path))  # a directory
+
+
+def test_options_set_after_the_worker_pool_started_apply(files, corpus):
+    texts = [text for _, text in corpus[:64]]
+    tokenizer = XLMTokenizer(*files, num_workers=2)
+    assert tokenizer(texts) == XLMTokenizer(*files)(texts)  # starts a pool of one worker process
+    tokenizer.num_workers = 4  # more shares than that pool has workers: none may be lost
+    assert tokenizer(texts) == XLMTokenizer(*files)(texts)
+    tokenizer.do_lowercase_and_remove_accent = False  # read on every call, as in transformers
+    theirs = transformers.XLMTokenizer(*files)
+    theirs.do_lowercase_and_remove_accent = False
+    assert tokenizer(texts)["input_ids"] == theirs(texts)["input_ids"]
+    assert tokenizer(texts) == XLMTokenizer(*files, do_lowercase_and_remove_accent=False)(texts)
 
 
 # ----------------------------------------------------------------------------- C++ core vs Python twin
@@ -572,7 +678,7 @@ def test_cpp_core_errors_and_cache(learned):
         tokenization_xlm.CppBPEModel(vocab, [("a", "b", "c")], 3)
     with pytest.raises(ValueError, match="empty"):
         tokenization_xlm.CppBPEModel(vocab, [("a", "")], 3)
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match=r"vocab\['a'\]"):
         tokenization_xlm.CppBPEModel({"a": -1}, [], 3)
     for unk_id in (2**33 + 5, -1, 2**31):  # never truncated to 32 bits (2**33 + 5 used to become 5)
         with pytest.raises(ValueError, match="unk_id"):
@@ -586,36 +692,149 @@ def test_cpp_core_errors_and_cache(learned):
         cpp.bpe(3)
 
 
+# Calls that each core must refuse with the same error type and message; f(core class, vocab,
+# merges, a model).
+BAD_CORE_CALLS = [
+    lambda core, vocab, merges, model: core(vocab, merges, 2**33 + 5),  # never truncated (used to become 5)
+    lambda core, vocab, merges, model: core(vocab, merges, -1),
+    lambda core, vocab, merges, model: core(vocab, merges, True),
+    lambda core, vocab, merges, model: core(vocab, merges, 3.0),
+    lambda core, vocab, merges, model: core(vocab, merges, 3, -1),
+    lambda core, vocab, merges, model: core(vocab, merges, 3, 2**64),
+    lambda core, vocab, merges, model: core(vocab, merges, 3, 1.5),
+    lambda core, vocab, merges, model: core(list(vocab.items()), merges, 3),
+    lambda core, vocab, merges, model: core({"a": 2**31}, merges, 3),
+    lambda core, vocab, merges, model: core({"a": -1}, merges, 3),
+    lambda core, vocab, merges, model: core({"a": 1.0}, merges, 3),
+    lambda core, vocab, merges, model: core({"a": False}, merges, 3),
+    lambda core, vocab, merges, model: core({5: 1}, merges, 3),
+    lambda core, vocab, merges, model: core(vocab, "ab", 3),
+    lambda core, vocab, merges, model: core(vocab, 7, 3),
+    lambda core, vocab, merges, model: core(vocab, [("a", "b"), ("a",)], 3),
+    lambda core, vocab, merges, model: core(vocab, [("a", "b", "c")], 3),
+    lambda core, vocab, merges, model: core(vocab, [("a", 1)], 3),
+    lambda core, vocab, merges, model: core(vocab, ["ab"], 3),
+    lambda core, vocab, merges, model: core(vocab, [("a", "")], 3),
+    lambda core, vocab, merges, model: model.encode_batch([["a"]], 0),
+    lambda core, vocab, merges, model: model.encode_batch([["a"]], 4097),
+    lambda core, vocab, merges, model: model.encode_batch([["a"]], 2**64),
+    lambda core, vocab, merges, model: model.encode_batch([["a"]], 2.0),
+    lambda core, vocab, merges, model: model.encode_batch("ab"),
+    lambda core, vocab, merges, model: model.encode_batch(None),
+    lambda core, vocab, merges, model: model.encode_batch([["a"], "ab"]),
+    lambda core, vocab, merges, model: model.encode_batch([["a"], 5]),
+    lambda core, vocab, merges, model: model.encode_batch([["a"], ["b", None]]),
+    lambda core, vocab, merges, model: model.encode_batch([["a"], ["b", ["c"]]]),
+    lambda core, vocab, merges, model: model.encode(["a", b"b"]),
+    lambda core, vocab, merges, model: model.encode("ab"),
+    lambda core, vocab, merges, model: model.bpe(None),
+    lambda core, vocab, merges, model: model.bpe(["a"]),
+    lambda core, vocab, merges, model: setattr(model, "cache_capacity", -1),
+    lambda core, vocab, merges, model: setattr(model, "cache_capacity", "8"),
+]
+CORES = [PyBPEModel] + ([tokenization_xlm.CppBPEModel] if tokenization_xlm.CppBPEModel is not None else [])
+
+
+def _outcome(call):
+    try:
+        call()
+    except (TypeError, ValueError) as error:
+        return type(error).__name__, str(error)
+    return "accepted", ""
+
+
 @pytest.mark.skipif(tokenization_xlm.CppBPEModel is None, reason="extension xlm_fast._C not built")
-def test_encode_batch_survives_another_thread_emptying_its_lists(learned):
-    # The words are copied into C++ memory before the GIL is released: another thread that
-    # empties the lists meanwhile can change only what is copied (each sequence is then
-    # complete or empty), never crash the interpreter (it used to: heap-use-after-free).
+def test_cores_refuse_bad_arguments_alike(learned):
+    vocab, merges = learned
+    models = {core: core(vocab, merges, 3) for core in CORES}
+    for number, call in enumerate(BAD_CORE_CALLS):
+        outcomes = [_outcome(lambda: call(core, vocab, merges, models[core])) for core in CORES]
+        assert outcomes[0][0] != "accepted" and outcomes[0] == outcomes[1], (number, outcomes)
+    for core, model in models.items():  # the bounds themselves are accepted
+        assert model.encode_batch([["ab"]], 4096) == model.encode_batch([["ab"]], 1)
+        model.cache_capacity = 2**63 - 1
+        assert model.cache_capacity == 2**63 - 1 and core({"a": 2**31 - 1}, [], 2**31 - 1).encode(["a"]) == [2**31 - 1]
+
+
+@pytest.mark.parametrize("core", CORES, ids=lambda core: core.__module__)
+def test_encode_batch_reads_the_batch_as_it_was_when_called(learned, core):
+    # Reading a sequence may run Python code (here a generator) that empties the batch list,
+    # freeing the other sequences: the core reads a snapshot (it used to read freed memory).
+    vocab, merges = learned
+    model = core(vocab, merges, 3)
+    words = _random_words(90, seed=5)
+    sequences = [words[:30], words[30:60], words[60:]]
+    expected = [model.encode(sequence) for sequence in sequences]
+
+    def second_sequence():
+        batch.clear()
+        garbage = [[f"{index:#>30}"] * 30 for index in range(200)]  # noqa: F841 - reuses the freed memory
+        yield from sequences[1]
+
+    batch = [list(sequences[0]), second_sequence(), list(sequences[2])]
+    assert model.encode_batch(batch, 2) == expected and batch == []
+
+
+@pytest.mark.skipif(tokenization_xlm.CppBPEModel is None, reason="extension xlm_fast._C not built")
+def test_encode_batch_survives_another_thread_changing_its_lists(learned):
+    # The words are copied into C++ memory before the GIL is released; another thread then
+    # empties or refills the lists while the BPE runs, freeing the strings (whose memory new
+    # strings reuse). Views into those strings crashed here (heap-use-after-free, 5 of 5 runs).
     vocab, merges = learned
     cpp = tokenization_xlm.CppBPEModel(vocab, merges, 3, cache_capacity=0)
     words = _random_words(400, seed=4)
     template = [words[i % 50 : i % 50 + 300] for i in range(400)]
     expected = cpp.encode_batch(template, 2)
-    for _ in range(5):
-        # fresh str objects, owned by these lists alone: emptying a list frees them
-        batch = [[(word + "\0")[:-1] for word in sequence] for sequence in template]
-        done = threading.Event()
+    interval = sys.getswitchinterval()
+    # No forced GIL hand-over: the other thread can run only once encode_batch releases the
+    # GIL, i.e. after copying and while the BPE runs, so the result must equal a clean run.
+    sys.setswitchinterval(60)
+    try:
+        for _ in range(5):
+            # fresh str objects, owned by these lists alone: changing a list frees them
+            batch = [[(word + "\0")[:-1] for word in sequence] for sequence in template]
+            go = threading.Event()
 
-        def empty_lists():
-            while not done.is_set():
-                for sequence in batch:
-                    sequence.clear()
-                    # new strings reuse the freed memory: a stale view would read them
-                    garbage = [f"{index:#>40}" for index in range(300)]  # noqa: F841
+            def change_lists(batch=batch, go=go):
+                go.wait()
+                for index, sequence in enumerate(batch):
+                    if index % 2:
+                        sequence.clear()
+                    else:
+                        sequence[:] = [f"{position:#>40}" for position in range(len(sequence))]
 
-        mutator = threading.Thread(target=empty_lists)
-        mutator.start()
-        try:
+            mutator = threading.Thread(target=change_lists)
+            mutator.start()
+            go.set()
             got = cpp.encode_batch(batch, 2)
-        finally:
-            done.set()
             mutator.join()
-        assert all(ids in (want, []) for ids, want in zip(got, expected))
+            assert got == expected
+            assert all(sequence == [] or sequence[0].startswith("#") for sequence in batch)  # they did change
+    finally:
+        sys.setswitchinterval(interval)
+
+
+@pytest.mark.skipif(tokenization_xlm.CppBPEModel is None, reason="extension xlm_fast._C not built")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""), reason="ASan needs more address space")
+def test_encode_batch_finishes_when_the_os_refuses_threads():
+    # Address space for a few thread stacks only: std::thread throws for the next one, which
+    # used to end the process in std::terminate (abort) while the started threads ran.
+    script = """
+import random, resource, sys
+from xlm_fast._C import BPEModel
+rng = random.Random(0)
+words = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(1, 9))) for _ in range(4096 * 16)]
+batch = [words[i::4096] for i in range(4096)]
+model = BPEModel({"a": 4, "b": 5, "ab": 6}, [("a", "b")], 3, cache_capacity=0)
+expected = model.encode_batch(batch, 1)
+size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (size + (256 << 20),) * 2)  # room for ~30 of the 256 threads
+sys.exit(0 if model.encode_batch(batch, 4096) == expected else 3)
+"""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(tokenization_xlm.__file__)))
+    result = subprocess.run([sys.executable, "-c", script], cwd=package_root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.skipif(tokenization_xlm.CppBPEModel is None, reason="extension xlm_fast._C not built")

@@ -12,6 +12,20 @@ from itertools import repeat
 from sys import maxsize as _NO_RANK  # rank of a pair that is no merge
 
 END_OF_WORD = "</w>"
+# Bounds the C++ core checks its integers against (ids are int32 there); the same here.
+MAX_ID = 2**31 - 1
+MAX_THREADS = 4096
+MAX_CACHE_CAPACITY = 2**63 - 1
+
+
+def _checked_int(name, value, low, high):
+    """`value` if it is an int in [low, high]; TypeError / ValueError naming `name` otherwise
+    (a float or bool is refused, not converted: int(2.5) or True would be a guess)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+    return value
 
 
 class BPEModel:
@@ -21,16 +35,26 @@ class BPEModel:
     """
 
     def __init__(self, vocab, merges, unk_id, cache_capacity=1 << 16):
+        self.unk_id = _checked_int("unk_id", unk_id, 0, MAX_ID)
+        self.cache_capacity = cache_capacity
+        if not isinstance(vocab, dict):
+            raise TypeError(f"vocab must be a dict {{str: int}}, got {type(vocab).__name__}")
+        for token, index in vocab.items():
+            if not isinstance(token, str):
+                raise TypeError(f"vocab keys must be str, got {type(token).__name__}")
+            if type(index) is not int or not 0 <= index <= MAX_ID:  # the usual case skips building a name
+                _checked_int(f"vocab[{token!r}]", index, 0, MAX_ID)
         self._vocab = dict(vocab)
+        if isinstance(merges, str) or not hasattr(merges, "__iter__"):
+            raise TypeError(f"merges must be a list of (str, str) pairs, got {type(merges).__name__}")
         self._ranks = {}
-        for rank, (left, right) in enumerate(merges):
-            if not left or not right:
-                raise ValueError(f"merge #{rank} has an empty symbol")
-            self._ranks[(left, right)] = rank  # a repeated merge keeps its last rank
-        self.unk_id = int(unk_id)
+        for rank, pair in enumerate(merges):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(isinstance(s, str) for s in pair):
+                raise TypeError(f"merges[{rank}] must be a pair of str, got {pair!r}")
+            if not pair[0] or not pair[1]:
+                raise ValueError(f"merges[{rank}] has an empty symbol")
+            self._ranks[tuple(pair)] = rank  # a repeated merge keeps its last rank
         self.num_merges = len(self._ranks)
-        self._cache = {}
-        self._capacity = int(cache_capacity)
 
     @property
     def cache_capacity(self):
@@ -38,8 +62,8 @@ class BPEModel:
 
     @cache_capacity.setter
     def cache_capacity(self, capacity):
-        self._capacity = int(capacity)
-        self._cache.clear()
+        self._capacity = _checked_int("cache_capacity", capacity, 0, MAX_CACHE_CAPACITY)
+        self._cache = {}
 
     @property
     def cache_size(self):
@@ -50,6 +74,8 @@ class BPEModel:
 
     def bpe(self, word):
         """Tokens of one word, ``</w>`` on the last one."""
+        if not isinstance(word, str):
+            raise TypeError(f"word must be a str, got {type(word).__name__}")
         if not word:
             return []
         symbols = [*word[:-1], word[-1] + END_OF_WORD]
@@ -94,11 +120,29 @@ class BPEModel:
 
     def encode(self, words):
         """Ids of one sequence of words, concatenated."""
-        ids = []
-        for word in words:
-            ids.extend(self._word_ids(word))
-        return ids
+        return self._encode(words, "words")
 
     def encode_batch(self, batch, num_threads=1):
-        """Ids of each word list in ``batch``; ``num_threads`` is accepted for API parity only."""
-        return [self.encode(words) for words in batch]
+        """Ids of each word list in ``batch``; ``num_threads`` is checked for API parity only."""
+        _checked_int("num_threads", num_threads, 1, MAX_THREADS)
+        if isinstance(batch, str) or not hasattr(batch, "__iter__"):
+            raise TypeError(f"batch must be a list of lists of str, got {type(batch).__name__}")
+        # a tuple, as in the C++ core: reading one sequence (a generator) may change `batch`
+        return [self._encode(words, "batch", index) for index, words in enumerate(tuple(batch))]
+
+    def _encode(self, words, name, index=None):
+        """encode(); errors name `words` as ``name`` or ``name[index]``, as the C++ core's do."""
+        if isinstance(words, str) or not hasattr(words, "__iter__"):
+            label = name if index is None else f"{name}[{index}]"
+            raise TypeError(f"{label} must be a list of str, got {type(words).__name__}")
+        ids = []
+        try:
+            for word in words:
+                ids.extend(self._word_ids(word))
+        except TypeError:  # a word that is no str (unhashable, or refused by bpe()): name it
+            for position, word in enumerate(words):
+                if not isinstance(word, str):
+                    label = name if index is None else f"{name}[{index}]"
+                    raise TypeError(f"{label}[{position}] must be a str, got {type(word).__name__}") from None
+            raise
+        return ids

@@ -5,6 +5,8 @@ import copy
 import json
 import os
 
+import torch
+
 # Documented parameters and their defaults (transformers' XLM documentation).
 XLM_DEFAULTS = {
     "vocab_size": 30145,
@@ -68,7 +70,18 @@ ATTRIBUTE_MAP = {
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 SUMMARY_TYPES = ("last", "first", "mean", "cls_index", "attn")
+# transformers' activation names that XLMSequenceSummary implements (modeling_xlm maps them);
+# None or "" is no activation.
+SUMMARY_ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu", "swish", "linear")
 CONFIG_NAME = "config.json"
+
+
+def torch_dtype_from_name(value):
+    """A floating-point torch.dtype from itself or its name ("bfloat16", "torch.float16");
+    None when `value` names no such dtype."""
+    if isinstance(value, str):
+        value = getattr(torch, value.replace("torch.", ""), None)
+    return value if isinstance(value, torch.dtype) and value.is_floating_point else None
 
 
 # ---- one check per documented parameter, run at construction and on every assignment
@@ -100,19 +113,22 @@ def _positive_number(value):
     return _is_number(value) and value > 0
 
 
-def _bool(value):  # "false" or 0 must not pass for False: a str is truthy
+def _bool(value):
+    # "false" is truthy, so a str must not pass. 0/1 are refused as well: transformers 5
+    # (a strict dataclass) refuses them, so no config.json it reads carries them.
     return isinstance(value, bool)
 
 
 def _increasing_positive_ints(value):
-    return (isinstance(value, (list, tuple)) and all(_positive_int(item) for item in value)
+    return (isinstance(value, (list, tuple)) and len(value) > 0 and all(_positive_int(item) for item in value)
             and all(a < b for a, b in zip(value, value[1:])))
 
 
 CHECKS = {
     **dict.fromkeys(("vocab_size", "emb_dim", "n_layers", "n_heads", "n_langs", "max_position_embeddings",
                      "start_n_top", "end_n_top"), (_positive_int, "a positive int")),
-    **dict.fromkeys(("dropout", "attention_dropout", "summary_first_dropout"), (_probability, "a number in [0, 1)")),
+    **dict.fromkeys(("dropout", "attention_dropout", "summary_first_dropout", "summary_last_dropout"),
+                    (_probability, "a number in [0, 1)")),
     **dict.fromkeys(("layer_norm_eps", "init_std", "embed_init_std", "asm_div_value"),
                     (_positive_number, "a positive number")),
     **dict.fromkeys(("gelu_activation", "sinusoidal_embeddings", "causal", "asm", "use_lang_emb", "is_encoder",
@@ -123,14 +139,15 @@ CHECKS = {
     "eos_token_id": (_ids_or_none, "a non-negative int, a list of them, or None"),
     "chunk_size_feed_forward": (lambda value: _is_int(value) and value >= 0, "a non-negative int"),
     "summary_type": (lambda value: value in SUMMARY_TYPES, f"one of {SUMMARY_TYPES}"),
-    "summary_activation": (lambda value: value is None or isinstance(value, str), "an activation name or None"),
+    "summary_activation": (lambda value: value in (None, "") or value in SUMMARY_ACTIVATIONS,
+                           f"None or one of {SUMMARY_ACTIVATIONS}"),
     "problem_type": (lambda value: value is None or value in PROBLEM_TYPES, f"None or one of {PROBLEM_TYPES}"),
-    "asm_cutoffs": (_increasing_positive_ints, "a list of increasing positive ints"),
-    "lang2id": (lambda value: value is None or isinstance(value, dict), "a dict {language: id} or None"),
-    "id2lang": (lambda value: value is None or isinstance(value, dict), "a dict {id: language} or None"),
+    "asm_cutoffs": (_increasing_positive_ints, "a non-empty list of increasing positive ints"),
     "architectures": (lambda value: value is None or (isinstance(value, list) and all(isinstance(item, str)
                                                                                       for item in value)),
                       "a list of class names or None"),
+    "dtype": (lambda value: value is None or torch_dtype_from_name(value) is not None,
+              "None or a floating-point torch dtype or its name (e.g. 'float32')"),
 }
 
 
@@ -140,6 +157,42 @@ def check_parameter(name, value):
         accepts, expected = CHECKS[name]
         if not accepts(value):
             raise ValueError(f"XLMConfig: {name} must be {expected}, got {value!r}")
+
+
+def _as_id(name, value):
+    """A non-negative int from an int or, as JSON object keys are, its decimal string."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"XLMConfig: {name} must map with non-negative int ids, got {value!r}")
+    return value
+
+
+def _as_mapping(name, value, id_side):
+    """Checks the dict parameters (id2label, label2id, id2lang, lang2id) and turns their
+    ids into ints (JSON writes id2label's and id2lang's keys as strings). id_side is
+    "keys" or "values"; the other side holds names (str)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"XLMConfig: {name} must be a dict, got {value!r}")
+    converted = {}
+    for key, item in value.items():
+        named = item if id_side == "keys" else key
+        if not isinstance(named, str):
+            raise ValueError(f"XLMConfig: {name} must map with str names, got {named!r}")
+        if id_side == "keys":
+            converted[_as_id(name, key)] = item
+        else:
+            converted[key] = _as_id(name, item)
+    return converted
+
+
+# Dict parameters, checked and converted on every assignment: which side holds the ids.
+MAPPINGS = {"id2label": "keys", "label2id": "values", "id2lang": "keys", "lang2id": "values"}
+
+
+def _check_num_labels(value):  # 0 is allowed, as in transformers (the summary then keeps emb_dim)
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"XLMConfig: num_labels must be a non-negative int, got {value!r}")
 
 
 class XLMConfig:
@@ -156,6 +209,10 @@ class XLMConfig:
         for alias, name in ATTRIBUTE_MAP.items():
             if alias in kwargs:
                 value = kwargs.pop(alias)
+                # Our own config.json writes pad_index beside pad_token_id: equal values are fine.
+                if name in kwargs and kwargs[name] != value:
+                    raise ValueError(f"XLMConfig: {alias}={value!r} and {name}={kwargs[name]!r} name the same "
+                                     "parameter with different values")
                 kwargs.setdefault(name, value)
         num_labels = kwargs.pop("num_labels", None)
         id2label = kwargs.pop("id2label", None)
@@ -165,33 +222,25 @@ class XLMConfig:
         for name, default in XLM_DEFAULTS.items():
             setattr(self, name, copy.deepcopy(kwargs.pop(name, default)))
         for name, value in kwargs.items():  # unknown keys are kept as they are
-            object.__setattr__(self, name, value)
+            setattr(self, name, value)
         self._set_labels(num_labels, id2label, label2id)
         self._set_languages()
         self.validate()
 
     def _set_labels(self, num_labels, id2label, label2id):
-        if id2label is not None:
-            id2label = {int(key): value for key, value in dict(id2label).items()}
-            if num_labels is not None and num_labels != len(id2label):
-                raise ValueError(
-                    f"num_labels={num_labels} disagrees with id2label, which has {len(id2label)} entries"
-                )
-        else:
+        if num_labels is not None:
+            _check_num_labels(num_labels)
+        if id2label is None:
             count = 2 if num_labels is None else num_labels
             id2label = {index: f"LABEL_{index}" for index in range(count)}
-        self.id2label = id2label
-        self.label2id = (
-            {key: int(value) for key, value in dict(label2id).items()}
-            if label2id is not None
-            else {value: key for key, value in id2label.items()}
-        )
+        self.id2label = id2label  # also derives label2id
+        if num_labels is not None and num_labels != self.num_labels:
+            raise ValueError(f"XLMConfig: num_labels={num_labels} disagrees with id2label, which has "
+                             f"{self.num_labels} entries")
+        if label2id is not None:
+            self.label2id = label2id
 
     def _set_languages(self):
-        if self.id2lang is not None:
-            self.id2lang = {int(key): value for key, value in dict(self.id2lang).items()}
-        if self.lang2id is not None:
-            self.lang2id = {key: int(value) for key, value in dict(self.lang2id).items()}
         if self.lang2id is not None and self.id2lang is None:
             self.id2lang = {value: key for key, value in self.lang2id.items()}
         if self.id2lang is not None and self.lang2id is None:
@@ -200,15 +249,33 @@ class XLMConfig:
     def validate(self):
         """Checks that relate several parameters. Single parameters are checked when they
         are set; these run at construction, after from_pretrained's overrides and when a
-        model is built, so that parameters can still be changed one after the other."""
-        for name in CHECKS:
+        model is built, so that parameters can still be changed one after the other
+        (emb_dim=30 then n_heads=5). Single parameters are checked again here, since lists
+        and dicts can be changed in place."""
+        for name in CHECKS.keys() & vars(self).keys():
             check_parameter(name, getattr(self, name))
+        for name, id_side in MAPPINGS.items():
+            if getattr(self, name) is not None:
+                _as_mapping(name, getattr(self, name), id_side)
         if self.emb_dim % self.n_heads:
             raise ValueError(
                 f"XLMConfig: emb_dim ({self.emb_dim}) must be a multiple of n_heads ({self.n_heads})"
             )
-        if self.asm and self.asm_cutoffs[-1:] and self.asm_cutoffs[-1] >= self.vocab_size:
+        if self.asm and self.asm_cutoffs[-1] >= self.vocab_size:
             raise ValueError(f"XLMConfig: asm_cutoffs {self.asm_cutoffs} must lie below vocab_size ({self.vocab_size})")
+        # The word embedding's padding row: torch asserts without naming the parameter.
+        if self.pad_token_id is not None and self.pad_token_id >= self.vocab_size:
+            raise ValueError(f"XLMConfig: pad_token_id ({self.pad_token_id}) must be below vocab_size "
+                             f"({self.vocab_size})")
+        if self.lang2id is not None:
+            if any(lang_id >= self.n_langs for lang_id in self.lang2id.values()):
+                raise ValueError(f"XLMConfig: lang2id {self.lang2id} holds ids outside [0, n_langs={self.n_langs})")
+            if self.id2lang != {value: key for key, value in self.lang2id.items()}:
+                raise ValueError(f"XLMConfig: id2lang {self.id2lang} and lang2id {self.lang2id} must be "
+                                 "inverses of each other")
+        if self.problem_type == "single_label_classification" and self.num_labels == 1:
+            raise ValueError('XLMConfig: problem_type="single_label_classification" needs num_labels > 1 '
+                             '(num_labels=1 is problem_type="regression"), as in transformers')
 
     # transformers' aliases read and write the canonical attribute.
     def __getattr__(self, name):
@@ -219,7 +286,11 @@ class XLMConfig:
     def __setattr__(self, name, value):
         name = ATTRIBUTE_MAP.get(name, name)
         check_parameter(name, value)
+        if name in MAPPINGS and not (value is None and name in ("id2lang", "lang2id")):  # only these may be None
+            value = _as_mapping(name, value, MAPPINGS[name])
         object.__setattr__(self, name, value)
+        if name == "id2label":  # label2id follows, as transformers' num_labels setter does
+            object.__setattr__(self, "label2id", {label: index for index, label in value.items()})
 
     @property
     def num_labels(self):
@@ -227,6 +298,7 @@ class XLMConfig:
 
     @num_labels.setter
     def num_labels(self, count):
+        _check_num_labels(count)
         if len(self.id2label) != count:
             self._set_labels(count, None, None)
 
@@ -280,22 +352,25 @@ class XLMConfig:
                 config_dict = json.load(handle)
         except OSError as error:
             raise OSError(f"cannot read config file {path}: {error}") from error
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"config file {path} is not valid JSON: {error}") from error
         if not isinstance(config_dict, dict):
             raise ValueError(f"config file {path} must hold a JSON object")
         model_type = config_dict.get("model_type", cls.model_type)
         if model_type != cls.model_type:
             raise ValueError(f"config file {path} is for model_type {model_type!r}, not 'xlm'")
-        return cls.from_dict(config_dict)
+        try:
+            return cls.from_dict(config_dict)
+        except ValueError as error:  # a bad parameter: say which file holds it
+            raise ValueError(f"config file {path}: {error}") from error
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, cache_dir=None, **kwargs):
         """Reads `config.json` from a local directory, a JSON file, or a hub id already in
         the local Hugging Face cache; keyword arguments override loaded values."""
-        from .modeling_utils import resolve_model_dir
+        from .modeling_utils import checked_path, resolve_model_dir
 
-        path = os.fspath(pretrained_model_name_or_path)
+        path = checked_path(pretrained_model_name_or_path)
         if os.path.isfile(path):
             config_file = path
         else:

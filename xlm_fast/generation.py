@@ -13,9 +13,21 @@ import torch
 from torch.nn import functional as F
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_token_id(name, value, limit, optional):
+    """An id in [0, limit) (or None when optional): it is fed to the model or written out."""
+    if value is None and optional:
+        return
+    if not _is_int(value) or not 0 <= value < limit:
+        raise ValueError(f"{name} must be an int in [0, {limit}){' or None' if optional else ''}, got {value!r}")
 
 
 def filter_top_k(logits, top_k):
@@ -59,8 +71,10 @@ class GenerationMixin:
         sequences are padded with pad_token_id.
         """
         config = self.config
-        if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.is_floating_point():
-            raise ValueError("input_ids must be an integer tensor of shape (batch, prompt_len)")
+        if not torch.is_tensor(input_ids) or input_ids.is_floating_point() or input_ids.is_complex():
+            raise TypeError(f"input_ids must be an integer tensor, got {getattr(input_ids, 'dtype', type(input_ids))}")
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, prompt_len), got {tuple(input_ids.shape)}")
         if input_ids.size(1) == 0:
             raise ValueError("input_ids must hold at least one token per sequence")
         prompt_len = input_ids.size(1)
@@ -75,12 +89,16 @@ class GenerationMixin:
                 f"max_length/max_new_tokens: {total} tokens plus the mask token exceed "
                 f"max_position_embeddings ({config.max_position_embeddings})"
             )
+        for name, flag in (("do_sample", do_sample), ("use_cache", use_cache)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         if do_sample:
-            if not temperature > 0:
-                raise ValueError(f"temperature must be > 0, got {temperature!r}")
-            if not isinstance(top_k, int) or top_k < 0:
+            number = lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)  # noqa: E731
+            if not number(temperature) or not temperature > 0 or temperature == float("inf"):
+                raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+            if not _is_int(top_k) or top_k < 0:
                 raise ValueError(f"top_k must be a non-negative integer, got {top_k!r}")
-            if not 0 < top_p <= 1:
+            if not number(top_p) or not 0 < top_p <= 1:
                 raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
@@ -88,6 +106,13 @@ class GenerationMixin:
         pad_token_id = config.pad_token_id if pad_token_id is None else pad_token_id
         mask_token_id = config.mask_token_id if mask_token_id is None else mask_token_id
         lang_id = config.lang_id if lang_id is None else lang_id
+        _check_token_id("mask_token_id", mask_token_id, config.vocab_size, optional=False)
+        _check_token_id("pad_token_id", pad_token_id, config.vocab_size, optional=True)
+        _check_token_id("lang_id", lang_id, config.n_langs, optional=True)
+        # Any int: an id outside the vocabulary (e.g. -1) is never produced, so never stops.
+        if not (eos_token_id is None or _is_int(eos_token_id)
+                or (isinstance(eos_token_id, (list, tuple)) and all(map(_is_int, eos_token_id)))):
+            raise ValueError(f"eos_token_id must be an int, a list of ints or None, got {eos_token_id!r}")
         eos_ids = torch.tensor(
             [] if eos_token_id is None else list(eos_token_id) if isinstance(eos_token_id, (list, tuple))
             else [eos_token_id], device=input_ids.device, dtype=torch.long,

@@ -1,49 +1,55 @@
 """Checks of the heads' label arguments: shape, dtype and class range, so that bad labels
 raise a ValueError/TypeError naming the argument instead of a raw IndexError or CUDA
-assert from inside the loss. One value check per argument (aminmax: one device sync,
-only when labels are given)."""
+assert from inside the loss. Shapes and dtypes cost nothing; the class ranges of all the
+arguments of one call are checked together, with one device sync, and only when labels
+are given."""
 
 import torch
 
 IGNORE_INDEX = -100  # cross-entropy's default: transformers' collators pad labels with it
 
 
-def check_integer_labels(name, labels, expected_numel, num_classes, what, ignore_index=IGNORE_INDEX):
-    """Integer `labels` with `expected_numel` values, each in [0, num_classes) or
-    `ignore_index` (None: no ignored value)."""
+def _shapes_text(shapes):
+    return " or ".join(str(shape) for shape in shapes)
+
+
+def check_class_ids(name, labels, shapes, what):
+    """Integer `labels` of one of `shapes` (tuples), returned as int64, the dtype the
+    losses and gather take (int32 ids are accepted and converted)."""
     if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of class ids, got {type(labels).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor ({what}), got {type(labels).__name__}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class ids ({what}), got dtype {labels.dtype}")
-    if labels.numel() != expected_numel:
-        raise ValueError(f"{name} must hold {expected_numel} values ({what}), got shape {tuple(labels.shape)}")
-    if labels.numel() == 0:
-        return
-    valid = (labels >= 0) & (labels < num_classes)
-    if ignore_index is not None:
-        valid |= labels == ignore_index
-    if not bool(valid.all()):
-        low, high = torch.aminmax(labels)
-        allowed = f"[0, {num_classes})" + ("" if ignore_index is None else f" or {ignore_index}")
-        raise ValueError(f"{name} must be in {allowed} ({what}), got values from {int(low)} to {int(high)}")
+        raise TypeError(f"{name} must hold integers ({what}), got dtype {labels.dtype}")
+    if tuple(labels.shape) not in shapes:
+        raise ValueError(f"{name} must have shape {_shapes_text(shapes)} ({what}), got {tuple(labels.shape)}")
+    return labels.long()
 
 
-def check_float_labels(name, labels, expected_numel, what):
-    """Floating-point targets (regression, multi-label) with `expected_numel` values."""
+def check_float_targets(name, labels, shapes, what):
+    """Floating-point targets (regression, multi-label, is_impossible) of one of `shapes`."""
     if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor ({what}), got {type(labels).__name__}")
     if not labels.is_floating_point():
         raise TypeError(f"{name} must be floating point ({what}), got dtype {labels.dtype}")
-    if labels.numel() != expected_numel:
-        raise ValueError(f"{name} must hold {expected_numel} values ({what}), got shape {tuple(labels.shape)}")
+    if tuple(labels.shape) not in shapes:
+        raise ValueError(f"{name} must have shape {_shapes_text(shapes)} ({what}), got {tuple(labels.shape)}")
+    return labels
 
 
-def check_positions(name, positions, batch):
-    """QA positions: integers, one per row ((batch,) or (batch, 1)). Out-of-range values
-    are kept: the heads clamp them to an ignored index, as transformers does."""
-    if not isinstance(positions, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of token positions, got {type(positions).__name__}")
-    if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer token positions, got dtype {positions.dtype}")
-    if positions.numel() != batch or positions.dim() > 2:
-        raise ValueError(f"{name} must have shape ({batch},) or ({batch}, 1), got {tuple(positions.shape)}")
+def check_class_id_values(*specs):
+    """specs: (name, int64 labels, num_classes, ignore_index or None). ValueError naming
+    the first argument with a value outside [0, num_classes) other than ignore_index."""
+    specs = [spec for spec in specs if spec[1].numel()]
+    if not specs:
+        return
+    valid = []
+    for _, labels, num_classes, ignore_index in specs:
+        inside = (labels >= 0) & (labels < num_classes)
+        if ignore_index is not None:
+            inside |= labels == ignore_index
+        valid.append(inside.all())
+    for (name, labels, num_classes, ignore_index), ok in zip(specs, torch.stack(valid).tolist()):
+        if not ok:
+            low, high = torch.aminmax(labels)
+            allowed = f"[0, {num_classes})" + ("" if ignore_index is None else f" or {ignore_index}")
+            raise ValueError(f"{name} values must be in {allowed}, got values from {int(low)} to {int(high)}")

@@ -12,7 +12,7 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-from .configuration_xlm import XLMConfig
+from .configuration_xlm import XLMConfig, torch_dtype_from_name
 
 logger = logging.getLogger("xlm_fast")
 
@@ -31,10 +31,18 @@ def hub_cache_dir(cache_dir=None):
     return os.path.join(hf_home, "hub")
 
 
+def checked_path(name_or_path):
+    """pretrained_model_name_or_path as a str, or a TypeError naming it."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError("pretrained_model_name_or_path must be a str or os.PathLike (a local directory or a hub id), "
+                        f"got {type(name_or_path).__name__}")
+    return os.fspath(name_or_path)
+
+
 def resolve_model_dir(name_or_path, cache_dir=None, revision="main"):
     """A local directory, or the snapshot of a hub id already in the local Hugging Face
     cache. Nothing is downloaded: a model that is in neither place is an error."""
-    path = os.fspath(name_or_path)
+    path = checked_path(name_or_path)
     if os.path.isdir(path):
         return path
     repo_dir = os.path.join(hub_cache_dir(cache_dir), "models--" + path.replace("/", "--"))
@@ -53,6 +61,17 @@ def resolve_model_dir(name_or_path, cache_dir=None, revision="main"):
     )
 
 
+def is_state_dict(value):
+    """Whether `value` maps parameter names to tensors."""
+    return isinstance(value, dict) and all(isinstance(key, str) and torch.is_tensor(item)
+                                           for key, item in value.items())
+
+
+def check_state_dict_argument(state_dict):
+    if not is_state_dict(state_dict):
+        raise TypeError(f"state_dict must map parameter names to tensors, got {type(state_dict).__name__}")
+
+
 def _load_weights_file(path):
     try:
         if path.endswith(".safetensors"):
@@ -61,9 +80,22 @@ def _load_weights_file(path):
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except (SafetensorError, OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
         raise OSError(f"cannot read weights file {path}: {error}") from error
-    if not isinstance(state_dict, dict) or not all(torch.is_tensor(value) for value in state_dict.values()):
-        raise OSError(f"weights file {path} must hold a state dict (names to tensors), got {type(state_dict).__name__}")
+    if not is_state_dict(state_dict):
+        raise OSError(f"weights file {path} must hold a state dict (parameter names to tensors), got "
+                      f"{type(state_dict).__name__}")
     return state_dict
+
+
+def _read_shard_index(index_file):
+    """The shard file names that transformers' *.index.json lists in its weight_map."""
+    try:
+        with open(index_file, encoding="utf-8") as handle:
+            weight_map = json.load(handle)["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise OSError(f"cannot read shard index {index_file}: {error}") from error
+    if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
+        raise OSError(f"shard index {index_file}: weight_map must map parameter names to shard file names")
+    return sorted(set(weight_map.values()))
 
 
 def load_checkpoint_state_dict(model_dir):
@@ -75,13 +107,8 @@ def load_checkpoint_state_dict(model_dir):
             return _load_weights_file(single)
         index_file = single + ".index.json"
         if os.path.isfile(index_file):
-            try:
-                with open(index_file, encoding="utf-8") as handle:
-                    weight_map = json.load(handle)["weight_map"]
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                raise OSError(f"cannot read shard index {index_file}: {error}") from error
             state_dict = {}
-            for shard in sorted(set(weight_map.values())):
+            for shard in _read_shard_index(index_file):
                 state_dict.update(_load_weights_file(os.path.join(model_dir, shard)))
             return state_dict
     raise OSError(f"{model_dir} holds no {SAFE_WEIGHTS_NAME} or {WEIGHTS_NAME} (sharded or not)")
@@ -97,14 +124,10 @@ def resolve_dtype(dtype, config, state_dict):
         else:
             floats = [t.dtype for t in state_dict.values() if t.is_floating_point()]
             return floats[0] if floats else torch.float32
-    if isinstance(dtype, str):
-        resolved = getattr(torch, dtype.replace("torch.", ""), None)
-        if not isinstance(resolved, torch.dtype):
-            raise ValueError(f"dtype {dtype!r} is not a torch dtype")
-        dtype = resolved
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point torch.dtype, 'auto' or None, got {dtype!r}")
-    return dtype
+    resolved = torch_dtype_from_name(dtype)
+    if resolved is None:
+        raise ValueError(f"dtype must be a floating-point torch.dtype (or its name), 'auto' or None, got {dtype!r}")
+    return resolved
 
 
 class XLMPreTrainedModel(nn.Module):
@@ -205,6 +228,8 @@ class XLMPreTrainedModel(nn.Module):
         safe_serialization=False) with transformers' parameter names."""
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory {save_directory} is a file, expected a directory")
+        if state_dict is not None:
+            check_state_dict_argument(state_dict)
         os.makedirs(save_directory, exist_ok=True)
         self.config.architectures = [type(self).__name__]
         self.config.dtype = str(self.dtype).replace("torch.", "")
@@ -229,6 +254,9 @@ class XLMPreTrainedModel(nn.Module):
         """
         if dtype is None:
             dtype = torch_dtype
+        elif torch_dtype is not None and torch_dtype_from_name(torch_dtype) != torch_dtype_from_name(dtype):
+            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree (torch_dtype is the old name "
+                             "of dtype: pass one)")
         model_dir = resolve_model_dir(pretrained_model_name_or_path, cache_dir, revision)
         if config is None:
             config = XLMConfig.from_pretrained(model_dir)
@@ -253,6 +281,7 @@ class XLMPreTrainedModel(nn.Module):
     def load_checkpoint(self, state_dict, ignore_mismatched_sizes=False):
         """Loads a transformers-format state dict, adding or stripping the base-model
         prefix as needed. Returns transformers' loading-info dict."""
+        check_state_dict_argument(state_dict)
         prefix = self.base_model_prefix + "."
         expected = self.state_dict()
         tied = self._tied_target_names()

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from . import backend
 from .configuration_xlm import XLMConfig
 from .generation import GenerationMixin
-from .labels import IGNORE_INDEX, check_float_labels, check_integer_labels, check_positions
+from .labels import IGNORE_INDEX, check_class_id_values, check_class_ids, check_float_targets
 from .modeling_outputs import (
     BaseModelOutput,
     MaskedLMOutput,
@@ -51,6 +51,11 @@ def xlm_masks(slen, lengths, causal, padding_mask=None):
     return mask, attn_mask
 
 
+# nn.Embedding takes these index dtypes; lengths only compare, so any integer dtype does.
+EMBEDDING_INDEX_DTYPES = (torch.int64, torch.int32)
+INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
 def check_value_ranges(ranges):
     """ranges: (name, integer tensor, low, high) tuples; raises a ValueError naming the
     first tensor with a value outside [low, high]. One device sync for all of them."""
@@ -63,12 +68,24 @@ def check_value_ranges(ranges):
             raise ValueError(f"{name} values must lie in [{low}, {high}], got values in [{smallest}, {largest}]")
 
 
-def expand_head_mask(head_mask, n_layers, n_heads):
+def check_device(name, tensor, device):
+    if tensor.device != device:
+        raise ValueError(f"{name} is on {tensor.device}, expected {device} (the model's and the inputs' device)")
+
+
+def check_flag(name, value):
+    """output_attentions, output_hidden_states, return_dict: "no" would be truthy."""
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name} must be True, False or None, got {value!r}")
+
+
+def expand_head_mask(head_mask, n_layers, n_heads, device):
     """(n_heads,) or (n_layers, n_heads) -> (n_layers, n_heads), or None."""
     if head_mask is None:
         return None
     if not torch.is_tensor(head_mask):
         raise TypeError(f"head_mask must be a tensor, got {type(head_mask).__name__}")
+    check_device("head_mask", head_mask, device)
     if head_mask.shape == (n_heads,):
         return head_mask[None, :].expand(n_layers, n_heads)
     if head_mask.shape == (n_layers, n_heads):
@@ -204,6 +221,9 @@ class XLMModel(XLMPreTrainedModel):
         return_dict=None,
     ):
         config = self.config
+        for name, flag in (("output_attentions", output_attentions), ("output_hidden_states", output_hidden_states),
+                           ("return_dict", return_dict)):
+            check_flag(name, flag)
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -211,37 +231,39 @@ class XLMModel(XLMPreTrainedModel):
         return_dict = config.return_dict if return_dict is None else return_dict
 
         bs, slen, device = self._check_inputs(input_ids, inputs_embeds)
-        past = self._check_cache(cache, slen)
+        past = self._check_cache(cache, bs, slen, device)
         # (name, tensor, low, high): integer inputs whose values must lie in [low, high],
         # checked together below with one device synchronisation.
         ranges = [("input_ids", input_ids, 0, self.n_words - 1)] if input_ids is not None else []
         if lengths is None:
-            if input_ids is not None:
+            if input_ids is not None and self.pad_index is not None:
                 lengths = (input_ids != self.pad_index).sum(dim=1).long()
-            else:
+            else:  # embeddings, or no pad id: every position is a token
                 lengths = torch.full((bs,), slen, device=device, dtype=torch.long)
         else:
-            ranges.append(self._index_tensor("lengths", lengths, (bs,), 0, slen))
+            ranges.append(self._index_tensor("lengths", lengths, (bs,), 0, slen, device, INTEGER_DTYPES))
+            lengths = lengths.long()  # the Triton path reads int64 lengths
         if attention_mask is not None:
-            self._check_shape("attention_mask", attention_mask, (bs, slen))
+            self._check_shape("attention_mask", attention_mask, (bs, slen), device)
         mask, attn_mask = xlm_masks(slen, lengths, self.causal, padding_mask=attention_mask)
 
         if position_ids is None:
             if slen > config.max_position_embeddings:
                 raise ValueError(
-                    f"input_ids: sequence length {slen} exceeds max_position_embeddings "
-                    f"({config.max_position_embeddings})"
+                    f"{'input_ids' if input_ids is not None else 'inputs_embeds'}: sequence length {slen} exceeds "
+                    f"max_position_embeddings ({config.max_position_embeddings})"
                 )
             position_ids = self.position_ids[:, :slen]
         else:
             ranges.append(self._index_tensor("position_ids", position_ids, (bs, slen), 0,
-                                             config.max_position_embeddings - 1))
+                                             config.max_position_embeddings - 1, device))
         if langs is not None:
-            ranges.append(self._index_tensor("langs", langs, (bs, slen), 0, self.n_langs - 1))
+            ranges.append(self._index_tensor("langs", langs, (bs, slen), 0, self.n_langs - 1, device))
         if token_type_ids is not None:
-            ranges.append(self._index_tensor("token_type_ids", token_type_ids, (bs, slen), 0, self.n_words - 1))
+            ranges.append(self._index_tensor("token_type_ids", token_type_ids, (bs, slen), 0, self.n_words - 1,
+                                             device))
         check_value_ranges(ranges)
-        head_mask = expand_head_mask(head_mask, self.n_layers, self.n_heads)
+        head_mask = expand_head_mask(head_mask, self.n_layers, self.n_heads, device)
 
         if past:  # only the positions after the cached ones are computed
             new = slen - past
@@ -329,6 +351,7 @@ class XLMModel(XLMPreTrainedModel):
     def _check_inputs(self, input_ids, inputs_embeds):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("exactly one of input_ids and inputs_embeds must be given")
+        weight = self.embeddings.weight
         if input_ids is not None:
             if not torch.is_tensor(input_ids):
                 raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
@@ -337,7 +360,7 @@ class XLMModel(XLMPreTrainedModel):
             if input_ids.size(0) == 0:
                 raise ValueError("input_ids must hold at least one row, got an empty batch of shape "
                                  f"{tuple(input_ids.shape)}")
-            self._index_tensor("input_ids", input_ids, tuple(input_ids.shape), 0, self.n_words - 1)
+            self._index_tensor("input_ids", input_ids, tuple(input_ids.shape), 0, self.n_words - 1, weight.device)
             return input_ids.size(0), input_ids.size(1), input_ids.device
         if not torch.is_tensor(inputs_embeds) or not inputs_embeds.is_floating_point():
             raise TypeError("inputs_embeds must be a floating-point torch.Tensor")
@@ -345,44 +368,64 @@ class XLMModel(XLMPreTrainedModel):
             raise ValueError(
                 f"inputs_embeds must have shape (batch >= 1, seq, {self.dim}), got {tuple(inputs_embeds.shape)}"
             )
+        check_device("inputs_embeds", inputs_embeds, weight.device)
+        # A dtype that promotes the weights' (float64 into float32, float32 into bfloat16)
+        # reaches the LayerNorm with a dtype it refuses; autocast casts per op instead.
+        if (torch.promote_types(inputs_embeds.dtype, weight.dtype) != weight.dtype
+                and not torch.is_autocast_enabled(weight.device.type)):
+            raise TypeError(f"inputs_embeds has dtype {inputs_embeds.dtype}, which the model's {weight.dtype} "
+                            f"weights cannot take; pass inputs_embeds.to({weight.dtype})")
         return inputs_embeds.size(0), inputs_embeds.size(1), inputs_embeds.device
 
     @staticmethod
-    def _check_shape(name, tensor, shape):
+    def _check_shape(name, tensor, shape, device):
         if not torch.is_tensor(tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
         if tuple(tensor.shape) != shape:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+        check_device(name, tensor, device)
 
     @classmethod
-    def _index_tensor(cls, name, tensor, shape, low, high):
-        """Checks that `tensor` is an integer tensor of `shape`; returns its range spec."""
-        cls._check_shape(name, tensor, shape)
-        if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
-            raise TypeError(f"{name} must be an integer tensor, got {tensor.dtype}")
+    def _index_tensor(cls, name, tensor, shape, low, high, device, dtypes=EMBEDDING_INDEX_DTYPES):
+        """Checks that `tensor` is a tensor of `shape` and one of `dtypes` on `device`;
+        returns its range spec for check_value_ranges."""
+        cls._check_shape(name, tensor, shape, device)
+        if tensor.dtype not in dtypes:
+            raise TypeError(f"{name} must be an integer tensor of dtype {' or '.join(map(str, dtypes))}, "
+                            f"got {tensor.dtype}")
         return name, tensor, low, high
 
-    @staticmethod
-    def _check_cache(cache, slen):
-        """Number of positions already in the decoding cache."""
+    def _check_cache(self, cache, bs, slen, device):
+        """Number of positions already in the decoding cache: a dict of "slen" and, once
+        a forward has filled it, one (keys, values) entry per layer."""
         if cache is None:
             return 0
         if not isinstance(cache, dict):
             raise TypeError(f"cache must be a dict, got {type(cache).__name__}")
         past = cache.get("slen", 0)
-        if not isinstance(past, int) or past < 0 or past >= slen:
+        if not isinstance(past, int) or isinstance(past, bool) or past < 0 or past >= slen:
             raise ValueError(
                 f"cache['slen'] must be an int in [0, {slen}) for an input of length {slen}, got {past!r}"
             )
-        for key, entry in cache.items():
-            if key == "slen":
-                continue
-            # Layer entries: (keys, values), each (batch, n_heads, past, head_dim).
-            if not (isinstance(key, int) and isinstance(entry, tuple) and len(entry) == 2
-                    and all(torch.is_tensor(part) and part.dim() == 4 and part.size(2) == past for part in entry)):
+        layers = set(cache) - {"slen"}
+        if not layers <= set(range(self.n_layers)):
+            raise ValueError(f"cache keys must be 'slen' and layer indices in [0, {self.n_layers}), got "
+                             f"{sorted(layers - set(range(self.n_layers)), key=repr)}")
+        if past and len(layers) != self.n_layers:
+            # A layer without its past keys would attend to the new positions alone.
+            raise ValueError(f"cache['slen'] is {past} but layers {sorted(set(range(self.n_layers)) - layers)} "
+                             "have no cached keys and values")
+        expected = (bs, self.n_heads, past, self.dim // self.n_heads)
+        for layer in layers:
+            entry = cache[layer]
+            if not (isinstance(entry, tuple) and len(entry) == 2
+                    and all(torch.is_tensor(part) and part.shape == expected and part.device == device
+                            for part in entry)):
                 raise ValueError(
-                    f"cache[{key!r}] must be a layer's (keys, values) tensors of shape (batch, n_heads, "
-                    f"{past}, head_dim), as forward leaves them; got {type(entry).__name__}"
+                    f"cache[{layer!r}] must be the layer's (keys, values) tensors of shape {expected} on {device}, "
+                    f"as forward leaves them; got {type(entry).__name__}"
+                    + (f" of shapes {[tuple(part.shape) for part in entry if torch.is_tensor(part)]}"
+                       if isinstance(entry, tuple) else "")
                 )
         return past
 
@@ -461,9 +504,10 @@ class XLMWithLMHeadModel(GenerationMixin, XLMPreTrainedModel):
             output_hidden_states=output_hidden_states, return_dict=return_dict,
         )
         if labels is not None:
-            hidden = transformer_outputs[0]
-            check_integer_labels("labels", labels, hidden.shape[0] * hidden.shape[1], self.config.vocab_size,
-                                 "token ids, (batch, seq)", ignore_index=None if self.config.asm else IGNORE_INDEX)
+            labels = check_class_ids("labels", labels, [tuple(transformer_outputs[0].shape[:2])],
+                                     "token ids, (batch, seq)")
+            # The adaptive softmax has no ignored value.
+            check_class_id_values(("labels", labels, self.config.vocab_size, None if self.config.asm else IGNORE_INDEX))
         outputs = self.pred_layer(transformer_outputs[0], labels)
         if not return_dict:
             return outputs + tuple(transformer_outputs[1:])
@@ -473,6 +517,11 @@ class XLMWithLMHeadModel(GenerationMixin, XLMPreTrainedModel):
             hidden_states=transformer_outputs.hidden_states,
             attentions=transformer_outputs.attentions,
         )
+
+
+# transformers' activation names (configuration_xlm.SUMMARY_ACTIVATIONS) -> module factory.
+SUMMARY_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "silu": nn.SiLU,
+                       "swish": nn.SiLU, "linear": nn.Identity}
 
 
 class XLMSequenceSummary(nn.Module):
@@ -491,7 +540,7 @@ class XLMSequenceSummary(nn.Module):
             else:
                 num_classes = config.hidden_size
             self.summary = nn.Linear(config.hidden_size, num_classes)
-        self.activation = nn.Tanh() if config.summary_activation == "tanh" else nn.Identity()
+        self.activation = SUMMARY_ACTIVATIONS[config.summary_activation or "linear"]()
         first_dropout = getattr(config, "summary_first_dropout", 0)
         last_dropout = getattr(config, "summary_last_dropout", 0)
         self.first_dropout = nn.Dropout(first_dropout) if first_dropout and first_dropout > 0 else nn.Identity()
@@ -533,18 +582,26 @@ def sequence_classification_loss(config, logits, labels):
             config.problem_type = "multi_label_classification"
     batch = logits.shape[0]
     if config.problem_type == "regression":
-        check_float_labels("labels", labels, batch * num_labels, f"regression targets, ({batch}, {num_labels})")
+        shapes = [(batch,), (batch, 1)] if num_labels == 1 else [(batch, num_labels)]
+        labels = check_float_targets("labels", labels, shapes, "regression targets")
         if num_labels == 1:
             return MSELoss()(logits.squeeze(), labels.squeeze())
         return MSELoss()(logits, labels)
     if config.problem_type == "single_label_classification":
-        check_integer_labels("labels", labels, batch, num_labels, f"one class id per row, ({batch},)")
+        labels = check_class_ids("labels", labels, [(batch,), (batch, 1)], "class ids, one per row")
+        check_class_id_values(("labels", labels, num_labels, IGNORE_INDEX))
         return CrossEntropyLoss()(logits.view(-1, num_labels), labels.view(-1))
-    check_float_labels("labels", labels, batch * num_labels, f"multi-label targets, ({batch}, {num_labels})")
-    if labels.shape != logits.shape:
-        raise ValueError(
-            f"labels must have shape {tuple(logits.shape)} (multi-label targets), got {tuple(labels.shape)}")
+    labels = check_float_targets("labels", labels, [(batch, num_labels)],
+                                 "multi-label targets: problem_type is 'multi_label_classification', set or inferred "
+                                 "from labels that are not int64/int32")
     return BCEWithLogitsLoss()(logits, labels)
+
+
+def check_has_tokens(head, input_ids, hidden):
+    """Heads that pool or rank the tokens of a sequence need at least one."""
+    if hidden.size(1) == 0:
+        name = "input_ids" if input_ids is not None else "inputs_embeds"
+        raise ValueError(f"{name}: {head} needs at least one token per sequence, got sequences of length 0")
 
 
 class XLMForSequenceClassification(XLMPreTrainedModel):
@@ -578,6 +635,7 @@ class XLMForSequenceClassification(XLMPreTrainedModel):
             inputs_embeds=inputs_embeds, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states, return_dict=return_dict,
         )
+        check_has_tokens("XLMForSequenceClassification", input_ids, transformer_outputs[0])
         logits = self.sequence_summary(transformer_outputs[0])
         loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
         if not return_dict:
@@ -589,9 +647,23 @@ class XLMForSequenceClassification(XLMPreTrainedModel):
         )
 
 
+def check_answer_positions(start_positions, end_positions, batch):
+    """Both or neither (one alone would silently give no loss); each (batch,) or
+    (batch, 1) integers, returned as (batch,) int64."""
+    if (start_positions is None) != (end_positions is None):
+        raise ValueError("start_positions and end_positions must be given together (both for a loss, "
+                         f"neither for inference), got only {'start' if end_positions is None else 'end'}_positions")
+    if start_positions is None:
+        return None, None
+    return tuple(check_class_ids(name, positions, [(batch,), (batch, 1)], "token positions, one per row").reshape(batch)
+                 for name, positions in (("start_positions", start_positions), ("end_positions", end_positions)))
+
+
 class XLMForQuestionAnsweringSimple(XLMPreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
+        if config.num_labels != 2:  # the two outputs are the start and end logits
+            raise ValueError(f"XLMForQuestionAnsweringSimple needs config.num_labels == 2, got {config.num_labels}")
         self.transformer = XLMModel(config)
         self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
@@ -626,14 +698,10 @@ class XLMForQuestionAnsweringSimple(XLMPreTrainedModel):
         end_logits = end_logits.squeeze(-1).contiguous()
 
         total_loss = None
-        if start_positions is not None and end_positions is not None:
-            check_positions("start_positions", start_positions, start_logits.shape[0])
-            check_positions("end_positions", end_positions, start_logits.shape[0])
-            if start_positions.dim() > 1:
-                start_positions = start_positions.squeeze(-1)
-            if end_positions.dim() > 1:
-                end_positions = end_positions.squeeze(-1)
-            # Positions outside the sequence are clamped to one ignored index.
+        start_positions, end_positions = check_answer_positions(start_positions, end_positions, start_logits.shape[0])
+        if start_positions is not None:
+            # Positions outside the sequence (negative ones included) are clamped, as in
+            # transformers: beyond the end they become one ignored index.
             ignored_index = start_logits.size(1)
             start_positions = start_positions.clamp(0, ignored_index)
             end_positions = end_positions.clamp(0, ignored_index)
@@ -715,6 +783,27 @@ class XLMPoolerAnswerClass(nn.Module):
         return self.dense_1(x).squeeze(-1)
 
 
+def check_p_mask(p_mask, batch, seq, device):
+    if not torch.is_tensor(p_mask):
+        raise TypeError(f"p_mask must be a torch.Tensor, got {type(p_mask).__name__}")
+    if p_mask.dtype == torch.bool or p_mask.is_complex():  # 1 - p_mask needs numbers
+        raise TypeError(f"p_mask must be a float or integer tensor of 0/1 (1: not in the answer), got {p_mask.dtype}")
+    if tuple(p_mask.shape) != (batch, seq):
+        raise ValueError(f"p_mask must have shape {(batch, seq)}, got {tuple(p_mask.shape)}")
+    check_device("p_mask", p_mask, device)
+
+
+def check_is_impossible(is_impossible, cls_index, batch):
+    """is_impossible (batch,) or (batch, 1) of 0/1 (any real dtype) -> (batch,)."""
+    if cls_index is None:  # transformers would silently leave out the answerability loss
+        raise ValueError("is_impossible needs cls_index (the CLS token's position) for the answerability loss")
+    if not torch.is_tensor(is_impossible) or is_impossible.is_complex():
+        raise TypeError(f"is_impossible must be a real torch.Tensor of 0/1, got {is_impossible!r}")
+    if tuple(is_impossible.shape) not in ((batch,), (batch, 1)):
+        raise ValueError(f"is_impossible must have shape ({batch},) or ({batch}, 1), got {tuple(is_impossible.shape)}")
+    return is_impossible.reshape(batch)
+
+
 class XLMSQuADHead(nn.Module):
     """Beam-search SQuAD head: the loss when start and end positions are given, else the
     top start_n_top starts, for each the top end_n_top ends, and the answer-class logit."""
@@ -729,22 +818,24 @@ class XLMSQuADHead(nn.Module):
 
     def forward(self, hidden_states, start_positions=None, end_positions=None, cls_index=None,
                 is_impossible=None, p_mask=None, return_dict=False):
+        batch, seq = hidden_states.shape[:2]
+        if p_mask is not None:
+            check_p_mask(p_mask, batch, seq, hidden_states.device)
+        start_positions, end_positions = check_answer_positions(start_positions, end_positions, batch)
+        if cls_index is not None:
+            cls_index = check_class_ids("cls_index", cls_index, [(batch,), (batch, 1)],
+                                        "the CLS token's position, one per row").reshape(batch)
         start_logits = self.start_logits(hidden_states, p_mask=p_mask)
 
-        if start_positions is not None and end_positions is not None:
-            batch, seq = hidden_states.shape[:2]
-            # Unlike the simple head, transformers does not clamp these: out of range is an error.
-            for name, value in (("start_positions", start_positions), ("end_positions", end_positions),
-                                ("cls_index", cls_index)):
-                if value is not None:
-                    check_positions(name, value, batch)
-                    check_integer_labels(name, value, batch, seq, f"token positions, ({batch},)")
-            if is_impossible is not None and (not isinstance(is_impossible, torch.Tensor)
-                                              or is_impossible.numel() != batch):
-                raise ValueError(f"is_impossible must be a tensor of {batch} values, got {is_impossible!r}")
-            squeeze = lambda x: x.squeeze(-1) if x is not None and x.dim() > 1 else x  # noqa: E731
-            start_positions, end_positions = squeeze(start_positions), squeeze(end_positions)
-            cls_index, is_impossible = squeeze(cls_index), squeeze(is_impossible)
+        if start_positions is not None:
+            if is_impossible is not None:
+                is_impossible = check_is_impossible(is_impossible, cls_index, batch)
+            # Unlike the simple head, transformers does not clamp these: start_positions and
+            # cls_index pick hidden states, so out of range is an error; end_positions only
+            # meet the loss, which ignores -100.
+            check_class_id_values(("start_positions", start_positions, seq, None),
+                                  ("end_positions", end_positions, seq, IGNORE_INDEX),
+                                  *([("cls_index", cls_index, seq, None)] if cls_index is not None else []))
             end_logits = self.end_logits(hidden_states, start_positions=start_positions, p_mask=p_mask)
             loss_fct = CrossEntropyLoss()
             total_loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
@@ -753,6 +844,12 @@ class XLMSQuADHead(nn.Module):
                 total_loss = total_loss + BCEWithLogitsLoss()(cls_logits, is_impossible.to(cls_logits.dtype)) * 0.5
             return XLMSquadHeadOutput(loss=total_loss) if return_dict else (total_loss,)
 
+        for name, top in (("start_n_top", self.start_n_top), ("end_n_top", self.end_n_top)):
+            if top > seq:
+                raise ValueError(f"config.{name} ({top}) exceeds the sequence length ({seq}): the head ranks the "
+                                 f"top {name} positions of each sequence")
+        if cls_index is not None:
+            check_class_id_values(("cls_index", cls_index, seq, None))
         bsz, slen, hsz = hidden_states.size()
         start_log_probs = F.softmax(start_logits, dim=-1)  # (bsz, slen)
         start_top_log_probs, start_top_index = torch.topk(start_log_probs, self.start_n_top, dim=-1)
@@ -807,6 +904,7 @@ class XLMForQuestionAnswering(XLMPreTrainedModel):
             inputs_embeds=inputs_embeds, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states, return_dict=return_dict,
         )
+        check_has_tokens("XLMForQuestionAnswering", input_ids, transformer_outputs[0])
         outputs = self.qa_outputs(
             transformer_outputs[0], start_positions=start_positions, end_positions=end_positions,
             cls_index=cls_index, is_impossible=is_impossible, p_mask=p_mask, return_dict=return_dict,
@@ -860,8 +958,8 @@ class XLMForTokenClassification(XLMPreTrainedModel):
         logits = self.classifier(self.dropout(outputs[0]))
         loss = None
         if labels is not None:
-            check_integer_labels("labels", labels, logits.shape[0] * logits.shape[1], self.num_labels,
-                                 "one class id per token, (batch, seq)")
+            labels = check_class_ids("labels", labels, [tuple(logits.shape[:2])], "class ids, one per token")
+            check_class_id_values(("labels", labels, self.num_labels, IGNORE_INDEX))
             loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
         if not return_dict:
             output = (logits,) + tuple(outputs[1:])
@@ -905,11 +1003,22 @@ class XLMForMultipleChoice(XLMPreTrainedModel):
         primary = input_ids if input_ids is not None else inputs_embeds
         if primary is None:
             raise ValueError("exactly one of input_ids and inputs_embeds must be given")
+        name = "input_ids" if input_ids is not None else "inputs_embeds"
+        if not torch.is_tensor(primary):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(primary).__name__}")
         expected = 3 if input_ids is not None else 4
         if primary.dim() != expected:
-            name = "input_ids" if input_ids is not None else "inputs_embeds"
             raise ValueError(f"{name} must have {expected} dimensions (batch, num_choices, ...), got {primary.dim()}")
-        num_choices = primary.shape[1]
+        batch, num_choices, seq = primary.shape[:3]
+        if 0 in (batch, num_choices, seq):
+            raise ValueError(f"{name} must hold at least one row, one choice and one token, got shape "
+                             f"{tuple(primary.shape)}")
+        # Flattening would let a wrong shape with the right number of values through.
+        for aux_name, aux in (("attention_mask", attention_mask), ("langs", langs),
+                              ("token_type_ids", token_type_ids), ("position_ids", position_ids)):
+            if aux is not None and (not torch.is_tensor(aux) or tuple(aux.shape) != (batch, num_choices, seq)):
+                raise ValueError(f"{aux_name} must be a tensor of shape {(batch, num_choices, seq)} like {name}, got "
+                                 f"{tuple(aux.shape) if torch.is_tensor(aux) else type(aux).__name__}")
         flat = lambda x: x.reshape(-1, x.size(-1)) if x is not None else None  # noqa: E731
         transformer_outputs = self.transformer(
             input_ids=flat(input_ids),
@@ -928,10 +1037,11 @@ class XLMForMultipleChoice(XLMPreTrainedModel):
         )
         logits = self.logits_proj(self.sequence_summary(transformer_outputs[0]))
         reshaped_logits = logits.view(-1, num_choices)
+        loss = None
         if labels is not None:
-            check_integer_labels("labels", labels, reshaped_logits.shape[0], num_choices,
-                                 f"the index of the right choice per row, ({reshaped_logits.shape[0]},)")
-        loss = None if labels is None else CrossEntropyLoss()(reshaped_logits, labels)
+            labels = check_class_ids("labels", labels, [(batch,)], "the index of the right choice, one per row")
+            check_class_id_values(("labels", labels, num_choices, IGNORE_INDEX))
+            loss = CrossEntropyLoss()(reshaped_logits, labels)
         if not return_dict:
             output = (reshaped_logits,) + tuple(transformer_outputs[1:])
             return output if loss is None else (loss,) + output

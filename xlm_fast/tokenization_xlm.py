@@ -16,7 +16,7 @@ reach the language-specific code, `lang=` here selects the pipeline as documente
 import bisect
 import itertools
 import json
-import logging
+import operator
 import os
 import re
 import threading
@@ -24,14 +24,13 @@ import unicodedata
 
 import sacremoses
 
+from .bpe import MAX_THREADS
 from .bpe import BPEModel as PyBPEModel
 
 try:
     from ._C import BPEModel as CppBPEModel
 except ImportError:  # extension not built: the pure-Python twin gives the same ids
     CppBPEModel = None
-
-logger = logging.getLogger(__name__)
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.json", "merges_file": "merges.txt"}
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -72,10 +71,8 @@ def load_vocab(path):
     for token, index in vocab.items():
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 2**31:
             raise ValueError(f"vocab_file: {path}: id of {token!r} must be an integer in [0, 2**31), got {index!r}")
-        try:
-            token.encode("utf-8")
-        except UnicodeEncodeError as error:  # a JSON escape of a lone surrogate: no text holds it
-            raise ValueError(f"vocab_file: {path}: key {token!r} is not valid Unicode ({error.reason})") from None
+    # A key may hold a lone surrogate (a JSON escape such as "\ud800"): kept, as transformers and
+    # the BPE twins keep it; text with that surrogate then maps to its id.
     return vocab
 
 
@@ -290,6 +287,7 @@ class _PreTokenizerPool:
         import weakref
 
         context = multiprocessing.get_context("fork")
+        self.size = size
         self._lock = threading.Lock()
         self._connections = []
         for _ in range(size):
@@ -347,8 +345,6 @@ class BatchEncoding(dict):
 
 
 def _to_tensor(values, return_tensors, key):
-    if return_tensors not in ("pt", "np"):
-        raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
     if values and isinstance(values[0], list) and len({len(row) for row in values}) > 1:
         raise ValueError(f"cannot make a tensor of '{key}': sequences differ in length; use padding=True")
     if return_tensors == "pt":
@@ -369,11 +365,57 @@ def _check_side(name, value):
     return value
 
 
-def _check_count(name, value):
-    """A positive int (not a bool, nor a float that int() would truncate)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+def _check_count(name, value, most=None):
+    """A positive int, at most `most` (not a bool, nor a float that int() would truncate)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (most is not None and value > most):
+        bound = "" if most is None else f" <= {most}"
+        raise ValueError(f"{name} must be a positive int{bound}, got {value!r}")
     return value
+
+
+def _check_lang2id(lang2id):
+    if lang2id is not None and not (
+        isinstance(lang2id, dict)
+        and all(isinstance(lang, str) and type(index) is int for lang, index in lang2id.items())
+    ):
+        raise TypeError(f"lang2id must be a dict {{str: int}} or None, got {lang2id!r}")
+    return lang2id
+
+
+def _id2lang_with_int_keys(id2lang):
+    """id2lang with int keys (JSON stores them as strings, e.g. {"0": "en"})."""
+    if id2lang is None:
+        return None
+    expected = f"id2lang must be a dict {{int: str}} or None, got {id2lang!r}"
+    if not isinstance(id2lang, dict):
+        raise TypeError(expected)
+    converted = {}
+    for index, lang in id2lang.items():
+        if isinstance(index, str) and index.isdecimal():
+            index = int(index)
+        if type(index) is not int or not isinstance(lang, str):
+            raise TypeError(expected)
+        converted[index] = lang
+    return converted
+
+
+def _token_ids(ids, name):
+    """`ids` as a list of Python ints (numpy / torch integer scalars accepted); TypeError for a
+    float, bool or anything else (int() would truncate 2.7), ValueError for a negative id."""
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise TypeError(f"{name} must be an int or a sequence of int, got {type(ids).__name__}")
+    checked = []
+    for index in ids:
+        try:
+            if isinstance(index, bool):
+                raise TypeError
+            index = operator.index(index)
+        except TypeError:
+            raise TypeError(f"{name} must hold int ids, got {type(index).__name__}") from None
+        if index < 0:
+            raise ValueError(f"{name} must hold non-negative ids, got {index}")
+        checked.append(index)
+    return checked
 
 
 class XLMTokenizer:
@@ -418,20 +460,18 @@ class XLMTokenizer:
             if not isinstance(token, str) or not token:
                 raise TypeError(f"{name} must be a non-empty str, got {token!r}")
 
-        if id2lang is not None:  # JSON stores the int keys as strings
-            id2lang = {int(index): lang for index, lang in id2lang.items()}
+        self.lang2id, self.id2lang = lang2id, id2lang
         if lang2id is not None and id2lang is not None and len(lang2id) != len(id2lang):
             raise ValueError(f"lang2id ({len(lang2id)} languages) and id2lang ({len(id2lang)}) differ in size")
-        self.lang2id, self.id2lang = lang2id, id2lang
-        self.do_lowercase_and_remove_accent = bool(do_lowercase_and_remove_accent)
 
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        self.pre_tokenizer = XLMPreTokenizer(bool(do_lowercase_and_remove_accent))
         self.model_max_length = kwargs.pop("model_max_length", VERY_LARGE_INTEGER)
         self.padding_side = kwargs.pop("padding_side", "right")
         self.truncation_side = kwargs.pop("truncation_side", "right")
-        self.num_threads = kwargs.pop("num_threads", os.cpu_count() or 1)
+        self.num_threads = kwargs.pop("num_threads", min(os.cpu_count() or 1, MAX_THREADS))
         self.num_workers = kwargs.pop("num_workers", 1)
-        self._pool = None
-        self._pool_lock = threading.Lock()
         self._backend = kwargs.pop("bpe_backend", "auto")
         self.init_kwargs = kwargs  # other transformers options, kept for save_pretrained
 
@@ -445,8 +485,6 @@ class XLMTokenizer:
         # Longest first, so that the leftmost, longest special token wins (transformers' trie).
         alternatives = sorted(self._special_ids, key=len, reverse=True)
         self._special_split = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
-
-        self.pre_tokenizer = XLMPreTokenizer(self.do_lowercase_and_remove_accent)
         self.bpe_model = self._make_bpe_model(self._backend)
 
     def __getstate__(self):  # the C++ core, the process pool and its lock are rebuilt, not pickled
@@ -461,6 +499,22 @@ class XLMTokenizer:
 
     # ------------------------------------------------------------------ validated options
     # Checked here, so that a bad value set after construction is refused as well.
+
+    @property
+    def lang2id(self):
+        return self._lang2id
+
+    @lang2id.setter
+    def lang2id(self, value):
+        self._lang2id = _check_lang2id(value)
+
+    @property
+    def id2lang(self):
+        return self._id2lang
+
+    @id2lang.setter
+    def id2lang(self, value):
+        self._id2lang = _id2lang_with_int_keys(value)
 
     @property
     def padding_side(self):
@@ -484,7 +538,8 @@ class XLMTokenizer:
 
     @model_max_length.setter
     def model_max_length(self, value):
-        self._model_max_length = _check_count("model_max_length", value)
+        # None means no limit in transformers, which stores its very large sentinel instead.
+        self._model_max_length = VERY_LARGE_INTEGER if value is None else _check_count("model_max_length", value)
 
     @property
     def num_threads(self):
@@ -492,7 +547,7 @@ class XLMTokenizer:
 
     @num_threads.setter
     def num_threads(self, value):
-        self._num_threads = _check_count("num_threads", value)
+        self._num_threads = _check_count("num_threads", value, MAX_THREADS)
 
     @property
     def num_workers(self):
@@ -501,6 +556,23 @@ class XLMTokenizer:
     @num_workers.setter
     def num_workers(self, value):
         self._num_workers = _check_count("num_workers", value)
+        self._drop_pool()  # its size is fixed when it starts
+
+    @property
+    def do_lowercase_and_remove_accent(self):
+        return self.pre_tokenizer.do_lowercase_and_remove_accent
+
+    @do_lowercase_and_remove_accent.setter
+    def do_lowercase_and_remove_accent(self, value):
+        # read on every call, as in transformers; the workers hold the old value
+        self.pre_tokenizer.do_lowercase_and_remove_accent = bool(value)
+        self._drop_pool()
+
+    def _drop_pool(self):
+        """Forgets the worker pool (its processes stop once no call uses it); the next large
+        batch starts one with the current options."""
+        with self._pool_lock:
+            self._pool = None
 
     def _make_bpe_model(self, backend):
         unk_id = self.encoder.get(self.unk_token, self.added_tokens_encoder.get(self.unk_token))
@@ -572,25 +644,40 @@ class XLMTokenizer:
     def convert_tokens_to_ids(self, tokens):
         if isinstance(tokens, str):
             return self._token_to_id(tokens)
-        return [self._token_to_id(token) for token in tokens]
+        if not hasattr(tokens, "__iter__"):
+            raise TypeError(f"tokens must be a str or a list of str, got {type(tokens).__name__}")
+        ids = []
+        for token in tokens:
+            if not isinstance(token, str):
+                raise TypeError(f"tokens must hold str tokens, got {type(token).__name__}")
+            ids.append(self._token_to_id(token))
+        return ids
 
     def _id_to_token(self, index):
         token = self.added_tokens_decoder.get(index)
         return token if token is not None else self.decoder.get(index, self.unk_token)
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
-        if isinstance(ids, int):
-            return self._id_to_token(ids)
+        """Id(s) -> token(s). An id past the vocabulary gives unk_token, as in transformers (a
+        model's embedding matrix may be padded beyond the tokenizer's ids)."""
+        if hasattr(ids, "tolist"):  # numpy array or tensor
+            ids = ids.tolist()
+        if isinstance(ids, int) and not isinstance(ids, bool):
+            return self._id_to_token(_token_ids([ids], "ids")[0])
+        return self._checked_ids_to_tokens(_token_ids(ids, "ids"), skip_special_tokens)
+
+    def _checked_ids_to_tokens(self, ids, skip_special_tokens):
         special = set(self.all_special_ids) if skip_special_tokens else ()
-        return [self._id_to_token(int(index)) for index in ids if int(index) not in special]
+        return [self._id_to_token(index) for index in ids if index not in special]
 
     # ------------------------------------------------------------------ tokenisation
 
     def _check_lang(self, lang):
         if not isinstance(lang, str):
             raise TypeError(f"lang must be a str language code, got {type(lang).__name__}")
-        if lang and self.lang2id and lang not in self.lang2id:
-            logger.error("lang=%r is not in this tokenizer's lang2id (%s)", lang, ", ".join(self.lang2id))
+        if self.lang2id and lang not in self.lang2id:
+            languages = ", ".join(self.lang2id)
+            raise ValueError(f"lang must be one of this tokenizer's languages ({languages}), got {lang!r}")
 
     def _pieces(self, text):
         """Yields (special token, None) for each special token, (None, text) for the text between."""
@@ -646,15 +733,18 @@ class XLMTokenizer:
         workers = min(self.num_workers, len(pieces) // self.MIN_TEXTS_PER_WORKER)
         if workers <= 1:
             return [self.pre_tokenizer(piece, lang, bypass_tokenizer) for piece in pieces]
-        if self._pool is None:
+        pool = self._pool  # read once: an option set meanwhile may drop it
+        if pool is None:
             with self._pool_lock:  # threads making their first call at once start one pool
                 if self._pool is None:
                     self._pool = _PreTokenizerPool(self.num_workers - 1, self.do_lowercase_and_remove_accent)
+                pool = self._pool
+        workers = min(workers, pool.size + 1)  # a pool started for an older num_workers may be smaller
         # Shares of about equal characters (front time grows with length), in order.
         ends = list(itertools.accumulate(len(piece) + 1 for piece in pieces))
         bounds = [0] + [bisect.bisect_left(ends, ends[-1] * k / workers) for k in range(1, workers)] + [len(pieces)]
         shares = [[(piece, lang, bypass_tokenizer) for piece in pieces[a:b]] for a, b in zip(bounds, bounds[1:])]
-        return self._pool.map(shares, lambda share: [self.pre_tokenizer(*item) for item in share])
+        return pool.map(shares, lambda share: [self.pre_tokenizer(*item) for item in share])
 
     # ------------------------------------------------------------------ model inputs
 
@@ -684,7 +774,7 @@ class XLMTokenizer:
 
     def _strategies(self, padding, truncation, max_length):
         """transformers' rules: (padding in {None, "longest", "max_length"}, truncation, max_length)."""
-        if max_length is not None and (not isinstance(max_length, int) or max_length < 0):
+        if max_length is not None and (type(max_length) is not int or max_length < 0):
             raise ValueError(f"max_length must be a non-negative int or None, got {max_length!r}")
         if max_length is not None and padding is False and truncation is None:
             truncation = "longest_first"
@@ -810,6 +900,8 @@ class XLMTokenizer:
             _check_side("padding_side", padding_side)
         if pad_to_multiple_of is not None:
             _check_count("pad_to_multiple_of", pad_to_multiple_of)
+        if return_tensors is not None and return_tensors not in ("pt", "np"):
+            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
         padding, truncation, max_length = self._strategies(padding, truncation, max_length)
         want = {
             "token_type_ids": bool(return_token_type_ids),
@@ -872,11 +964,8 @@ class XLMTokenizer:
         """Ids (int, list, numpy array or tensor) -> text: tokens joined, "</w>" -> " ", stripped."""
         if hasattr(token_ids, "tolist"):
             token_ids = token_ids.tolist()
-        if isinstance(token_ids, int):
-            token_ids = [token_ids]
-        if not isinstance(token_ids, (list, tuple)) or not all(isinstance(i, int) for i in token_ids):
-            raise TypeError("token_ids must be an int or a sequence of int")
-        text = self.convert_tokens_to_string(self.convert_ids_to_tokens(token_ids, skip_special_tokens))
+        token_ids = _token_ids([token_ids] if isinstance(token_ids, int) else token_ids, "token_ids")
+        text = self.convert_tokens_to_string(self._checked_ids_to_tokens(token_ids, skip_special_tokens))
         return self.clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
     def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=False):
@@ -891,7 +980,8 @@ class XLMTokenizer:
         prefix = filename_prefix + "-" if filename_prefix else ""
         vocab_path = os.path.join(save_directory, prefix + VOCAB_FILES_NAMES["vocab_file"])
         merges_path = os.path.join(save_directory, prefix + VOCAB_FILES_NAMES["merges_file"])
-        with open(vocab_path, "w", encoding="utf-8") as handle:
+        # A lone surrogate in a key has no UTF-8 form; backslashreplace writes it as its JSON escape.
+        with open(vocab_path, "w", encoding="utf-8", errors="backslashreplace") as handle:
             handle.write(json.dumps(self.encoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         ranks = {pair: rank for rank, pair in enumerate(self.merges)}  # a repeated merge keeps its last rank
         with open(merges_path, "w", encoding="utf-8") as handle:
