@@ -2,6 +2,8 @@
 
 import argparse
 import importlib
+import importlib.metadata
+import os
 import platform
 import sys
 
@@ -16,29 +18,37 @@ def extension_built():
     return True
 
 
+def package_version(name):
+    """Installed version of distribution `name`, or "not installed"."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def info(out=print):
     import torch
 
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = "not installed"
-    cuda_path = backend.select_backend(
-        torch.device("cuda"), dtype=torch.float16, output_attentions=False, uses_cache=False, needs_grad=False,
-        dropout_active=False
-    )
     out(f"xlm_fast {__version__}")
-    out(f"python {platform.python_version()}, torch {torch.__version__}, triton {triton_version}")
+    out(f"python {platform.python_version()}, torch {torch.__version__}, triton {package_version('triton')}, "
+        f"transformers {package_version('transformers')}, sacremoses {package_version('sacremoses')}")
     out(f"C++ extension xlm_fast._C built: {extension_built()}")
     out(f"CUDA available: {torch.cuda.is_available()}")
-    out(f"{backend.BACKEND_ENV}={backend.requested_backend()}: a CUDA tensor would take the {cuda_path} path, "
-        "a CPU tensor the torch path")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        path = backend.select_backend(device, dtype=torch.float16, output_attentions=False, uses_cache=False,
+                                      needs_grad=False, dropout_active=False)
+        taken = f"a {device.type.upper()} tensor takes the {path} path"
+    except RuntimeError as error:  # XLM_FAST_BACKEND=triton where the kernels cannot run
+        taken = str(error)
+    if device.type == "cpu":  # no device for the fused kernels: claim no Triton path for CUDA
+        taken = f"no CUDA device; {taken}"
+    out(f"{backend.BACKEND_ENV}={backend.requested_backend()}: {taken}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="xlm_fast", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"xlm_fast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="versions, extension and backend")
     demo = commands.add_parser("demo", help="end-to-end demo on a small checkpoint the package builds")
@@ -54,4 +64,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # e.g. `python -m xlm_fast info | head -1`: the reader left early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(1)
