@@ -359,6 +359,25 @@ def _to_tensor(values, return_tensors, key):
 # ----------------------------------------------------------------------------- tokenizer
 
 
+class _CheckedOption:
+    """An attribute whose every assignment goes through `check(name, value)`, which returns
+    the value to store (in `_<name>`); `after_set(instance)` runs after each assignment."""
+
+    def __init__(self, check, after_set=None):
+        self.check, self.after_set = check, after_set
+
+    def __set_name__(self, owner, name):
+        self.name, self.slot = name, "_" + name
+
+    def __get__(self, instance, owner=None):
+        return self if instance is None else getattr(instance, self.slot)
+
+    def __set__(self, instance, value):
+        setattr(instance, self.slot, self.check(self.name, value))
+        if self.after_set is not None:
+            self.after_set(instance)
+
+
 def _check_side(name, value):
     if value not in ("right", "left"):
         raise ValueError(f"{name} must be 'right' or 'left', got {value!r}")
@@ -498,65 +517,17 @@ class XLMTokenizer:
         self.bpe_model = self._make_bpe_model(self._backend)
 
     # ------------------------------------------------------------------ validated options
-    # Checked here, so that a bad value set after construction is refused as well.
-
-    @property
-    def lang2id(self):
-        return self._lang2id
-
-    @lang2id.setter
-    def lang2id(self, value):
-        self._lang2id = _check_lang2id(value)
-
-    @property
-    def id2lang(self):
-        return self._id2lang
-
-    @id2lang.setter
-    def id2lang(self, value):
-        self._id2lang = _id2lang_with_int_keys(value)
-
-    @property
-    def padding_side(self):
-        return self._padding_side
-
-    @padding_side.setter
-    def padding_side(self, value):
-        self._padding_side = _check_side("padding_side", value)
-
-    @property
-    def truncation_side(self):
-        return self._truncation_side
-
-    @truncation_side.setter
-    def truncation_side(self, value):
-        self._truncation_side = _check_side("truncation_side", value)
-
-    @property
-    def model_max_length(self):
-        return self._model_max_length
-
-    @model_max_length.setter
-    def model_max_length(self, value):
-        # None means no limit in transformers, which stores its very large sentinel instead.
-        self._model_max_length = VERY_LARGE_INTEGER if value is None else _check_count("model_max_length", value)
-
-    @property
-    def num_threads(self):
-        return self._num_threads
-
-    @num_threads.setter
-    def num_threads(self, value):
-        self._num_threads = _check_count("num_threads", value, MAX_THREADS)
-
-    @property
-    def num_workers(self):
-        return self._num_workers
-
-    @num_workers.setter
-    def num_workers(self, value):
-        self._num_workers = _check_count("num_workers", value)
-        self._drop_pool()  # its size is fixed when it starts
+    # Checked on every assignment, construction included, so a bad value set later is refused too.
+    lang2id = _CheckedOption(lambda name, value: _check_lang2id(value))
+    id2lang = _CheckedOption(lambda name, value: _id2lang_with_int_keys(value))
+    padding_side = _CheckedOption(_check_side)
+    truncation_side = _CheckedOption(_check_side)
+    # None means no limit in transformers, which stores its very large sentinel instead.
+    model_max_length = _CheckedOption(
+        lambda name, value: VERY_LARGE_INTEGER if value is None else _check_count(name, value))
+    num_threads = _CheckedOption(lambda name, value: _check_count(name, value, MAX_THREADS))
+    # The pool's size is fixed when it starts.
+    num_workers = _CheckedOption(_check_count, after_set=lambda tokenizer: tokenizer._drop_pool())
 
     @property
     def do_lowercase_and_remove_accent(self):
