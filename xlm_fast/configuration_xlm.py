@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from .hub import checked_path, resolve_model_dir
+
 # Documented parameters and their defaults (transformers' XLM documentation).
 XLM_DEFAULTS = {
     "vocab_size": 30145,
@@ -368,8 +370,6 @@ class XLMConfig:
     def from_pretrained(cls, pretrained_model_name_or_path, cache_dir=None, **kwargs):
         """Reads `config.json` from a local directory, a JSON file, or a hub id already in
         the local Hugging Face cache; keyword arguments override loaded values."""
-        from .modeling_utils import checked_path, resolve_model_dir
-
         path = checked_path(pretrained_model_name_or_path)
         if os.path.isfile(path):
             config_file = path
