@@ -24,7 +24,7 @@ PIP := PIP_CONSTRAINT=$(abspath $(PINS)) $(PY) -m pip
 export XLM_FAST_REQUIRE_EXTENSION := $(shell command -v $${CXX:-c++} >/dev/null 2>&1 && echo 1 || echo 0)
 PACKAGE_FILES := setup.py pyproject.toml $(CONSTRAINTS) $(wildcard csrc/*.cpp csrc/*.h)
 
-.PHONY: setup setup-runtime demo test lint test-latest wheel-check test-asan bench info clean
+.PHONY: setup setup-runtime demo test lint test-latest test-oldest wheel-check test-asan bench info clean
 
 setup-runtime: $(VENV)/.runtime
 setup: $(VENV)/.installed
@@ -74,6 +74,20 @@ test-latest:
 	$(LATEST_VENV)/bin/python -m pip list | grep -i -E '^(transformers|tokenizers|sacremoses|triton|numpy|pytest) '
 	$(LATEST_VENV)/bin/python -m pytest -q tests
 
+# The transformers integration tests against the oldest transformers release xlm_fast
+# supports (tests/constraints-oldest.txt replaces those pins). Not run in CI.
+OLDEST_VENV := .venv-oldest
+OLDEST_PINS := tests/constraints-oldest.txt
+INTEGRATION_TESTS := tests/test_integration_transformers.py
+test-oldest: $(PINS)
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -c "import torch" 2>/dev/null || $(OLDEST_VENV)/bin/python -m pip install $(TORCH_CPU)
+	{ grep -v -i -E "^($$(sed -n 's/==.*//p' $(OLDEST_PINS) | paste -sd '|'))==" $(PINS); cat $(OLDEST_PINS); } \
+		> $(OLDEST_VENV)/constraints.txt
+	PIP_CONSTRAINT=$(abspath $(OLDEST_VENV))/constraints.txt $(OLDEST_VENV)/bin/python -m pip install -e ".[test]"
+	$(OLDEST_VENV)/bin/python -m pip list | grep -i -E '^(transformers|tokenizers|accelerate|huggingface.hub) '
+	$(OLDEST_VENV)/bin/python -m pytest -q $(INTEGRATION_TESTS)
+
 # Builds the wheel, installs it into a fresh venv ($(TORCH_CPU), the rest pinned) and
 # runs tests/wheel_smoke.py there, outside the source tree.
 WHEEL_VENV := build/wheel-venv
@@ -107,4 +121,4 @@ bench: setup
 	$(PY) -m pytest -q bench -o python_files="bench_*.py" --benchmark-only
 
 clean:
-	rm -rf $(VENV) $(LATEST_VENV) build dist *.egg-info xlm_fast/*.so
+	rm -rf $(VENV) $(LATEST_VENV) $(OLDEST_VENV) build dist *.egg-info xlm_fast/*.so

@@ -232,3 +232,22 @@ def test_a_bad_value_in_config_json_names_the_file(tmp_path):
 def test_a_path_of_the_wrong_type_is_named(path):
     with pytest.raises(TypeError, match="pretrained_model_name_or_path"):
         XLMConfig.from_pretrained(path)
+
+
+def test_attributes_that_transformers_reads_from_any_config_exist_and_are_not_saved(tmp_path):
+    # transformers 4.4x pipelines read _commit_hash and task_specific_params; generation
+    # and 5.x pipelines call get_text_config(); Trainer reads name_or_path.
+    config = XLMConfig(vocab_size=50, emb_dim=16, n_heads=2, n_layers=1)
+    assert config._commit_hash is None and config.task_specific_params is None and config.prefix is None
+    assert config.is_encoder_decoder is False and config.get_text_config() is config
+    config.save_pretrained(tmp_path)
+    loaded = XLMConfig.from_pretrained(tmp_path)
+    assert loaded.name_or_path == str(tmp_path)
+    loaded.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert not {"_commit_hash", "_name_or_path", "name_or_path", "task_specific_params"} & saved.keys()
+    # what transformers 4.x wrote into config.json is read, not kept as unknown keys
+    saved.update(_name_or_path="org/name", _commit_hash="abc")
+    restored = XLMConfig.from_dict(saved)
+    assert restored.name_or_path == "org/name" and "_commit_hash" not in restored.to_dict()
+    assert restored == loaded

@@ -206,6 +206,19 @@ class XLMConfig:
 
     model_type = "xlm"
     attribute_map = ATTRIBUTE_MAP
+    # What transformers' pipelines, Trainer and generation read from any config, across
+    # 4.40-5.x (e.g. 4.x pipelines read _commit_hash and task_specific_params). Class
+    # attributes, so none of them is written to config.json unless a user sets it.
+    _commit_hash = None
+    _name_or_path = ""
+    is_encoder_decoder = False
+    is_decoder = False
+    add_cross_attention = False
+    torchscript = False
+    task_specific_params = None
+    prefix = None
+    finetuning_task = None
+    tokenizer_class = None
 
     def __init__(self, **kwargs):
         for alias, name in ATTRIBUTE_MAP.items():
@@ -221,6 +234,10 @@ class XLMConfig:
         label2id = kwargs.pop("label2id", None)
         kwargs.pop("model_type", None)
         kwargs.pop("transformers_version", None)
+        kwargs.pop("_commit_hash", None)
+        name_or_path = kwargs.pop("name_or_path", kwargs.pop("_name_or_path", None))
+        if name_or_path is not None:
+            self.name_or_path = name_or_path
         for name, default in XLM_DEFAULTS.items():
             setattr(self, name, copy.deepcopy(kwargs.pop(name, default)))
         for name, value in kwargs.items():  # unknown keys are kept as they are
@@ -308,6 +325,20 @@ class XLMConfig:
     def use_return_dict(self):
         return self.return_dict
 
+    @property
+    def name_or_path(self):
+        """What from_pretrained was given; not written to config.json (as in transformers)."""
+        return self._name_or_path
+
+    @name_or_path.setter
+    def name_or_path(self, value):
+        object.__setattr__(self, "_name_or_path", str(value))
+
+    def get_text_config(self, decoder=None, encoder=None):
+        """The config of the text part: the whole config for XLM (transformers' generation
+        and pipelines ask every model for it)."""
+        return self
+
     # ---- serialisation -------------------------------------------------------------
     def to_dict(self):
         """All attributes as a JSON-ready dict, with transformers' key names.
@@ -317,7 +348,7 @@ class XLMConfig:
         """
         output = {"model_type": self.model_type}
         for name, value in vars(self).items():
-            if name in ("id2label", "label2id"):
+            if name in ("id2label", "label2id", "_name_or_path"):
                 continue
             output[name] = copy.deepcopy(value)
         output["id2label"] = {str(key): value for key, value in self.id2label.items()}
@@ -378,6 +409,7 @@ class XLMConfig:
             if not os.path.isfile(config_file):
                 raise OSError(f"{path} has no {CONFIG_NAME}")
         config = cls.from_json_file(config_file)
+        config.name_or_path = path
         for name, value in kwargs.items():
             if name == "num_labels":
                 config.num_labels = value
