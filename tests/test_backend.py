@@ -276,3 +276,29 @@ def test_float64_model_takes_the_torch_path(monkeypatch):
     ids, mask = padded_batch()
     monkeypatch.setenv(backend.BACKEND_ENV, "triton")
     assert model(ids, attention_mask=mask).last_hidden_state.dtype == torch.float64
+
+
+def test_layers_pruned_to_different_head_counts_take_the_triton_path(monkeypatch):
+    """Each layer's fused QKV and attention take that layer's heads; head_mask indexes the
+    original heads."""
+    model = make_model("multilingual_hd80")
+    model.prune_heads({0: [1]})  # layer 0: one head, layer 1: two
+    ids, attention_mask = padded_batch()
+    calls = []
+    original = backend.triton_encoder_forward
+    monkeypatch.setattr(backend, "triton_encoder_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    assert_paths_agree(model, monkeypatch, input_ids=ids, attention_mask=attention_mask)
+    head_mask = torch.tensor([[0.5, 9.0], [0.25, 1.0]], device=DEVICE)  # 9.0: the pruned head's, unused
+    assert_paths_agree(model, monkeypatch, input_ids=ids, attention_mask=attention_mask, head_mask=head_mask)
+    assert calls == [1, 1]
+
+
+def test_a_layer_with_no_head_left_takes_the_torch_path(monkeypatch):
+    model = make_model("causal")
+    model.prune_heads({1: [0, 1]})
+    ids, _ = padded_batch()
+    monkeypatch.setattr(backend, "triton_encoder_forward", lambda *a, **k: pytest.fail("took the Triton path"))
+    forced = run(model, "triton", monkeypatch, input_ids=ids)
+    assert torch.equal(forced.last_hidden_state, run(model, "torch", monkeypatch, input_ids=ids).last_hidden_state)
+    monkeypatch.setenv(backend.BACKEND_ENV, "triton")
+    assert backend.select_backend(torch.device("cuda"), **SELECT_DEFAULTS, headless_layers=True) == "torch"

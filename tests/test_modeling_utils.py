@@ -4,10 +4,12 @@ sharded or not, the local Hugging Face cache, dtype, and loading reports."""
 import json
 import logging
 import os
+import weakref
 
 import pytest
 import torch
 import transformers
+from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file
 
 import xlm_fast
@@ -154,8 +156,8 @@ def test_unreadable_weights_are_a_clear_error(tmp_path):
 def test_unknown_keyword_arguments_are_rejected(tmp_path):
     _, ours = make_twins("XLMModel")
     ours.save_pretrained(tmp_path)
-    with pytest.raises(TypeError, match="low_cpu_mem_usage"):
-        xlm_fast.XLMModel.from_pretrained(tmp_path, low_cpu_mem_usage=True)
+    with pytest.raises(TypeError, match="offload_folder"):
+        xlm_fast.XLMModel.from_pretrained(tmp_path, offload_folder="/tmp/offload")
     assert xlm_fast.XLMModel.from_pretrained(tmp_path, output_hidden_states=True).config.output_hidden_states
 
 
@@ -241,3 +243,442 @@ def test_a_state_dict_that_is_not_names_to_tensors_is_named(tmp_path, state_dict
     with pytest.raises(TypeError, match="state_dict"):
         model.save_pretrained(tmp_path / "again", state_dict=state_dict)
     assert not (tmp_path / "again").exists()  # refused before anything is written
+
+
+# ---- num_parameters -------------------------------------------------------------------
+@pytest.mark.parametrize("class_name", ["XLMModel", "XLMWithLMHeadModel", "XLMForSequenceClassification",
+                                        "XLMForQuestionAnswering", "XLMForMultipleChoice"])
+@pytest.mark.parametrize("config_name", ["base", "multilingual"])
+def test_num_parameters_matches_transformers(class_name, config_name):
+    hf_model, ours = make_twins(class_name, config_name)
+    for model in (hf_model, ours):  # some frozen parameters, the same in both
+        model.base_model.layer_norm_emb.weight.requires_grad_(False)
+        model.base_model.attentions[0].q_lin.requires_grad_(False)
+    for only_trainable in (False, True):
+        for exclude_embeddings in (False, True):
+            kwargs = dict(only_trainable=only_trainable, exclude_embeddings=exclude_embeddings)
+            assert ours.num_parameters(**kwargs) == hf_model.num_parameters(**kwargs), kwargs
+    # the tied LM projection is counted once; the embeddings are words, positions, languages
+    embeddings = sum(module.weight.numel() for module in ours.modules() if isinstance(module, torch.nn.Embedding))
+    assert ours.num_parameters() - ours.num_parameters(exclude_embeddings=True) == embeddings
+
+
+# ---- resize_token_embeddings ----------------------------------------------------------
+def lm_logits(model, ids):
+    return model(ids).logits
+
+
+@pytest.mark.parametrize("new_size", [130, 64])
+def test_resize_token_embeddings_matches_transformers_without_mean_resizing(new_size):
+    hf_model, ours = make_twins("XLMWithLMHeadModel")
+    old = ours.transformer.embeddings.weight.detach().clone()
+    module = ours.get_input_embeddings()
+    returned = ours.resize_token_embeddings(new_size, mean_resizing=False)
+    hf_model.resize_token_embeddings(new_size, mean_resizing=False)
+    assert returned is module  # the same module, with a resized weight, as in transformers
+    kept = min(new_size, old.size(0))
+    weight, hf_weight = ours.transformer.embeddings.weight, hf_model.transformer.embeddings.weight
+    assert weight.shape == hf_weight.shape == (new_size, 32)
+    assert torch.equal(weight[:kept], hf_weight[:kept]) and torch.equal(weight[:kept], old[:kept])
+    assert torch.equal(ours.pred_layer.proj.bias, hf_model.pred_layer.proj.bias)  # added biases are 0 in both
+    assert ours.pred_layer.proj.weight is weight  # still tied
+    assert ours.config.vocab_size == ours.config.n_words == new_size == hf_model.config.vocab_size
+    assert ours.pred_layer.proj.out_features == new_size and module.num_embeddings == new_size
+    ids, _ = random_batch(seq=6)
+    ids = ids % new_size
+    # the kept tokens' logits (added rows are random, drawn differently in each library)
+    assert relative_error(lm_logits(ours, ids)[..., :kept], lm_logits(hf_model, ids)[..., :kept]) < 1e-6
+    # the loss sees the new vocabulary (transformers' XLMPredLayer keeps the old n_words)
+    labels = torch.full_like(ids, new_size - 1)
+    assert torch.isfinite(ours(ids, labels=labels).loss)
+    with pytest.raises(ValueError, match="input_ids"):
+        ours(torch.full_like(ids, new_size))
+
+
+def test_resize_token_embeddings_with_mean_resizing_starts_new_rows_at_the_mean():
+    hf_model, ours = make_twins("XLMWithLMHeadModel")
+    old_weight = ours.transformer.embeddings.weight.detach().clone()
+    old_bias = ours.pred_layer.proj.bias.detach().clone()
+    torch.manual_seed(3)
+    ours.resize_token_embeddings(111)  # mean_resizing=True is the default, as in transformers
+    torch.manual_seed(3)
+    hf_model.resize_token_embeddings(111)
+    for model in (ours, hf_model):
+        weight, bias = model.transformer.embeddings.weight.detach(), model.pred_layer.proj.bias.detach()
+        assert torch.equal(weight[:101], old_weight) and torch.equal(bias[:101], old_bias)
+        # a normal with 1e-9 times the rows' covariance: the mean up to ~1e-5
+        assert torch.allclose(weight[101:], old_weight.mean(0).expand(10, -1), atol=1e-4)
+        assert torch.allclose(bias[101:], old_bias.mean().expand(10), atol=1e-6)
+    assert torch.allclose(ours.transformer.embeddings.weight, hf_model.transformer.embeddings.weight, atol=2e-4)
+
+
+def test_resize_with_pad_to_multiple_of_and_without_arguments():
+    hf_model, ours = make_twins("XLMWithLMHeadModel")
+    assert ours.resize_token_embeddings() is ours.get_input_embeddings()
+    assert ours.config.vocab_size == 101  # nothing changed
+    assert ours.resize_token_embeddings(None, pad_to_multiple_of=8).num_embeddings == 104
+    assert hf_model.resize_token_embeddings(None, pad_to_multiple_of=8).num_embeddings == 104
+    assert ours.resize_token_embeddings(105, pad_to_multiple_of=16).num_embeddings == 112
+    assert ours.pred_layer.proj.bias.shape == (112,)
+
+
+def test_resize_untied_lm_head_matches_transformers():
+    hf_model, ours = make_twins("XLMWithLMHeadModel", tie_word_embeddings=False)
+    assert ours.pred_layer.proj.weight is not ours.transformer.embeddings.weight
+    hf_model.resize_token_embeddings(120, mean_resizing=False)
+    ours.resize_token_embeddings(120, mean_resizing=False)
+    assert ours.pred_layer.proj.weight is not ours.transformer.embeddings.weight
+    for name in ("pred_layer.proj.weight", "transformer.embeddings.weight"):
+        assert torch.equal(ours.get_parameter(name)[:101], hf_model.get_parameter(name)[:101]), name
+        assert ours.get_parameter(name).shape == hf_model.get_parameter(name).shape == (120, 32)
+    assert torch.equal(ours.pred_layer.proj.bias, hf_model.pred_layer.proj.bias)
+
+
+@pytest.mark.parametrize("class_name", ["XLMModel", "XLMForSequenceClassification"])
+def test_resize_models_without_lm_head(class_name):
+    hf_model, ours = make_twins(class_name)
+    hf_model.resize_token_embeddings(90, mean_resizing=False)
+    ours.resize_token_embeddings(90, mean_resizing=False)
+    assert ours.get_output_embeddings() is None
+    ids, mask = random_batch(seq=6)
+    ids = ids % 90
+    ours_out, hf_out = ours(ids, attention_mask=mask)[0], hf_model(ids, attention_mask=mask)[0]
+    assert relative_error(ours_out, hf_out) < 1e-6
+    assert ours.base_model.n_words == 90
+
+
+def test_resized_model_saves_and_reloads_in_both_libraries(tmp_path):
+    _, ours = make_twins("XLMWithLMHeadModel")
+    ours.resize_token_embeddings(120, mean_resizing=False)
+    ours.save_pretrained(tmp_path)
+    ids, _ = random_batch(seq=6)
+    back = xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path)
+    theirs = transformers.XLMWithLMHeadModel.from_pretrained(tmp_path).eval()
+    assert back.config.vocab_size == 120 and torch.equal(lm_logits(back, ids), lm_logits(ours, ids))
+    assert relative_error(lm_logits(theirs, ids), lm_logits(ours, ids)) < 1e-6
+
+
+@pytest.mark.parametrize("kwargs,error,named", [
+    (dict(new_num_tokens=0), ValueError, "new_num_tokens"),
+    (dict(new_num_tokens="120"), TypeError, "new_num_tokens"),
+    (dict(new_num_tokens=120, pad_to_multiple_of=2.5), TypeError, "pad_to_multiple_of"),
+    (dict(new_num_tokens=120, mean_resizing="yes"), TypeError, "mean_resizing"),
+    (dict(new_num_tokens=2), ValueError, "pad_token_id"),  # the padding row (id 2) would go
+])
+def test_bad_resize_arguments_are_named(kwargs, error, named):
+    _, ours = make_twins("XLMWithLMHeadModel")
+    with pytest.raises(error, match=named):
+        ours.resize_token_embeddings(**kwargs)
+    assert ours.transformer.embeddings.weight.shape == (101, 32) and ours.config.vocab_size == 101
+
+
+def test_adaptive_softmax_head_is_not_resized_as_in_transformers():
+    hf_model, ours = make_twins("XLMWithLMHeadModel", asm=True, asm_cutoffs=[20, 60], asm_div_value=2.0)
+    hf_model.resize_token_embeddings(120)  # transformers resizes the embeddings only: the head keeps 101 classes
+    assert hf_model.pred_layer.proj.n_classes == 101 and hf_model.config.vocab_size == 120
+    with pytest.raises(ValueError, match="adaptive-softmax"):
+        ours.resize_token_embeddings(120)
+    assert ours.transformer.embeddings.weight.shape == (101, 32) and ours.config.vocab_size == 101
+
+
+# ---- the tied weight in state_dict ----------------------------------------------------
+def test_state_dict_holds_the_tied_weight_once_and_loads_either_way(tmp_path):
+    hf_model, ours = make_twins("XLMWithLMHeadModel")
+    state = ours.state_dict()
+    assert "pred_layer.proj.weight" not in state and "transformer.embeddings.weight" in state
+    assert set(state) | {"pred_layer.proj.weight"} == set(hf_model.state_dict())
+    save_file(state, tmp_path / "plain.safetensors")  # what Trainer does: no shared tensors
+    fresh = xlm_fast.XLMWithLMHeadModel(ours.config).eval()
+    assert fresh.load_state_dict(state, strict=True).missing_keys == []
+    assert fresh.pred_layer.proj.weight is fresh.transformer.embeddings.weight
+    ids, _ = random_batch()
+    assert torch.equal(lm_logits(fresh, ids), lm_logits(ours, ids))
+    # transformers' state dict, which holds the copy, loads strictly too
+    fresh = xlm_fast.XLMWithLMHeadModel(ours.config).eval()
+    result = fresh.load_state_dict(hf_model.state_dict(), strict=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert torch.equal(lm_logits(fresh, ids), lm_logits(ours, ids))
+    # nested in a wrapper (DDP, accelerate), the prefixed copy is left out as well
+    wrapper = torch.nn.ModuleDict({"module": ours})
+    assert "module.pred_layer.proj.weight" not in wrapper.state_dict()
+    assert wrapper.load_state_dict(wrapper.state_dict(), strict=True).missing_keys == []
+
+
+def test_untied_and_adaptive_softmax_heads_keep_their_weights_in_state_dict():
+    _, untied = make_twins("XLMWithLMHeadModel", tie_word_embeddings=False)
+    assert "pred_layer.proj.weight" in untied.state_dict()
+    _, asm = make_twins("XLMWithLMHeadModel", asm=True, asm_cutoffs=[20, 60], asm_div_value=2.0)
+    assert "pred_layer.proj.head.weight" in asm.state_dict()
+
+
+# ---- from_pretrained options ----------------------------------------------------------
+def test_low_cpu_mem_usage_gives_the_same_model(tmp_path):
+    _, ours = make_twins("XLMWithLMHeadModel")
+    ours.save_pretrained(tmp_path)
+    ids, _ = random_batch()
+    for flag in (True, False, None):
+        loaded = xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path, low_cpu_mem_usage=flag)
+        assert torch.equal(lm_logits(loaded, ids), lm_logits(ours, ids))
+
+
+@pytest.mark.parametrize("bin_format", [False, True])
+def test_loading_reads_one_tensor_at_a_time(tmp_path, bin_format):
+    """No second copy of the weights: each tensor read from the checkpoint is released
+    before the next one is read."""
+    _, ours = make_twins("XLMModel")
+    ours.save_pretrained(tmp_path, safe_serialization=not bin_format)
+    tensors = xlm_fast.modeling_utils.load_checkpoint_state_dict(str(tmp_path))
+    read = tensors.__getitem__
+    alive = []
+
+    class Counting(type(tensors)):
+        def __getitem__(self, name):
+            if not bin_format:  # .bin tensors are memory-mapped views of the file, kept by the mapping
+                assert all(ref() is None for ref in alive), "an earlier tensor is still held"
+            tensor = read(name)
+            alive.append(weakref.ref(tensor))
+            return tensor
+
+    tensors.__class__ = Counting
+    model = xlm_fast.XLMModel(ours.config)
+    info = model.load_checkpoint(tensors)
+    assert info["missing_keys"] == [] and len(alive) == len(tensors)
+    assert torch.equal(model.embeddings.weight, ours.embeddings.weight)
+
+
+def test_use_safetensors_chooses_the_format_as_transformers_does(tmp_path):
+    _, ours = make_twins("XLMModel")
+    ours.save_pretrained(tmp_path)  # model.safetensors
+    bin_weights = {key: value + 1 for key, value in ours.state_dict().items()}
+    torch.save(bin_weights, tmp_path / "pytorch_model.bin")
+    for flag in (None, True):
+        loaded = xlm_fast.XLMModel.from_pretrained(tmp_path, use_safetensors=flag)
+        assert torch.equal(loaded.embeddings.weight, ours.embeddings.weight)
+        hf_loaded = transformers.XLMModel.from_pretrained(tmp_path, use_safetensors=flag)
+        assert torch.equal(hf_loaded.embeddings.weight, ours.embeddings.weight)
+    loaded = xlm_fast.XLMModel.from_pretrained(tmp_path, use_safetensors=False)
+    assert torch.equal(loaded.embeddings.weight, bin_weights["embeddings.weight"])
+    os.remove(tmp_path / "model.safetensors")
+    with pytest.raises(OSError, match="use_safetensors=False"):
+        xlm_fast.XLMModel.from_pretrained(tmp_path, use_safetensors=True)
+    assert torch.equal(xlm_fast.XLMModel.from_pretrained(tmp_path).embeddings.weight, bin_weights["embeddings.weight"])
+    with pytest.raises(TypeError, match="use_safetensors"):
+        xlm_fast.XLMModel.from_pretrained(tmp_path, use_safetensors="yes")
+
+
+def test_use_safetensors_false_needs_a_pytorch_bin(tmp_path):
+    tiny_checkpoint(tmp_path)
+    with pytest.raises(OSError, match="pytorch_model.bin"):
+        xlm_fast.XLMModel.from_pretrained(tmp_path, use_safetensors=False)
+
+
+@pytest.mark.parametrize("device_map", ["cpu", torch.device("cpu"), "auto", {"": "cpu"},
+                                        {"transformer": "cpu", "pred_layer": torch.device("cpu")}])
+def test_device_map_on_one_device(tmp_path, device_map):
+    _, ours = make_twins("XLMWithLMHeadModel")
+    ours.save_pretrained(tmp_path)
+    loaded = xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path, device_map=device_map)
+    expected = torch.device("cuda", 0) if device_map == "auto" and torch.cuda.is_available() else torch.device("cpu")
+    assert {p.device for p in loaded.parameters()} == {expected}
+    assert loaded.hf_device_map == {"": 0 if expected.type == "cuda" else "cpu"}
+
+
+@pytest.mark.parametrize("device_map,named", [
+    ({"transformer": "cpu", "pred_layer": "cuda:0"}, "several devices"),
+    ({"transformer": 0, "pred_layer": 1}, "device"),
+    ("disk", "device_map"),
+    ("meta", "real device"),
+    ({}, "empty"),
+    ("balanced", "device_map"),
+    (3.5, "device_map"),
+    ("cuda:7", "CUDA device"),
+])
+def test_device_maps_over_several_devices_or_bad_ones_are_refused(tmp_path, device_map, named):
+    tiny_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match=named):
+        xlm_fast.XLMModel.from_pretrained(tmp_path, device_map=device_map)
+
+
+def test_attn_implementation_is_recorded_and_checked(tmp_path):
+    _, ours = make_twins("XLMModel")
+    ours.save_pretrained(tmp_path)
+    ids, mask = random_batch()
+    for name in ("eager", "sdpa", "flash_attention_2"):
+        loaded = xlm_fast.XLMModel.from_pretrained(tmp_path, attn_implementation=name)
+        assert loaded.config._attn_implementation == name
+        assert torch.equal(loaded(ids, attention_mask=mask)[0], ours(ids, attention_mask=mask)[0])
+    with pytest.raises(ValueError, match="attn_implementation"):
+        xlm_fast.XLMModel.from_pretrained(tmp_path, attn_implementation="flex")
+
+
+def test_hub_and_trust_options_are_accepted_and_nothing_is_downloaded(tmp_path, monkeypatch):
+    _, ours = make_twins("XLMModel")
+    ours.save_pretrained(tmp_path / "local")
+    loaded = xlm_fast.XLMModel.from_pretrained(tmp_path / "local", trust_remote_code=True, proxies={"https": "x"},
+                                               token="hf_x", local_files_only=False, force_download=True)
+    assert torch.equal(loaded.embeddings.weight, ours.embeddings.weight)  # a local directory is read as it is
+    snapshot = tmp_path / "hub" / "models--someone--tiny" / "snapshots" / "main"
+    ours.save_pretrained(snapshot)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert torch.equal(xlm_fast.XLMModel.from_pretrained("someone/tiny").embeddings.weight, ours.embeddings.weight)
+    with pytest.raises(ValueError, match="force_download"):
+        xlm_fast.XLMModel.from_pretrained("someone/tiny", force_download=True)
+    for kwargs, named in ((dict(trust_remote_code="yes"), "trust_remote_code"), (dict(proxies="x"), "proxies"),
+                          (dict(token=3), "token"), (dict(force_download=None), "force_download"),
+                          (dict(subfolder=None), "subfolder"), (dict(variant=1), "variant")):
+        with pytest.raises(TypeError, match=named):
+            xlm_fast.XLMModel.from_pretrained("someone/tiny", **kwargs)
+
+
+def test_subfolder_and_variant_as_transformers_writes_them(tmp_path):
+    hf_model, ours = make_twins("XLMWithLMHeadModel")
+    hf_model.save_pretrained(tmp_path / "sub", variant="v2", max_shard_size="50KB")
+    assert (tmp_path / "sub" / "model.safetensors.index.v2.json").exists()
+    loaded = xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path, subfolder="sub", variant="v2")
+    ids, _ = random_batch()
+    assert torch.equal(lm_logits(loaded, ids), lm_logits(ours, ids))
+    with pytest.raises(OSError, match="model.safetensors"):  # no unvariant weights there
+        xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path, subfolder="sub")
+    with pytest.raises(OSError, match="subfolder"):
+        xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path, subfolder="missing")
+    ours.save_pretrained(tmp_path / "ours", variant="v2")
+    assert (tmp_path / "ours" / "model.v2.safetensors").exists()
+    theirs = transformers.XLMWithLMHeadModel.from_pretrained(tmp_path / "ours", variant="v2").eval()
+    assert relative_error(lm_logits(theirs, ids), lm_logits(ours, ids)) < 1e-6
+
+
+# ---- save_pretrained: shards, stale files, options ------------------------------------
+@pytest.mark.parametrize("text,expected", [("5GB", 5 * 10**9), ("10MB", 10**7), ("500KB", 500_000),
+                                           (" 1.5 gb", 1_500_000_000), ("2TB", 2 * 10**12), (1234, 1234)])
+def test_max_shard_size_parses_like_huggingface_hub(text, expected):
+    from huggingface_hub.serialization._base import parse_size_to_int
+
+    assert xlm_fast.modeling_utils.parse_shard_size(text) == expected
+    if isinstance(text, str):
+        assert parse_size_to_int(text) == expected
+
+
+@pytest.mark.parametrize("size,error", [("5GiB", ValueError), ("lots", ValueError), (0, ValueError),
+                                        (-5, ValueError), (True, TypeError), (5.0, TypeError), ("GB", ValueError)])
+def test_bad_max_shard_size_is_named(tmp_path, size, error):
+    _, ours = make_twins("XLMModel")
+    with pytest.raises(error, match="max_shard_size"):
+        ours.save_pretrained(tmp_path / "out", max_shard_size=size)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_sharded_saves_are_laid_out_as_transformers_writes_them(tmp_path, safe):
+    hf_model, ours = make_twins("XLMWithLMHeadModel")
+    ours.save_pretrained(tmp_path / "ours", max_shard_size="20KB", safe_serialization=safe)
+    base = "model" if safe else "pytorch_model"
+    index = "model.safetensors.index.json" if safe else "pytorch_model.bin.index.json"
+    extension = "safetensors" if safe else "bin"
+    files = sorted(os.listdir(tmp_path / "ours"))
+    assert files == sorted(["config.json", index] + [f"{base}-{n:05d}-of-00007.{extension}" for n in range(1, 8)])
+    if safe:  # transformers 5 writes safetensors only: the same file names and byte-identical index
+        hf_model.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+        assert (tmp_path / "ours" / index).read_text() == (tmp_path / "hf" / index).read_text()
+        for name in files:
+            assert (tmp_path / "hf" / name).exists(), name
+    weight_map = json.loads((tmp_path / "ours" / index).read_text())["weight_map"]
+    assert "pred_layer.proj.weight" not in weight_map  # the tied weight is saved once
+    theirs = transformers.XLMWithLMHeadModel.from_pretrained(tmp_path / "ours").eval()
+    ids, _ = random_batch()
+    assert relative_error(lm_logits(theirs, ids), lm_logits(ours, ids)) < 1e-6
+    back = xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path / "ours")
+    assert torch.equal(lm_logits(back, ids), lm_logits(ours, ids))
+
+
+def test_transformers_sharded_save_loads(tmp_path):
+    hf_model, ours = make_twins("XLMForTokenClassification", num_labels=5)
+    hf_model.save_pretrained(tmp_path, max_shard_size=15_000)
+    assert len([name for name in os.listdir(tmp_path) if name.endswith(".safetensors")]) > 2
+    loaded, info = xlm_fast.XLMForTokenClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    ids, mask = random_batch()
+    assert torch.equal(loaded(ids, attention_mask=mask).logits, ours(ids, attention_mask=mask).logits)
+
+
+def test_an_earlier_save_leaves_no_stale_weights(tmp_path):
+    _, ours = make_twins("XLMWithLMHeadModel")
+    (tmp_path / "model-00009-of-00012.safetensors").write_bytes(b"stale")
+    (tmp_path / "notes-00001-of-00002.txt").write_text("not weights")
+    ours.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert not (tmp_path / "model-00009-of-00012.safetensors").exists()
+    assert (tmp_path / "notes-00001-of-00002.txt").exists()
+    ours.save_pretrained(tmp_path, max_shard_size="40KB")  # fewer shards: the old ones go
+    shards = sorted(name for name in os.listdir(tmp_path) if name.startswith("model-"))
+    assert shards and all(name.endswith(f"-of-{len(shards):05d}.safetensors") for name in shards)
+    ours.save_pretrained(tmp_path)  # one file: shards and the index go, or loaders would read them
+    assert sorted(name for name in os.listdir(tmp_path) if name.startswith("model")) == ["model.safetensors"]
+    with torch.no_grad():
+        ours.transformer.embeddings.weight.add_(1)
+    ours.save_pretrained(tmp_path, max_shard_size="20KB")  # sharded again: model.safetensors would shadow it
+    assert not (tmp_path / "model.safetensors").exists()
+    ids, _ = random_batch()
+    for loaded in (xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path),
+                   transformers.XLMWithLMHeadModel.from_pretrained(tmp_path).eval()):
+        assert relative_error(lm_logits(loaded, ids), lm_logits(ours, ids)) < 1e-6
+
+
+def test_save_on_other_ranks_and_push_to_hub(tmp_path):
+    _, ours = make_twins("XLMModel")
+    ours.save_pretrained(tmp_path / "rank1", is_main_process=False)
+    assert not (tmp_path / "rank1").exists()
+    with pytest.raises(ValueError, match="push_to_hub"):
+        ours.save_pretrained(tmp_path / "hub", push_to_hub=True, repo_id="me/model")
+    assert not (tmp_path / "hub").exists()
+    ours.save_pretrained(tmp_path / "ok", token="hf_x", commit_message="ignored without push_to_hub")
+    assert (tmp_path / "ok" / "model.safetensors").exists()
+    with pytest.raises(TypeError, match="max_shardsize"):
+        ours.save_pretrained(tmp_path / "typo", max_shardsize="1MB")
+    with pytest.raises(TypeError, match="is_main_process"):
+        ours.save_pretrained(tmp_path / "typo", is_main_process="yes")
+
+
+# ---- transformers' Trainer ------------------------------------------------------------
+def tiny_tokenizer(directory):
+    words = ["<s>", "</s>", "<pad>", "<unk>", "<special0>", "<special1>", "a</w>", "b</w>", "c</w>", "ab</w>",
+             "hello</w>", "world</w>"]
+    (directory / "vocab.json").write_text(json.dumps({word: index for index, word in enumerate(words)}))
+    (directory / "merges.txt").write_text("#version: 0.2\na b</w>\n")
+    return transformers.XLMTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt")), len(words)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_trainer_trains_and_saves_sequence_classification(tmp_path, checkpointing):
+    tokenizer, vocab_size = tiny_tokenizer(tmp_path)
+    features = [dict(tokenizer(text), labels=index % 2)
+                for index, text in enumerate(["hello world", "a b c", "ab", "world hello a"])]
+    config = xlm_fast.XLMConfig(vocab_size=vocab_size, emb_dim=16, n_layers=2, n_heads=2, num_labels=2,
+                                max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = xlm_fast.XLMForSequenceClassification(config)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2,
+                                          report_to=[], use_cpu=True, save_strategy="no",
+                                          **{"activation_checkpointing" if hasattr(transformers.TrainingArguments,
+                                                                                   "activation_checkpointing")
+                                             else "gradient_checkpointing": checkpointing})
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=features,
+                                   data_collator=transformers.DataCollatorWithPadding(tokenizer))
+    result = trainer.train()
+    assert result.global_step == 2 and result.metrics["total_flos"] > 0  # num_parameters(exclude_embeddings=True)
+    assert model.is_gradient_checkpointing == checkpointing
+    assert any(not torch.equal(before[key], value) for key, value in model.state_dict().items())
+    trainer.save_model(str(tmp_path / "saved"))
+    weights = load_safetensors(tmp_path / "saved" / "model.safetensors")
+    assert all(torch.equal(weights[key], value) for key, value in model.state_dict().items())
+
+
+def test_trainer_saves_a_tied_lm_head(tmp_path):
+    _, ours = make_twins("XLMWithLMHeadModel")
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True)
+    trainer = transformers.Trainer(model=ours, args=args)
+    trainer.save_model(str(tmp_path / "saved"))  # safetensors.torch.save_file(model.state_dict())
+    ours.config.save_pretrained(tmp_path / "saved")  # Trainer writes no config.json for a non-PreTrainedModel
+    back = xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path / "saved")
+    ids, _ = random_batch()
+    assert torch.equal(lm_logits(back, ids), lm_logits(ours, ids))
+    assert back.pred_layer.proj.weight is back.transformer.embeddings.weight

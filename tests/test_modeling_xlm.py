@@ -2,6 +2,7 @@
 head and forward argument, plus head_mask against an independent oracle and the
 decoding cache against the full forward."""
 
+import json
 import warnings
 
 import pytest
@@ -674,3 +675,221 @@ def test_input_checks_cost_one_synchronisation_per_argument_group(monkeypatch):
 
     assert synchronisations() == 1
     assert synchronisations(labels=torch.zeros_like(ids)) == 2
+
+
+# ---- prune_heads ------------------------------------------------------------------------
+def prune_by_hand(hf_model, heads_to_prune):
+    """transformers 5 has no prune_heads: keep the other heads' rows of q/k/v and columns
+    of out_lin in new Linears, and lower n_heads (what transformers 4's prune_heads did)."""
+    for layer, heads in heads_to_prune.items():
+        attention = hf_model.base_model.attentions[layer]
+        head_dim = attention.head_dim
+        keep = [head for head in range(attention.n_heads) if head not in heads]
+        index = torch.tensor([head * head_dim + i for head in keep for i in range(head_dim)], dtype=torch.long)
+        for name in ("q_lin", "k_lin", "v_lin", "out_lin"):
+            old = getattr(attention, name)
+            rows = name != "out_lin"
+            new = torch.nn.Linear(old.in_features if rows else len(index), len(index) if rows else old.out_features)
+            with torch.no_grad():
+                new.weight.copy_(old.weight[index] if rows else old.weight[:, index])
+                new.bias.copy_(old.bias[index] if rows else old.bias)
+            setattr(attention, name, new)
+        attention.n_heads = len(keep)
+    return hf_model
+
+
+PRUNE = {0: [1, 3], 1: [2]}
+
+
+@pytest.mark.parametrize("class_name,field", [
+    ("XLMModel", "last_hidden_state"), ("XLMWithLMHeadModel", "logits"), ("XLMForSequenceClassification", "logits"),
+    ("XLMForTokenClassification", "logits"), ("XLMForQuestionAnsweringSimple", "start_logits"),
+    ("XLMForQuestionAnswering", "start_top_log_probs"),
+])
+def test_prune_heads_matches_transformers_pruned_the_same_way(class_name, field):
+    hf_model, ours = make_twins(class_name)
+    ours.prune_heads(PRUNE)
+    prune_by_hand(hf_model, PRUNE)
+    ids, mask = random_batch()
+    expected = hf_model(ids, attention_mask=mask, output_attentions=True)
+    actual = ours(ids, attention_mask=mask, output_attentions=True)
+    assert_close(getattr(actual, field), getattr(expected, field))
+    assert [a.shape[1] for a in actual.attentions] == [2, 3]
+    compare_outputs(expected, actual, ["attentions"])
+    assert ours.base_model.attentions[0].q_lin.weight.shape == (16, 32)
+    assert ours.base_model.attentions[0].out_lin.weight.shape == (32, 16)
+
+
+@pytest.mark.parametrize("config_name", ["base", "causal", "sinusoidal"])
+def test_pruning_equals_masking_those_heads(config_name):
+    """Independent of transformers: a pruned head contributes what a head_mask of 0 leaves."""
+    _, ours = make_twins("XLMModel", config_name)
+    n_layers, n_heads = CONFIGS[config_name]["n_layers"], CONFIGS[config_name]["n_heads"]
+    ids, mask = random_batch(config_name)
+    head_mask = torch.ones(n_layers, n_heads)
+    head_mask[0, 1] = head_mask[1, 0] = 0
+    expected = ours(ids, attention_mask=mask, head_mask=head_mask).last_hidden_state
+    ours.prune_heads({0: [1], 1: [0]})
+    assert_close(ours(ids, attention_mask=mask).last_hidden_state, expected)
+    # head_mask still indexes the original heads; the pruned ones' entries are unused
+    scales = torch.rand(n_layers, n_heads)
+    reference = scales * head_mask
+    pruned_out = ours(ids, attention_mask=mask, head_mask=scales).last_hidden_state
+    ours_full = make_twins("XLMModel", config_name)[1]
+    assert_close(pruned_out, ours_full(ids, attention_mask=mask, head_mask=reference).last_hidden_state)
+
+
+def test_pruning_every_head_of_a_layer_leaves_out_lin_bias():
+    _, ours = make_twins("XLMModel")
+    ids, mask = random_batch()
+    head_mask = torch.ones(2, 4)
+    head_mask[1] = 0
+    expected = ours(ids, attention_mask=mask, head_mask=head_mask).last_hidden_state
+    ours.prune_heads({1: [0, 1, 2, 3]})
+    out = ours(ids, attention_mask=mask, output_attentions=True)
+    assert_close(out.last_hidden_state, expected)
+    assert out.attentions[1].shape == (3, 0, 9, 9) and ours.attentions[1].q_lin.weight.shape == (0, 32)
+
+
+def test_prune_heads_accumulates_in_config_and_reloads_pruned(tmp_path):
+    _, ours = make_twins("XLMWithLMHeadModel")
+    ours.prune_heads({0: [1]})
+    ours.prune_heads({0: [1, 2], 1: [3]})  # 1 again: skipped
+    assert ours.config.pruned_heads == {0: [1, 2], 1: [3]}
+    assert ours.transformer.attentions[0].kept_heads == [0, 3] and ours.transformer.attentions[0].n_heads == 2
+    ids, mask = random_batch()
+    expected = ours(ids, attention_mask=mask).logits
+    ours.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["pruned_heads"]
+    assert saved == {"0": [1, 2], "1": [3]}  # JSON keys are str, as transformers 4 writes them
+    back, info = xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == [] and info["mismatched_keys"] == []
+    assert back.transformer.attentions[0].q_lin.weight.shape == (16, 32)
+    assert back.config.pruned_heads == {0: [1, 2], 1: [3]}
+    assert torch.equal(back(ids, attention_mask=mask).logits, expected)
+    # a pruned checkpoint loaded into a head (base model inside) is pruned too
+    head = xlm_fast.XLMForSequenceClassification.from_pretrained(tmp_path)
+    assert head.transformer.attentions[1].n_heads == 3
+
+
+def test_pruned_causal_model_decodes_with_the_cache():
+    _, ours = make_twins("XLMWithLMHeadModel", "causal")
+    ours.prune_heads({0: [0], 1: [1, 2]})
+    ids = torch.randint(4, 101, (2, 7))
+    full = ours.transformer(ids).last_hidden_state
+    cache = {"slen": 0}
+    first = ours.transformer(ids[:, :4], cache=cache).last_hidden_state
+    second = ours.transformer(ids, cache=cache).last_hidden_state
+    assert cache[1][0].shape == (2, 1, 7, 8)
+    assert_close(torch.cat([first, second], dim=1), full)
+    assert ours.generate(ids[:, :3], max_new_tokens=2).shape == (2, 5)
+
+
+@pytest.mark.parametrize("heads_to_prune,error,named", [
+    ([0, 1], TypeError, "heads_to_prune"),
+    ({2: [0]}, ValueError, "layer 2"),
+    ({-1: [0]}, ValueError, "layer -1"),
+    ({0: [4]}, ValueError, r"heads_to_prune\[0\]"),
+    ({0: "01"}, TypeError, r"heads_to_prune\[0\]"),
+    ({0: [True]}, ValueError, r"heads_to_prune\[0\]"),
+])
+def test_bad_heads_to_prune_are_named(heads_to_prune, error, named):
+    _, ours = make_twins("XLMModel")
+    with pytest.raises(error, match=named):
+        ours.prune_heads(heads_to_prune)
+    assert all(attention.n_heads == 4 for attention in ours.attentions)
+
+
+# ---- gradient checkpointing ---------------------------------------------------------------
+def lm_gradients(model, ids, seed=0):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    model(ids, labels=ids).loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def count_layer_calls(model):
+    calls = []
+    original = model.transformer._layer_forward
+    model.transformer._layer_forward = lambda *args: calls.append(args[0]) or original(*args)
+    return calls
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_gradient_checkpointing_gives_the_same_gradients(dropout, use_reentrant):
+    _, ours = make_twins("XLMWithLMHeadModel", dropout=dropout, attention_dropout=dropout)
+    ours.train()
+    ids, _ = random_batch(padded=False)
+    expected = lm_gradients(ours, ids)
+    assert not ours.is_gradient_checkpointing and ours.supports_gradient_checkpointing
+    ours.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    assert ours.is_gradient_checkpointing
+    calls = count_layer_calls(ours)
+    actual = lm_gradients(ours, ids)
+    assert sorted(calls) == [0, 0, 1, 1]  # each layer recomputed in the backward pass
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-6, atol=1e-9, msg=name)
+    if dropout:  # another seed gives other dropout masks: the comparison above can fail
+        assert any(not torch.allclose(lm_gradients(ours, ids, seed=1)[name], expected[name]) for name in expected)
+
+
+def test_gradient_checkpointing_options_and_disable():
+    _, ours = make_twins("XLMWithLMHeadModel", "multilingual")
+    ours.train()
+    ids, _ = random_batch("multilingual", padded=False)
+    expected = lm_gradients(ours, ids)
+    ours.gradient_checkpointing_enable(every_n_layers=2, offload=True)  # layers 0 and 2 of 3
+    calls = count_layer_calls(ours)
+    actual = lm_gradients(ours, ids)
+    assert sorted(calls) == [0, 0, 1, 2, 2]
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-6, atol=1e-9, msg=name)
+    ours.eval()  # not in training: nothing is recomputed
+    calls.clear()
+    lm_gradients(ours, ids)
+    assert calls == [0, 1, 2]
+    ours.train()
+    ours.gradient_checkpointing_disable()
+    assert not ours.is_gradient_checkpointing
+    calls.clear()
+    lm_gradients(ours, ids)
+    assert calls == [0, 1, 2]
+    ours.activation_checkpointing_enable()  # transformers 5's name, which its Trainer calls
+    assert ours.is_activation_checkpointing
+
+
+@pytest.mark.parametrize("kwargs,error,named", [
+    (dict(gradient_checkpointing_kwargs=[("use_reentrant", False)]), TypeError, "gradient_checkpointing_kwargs"),
+    (dict(every_n_layers=0), ValueError, "every_n_layers"),
+    (dict(offload="yes"), TypeError, "offload"),
+])
+def test_bad_gradient_checkpointing_arguments_are_named(kwargs, error, named):
+    _, ours = make_twins("XLMModel")
+    with pytest.raises(error, match=named):
+        ours.gradient_checkpointing_enable(**kwargs)
+    assert not ours.is_gradient_checkpointing
+
+
+def test_input_require_grads_lets_gradients_reach_layers_behind_frozen_embeddings():
+    """PEFT's set-up: frozen embeddings, reentrant checkpointing; the layers still get
+    gradients because gradient_checkpointing_enable hooks the embeddings' output."""
+    _, ours = make_twins("XLMWithLMHeadModel")
+    ours.train()
+    for module in (ours.transformer.embeddings, ours.transformer.position_embeddings, ours.transformer.layer_norm_emb):
+        module.requires_grad_(False)
+    ids, _ = random_batch(padded=False)
+    expected = lm_gradients(ours, ids)
+    ours.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when no checkpoint input requires grad
+        actual = lm_gradients(ours, ids)
+    assert "transformer.attentions.0.q_lin.weight" in actual
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-6, atol=1e-9, msg=name)
+    ours.disable_input_require_grads()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        without_hook = lm_gradients(ours, ids)
+    assert "transformer.attentions.0.q_lin.weight" not in without_hook

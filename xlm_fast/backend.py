@@ -7,8 +7,11 @@ XLM_FAST_BACKEND=torch|triton|auto (default auto):
           TRITON_INTERPRET=1 (how CI checks the kernels without a GPU).
   torch   always the PyTorch path.
 Calls the kernels do not cover take the PyTorch path: output_attentions=True, a
-decoding cache, gradients, training with dropout (no backward/dropout kernels yet), and
-dtypes other than fp16/bf16/fp32 (float64 references, say).
+decoding cache, gradients, training with dropout (no backward/dropout kernels yet),
+dtypes other than fp16/bf16/fp32 (float64 references, say), and a layer whose heads
+were all pruned (its attention output is out_lin's bias alone). Layers pruned to
+different head counts are covered: each layer's fused QKV and attention take its own
+heads.
 """
 
 import functools
@@ -47,11 +50,14 @@ def triton_runs_on(device):
     return triton_importable() and (device.type == "cuda" or interpreter_enabled())
 
 
-def select_backend(device, *, dtype, output_attentions, uses_cache, needs_grad, dropout_active):
+def select_backend(device, *, dtype, output_attentions, uses_cache, needs_grad, dropout_active,
+                   headless_layers=False):
     """Returns "triton" or "torch" for one encoder call on tensors of `device` and
-    floating-point `dtype` (None when the inputs' dtype differs from the weights')."""
+    floating-point `dtype` (None when the inputs' dtype differs from the weights');
+    headless_layers: some layer has no attention head left after prune_heads."""
     choice = requested_backend()
-    uncovered = dtype not in KERNEL_DTYPES or output_attentions or uses_cache or needs_grad or dropout_active
+    uncovered = (dtype not in KERNEL_DTYPES or output_attentions or uses_cache or needs_grad or dropout_active
+                 or headless_layers)
     if choice == "torch" or uncovered:
         return "torch"
     if choice == "triton":
@@ -122,7 +128,8 @@ def triton_encoder_forward(model, *, inputs, position_ids, langs, token_type_ids
                    `lengths`: nonzero keys are attended when not causal; every layer's
                    output rows are multiplied by the values, fractions included, as in XLM
     lengths        (batch,) int64 when padding_mask is the prefix mask of these lengths, else None
-    head_mask      (n_layers, n_heads) float or None
+    head_mask      (n_layers, n_heads) float, per-layer (n_heads of the layer,) tensors when
+                   heads were pruned, or None
     Returns (last_hidden_state, hidden_states tuple or None).
 
     Per layer: one GEMM for the fused QKV projection, flash attention reading q, k, v

@@ -219,6 +219,7 @@ class XLMConfig:
     prefix = None
     finetuning_task = None
     tokenizer_class = None
+    _attn_implementation = None  # what from_pretrained(attn_implementation=) asked for
 
     def __init__(self, **kwargs):
         for alias, name in ATTRIBUTE_MAP.items():
@@ -348,7 +349,7 @@ class XLMConfig:
         """
         output = {"model_type": self.model_type}
         for name, value in vars(self).items():
-            if name in ("id2label", "label2id", "_name_or_path"):
+            if name in ("id2label", "label2id", "_name_or_path", "_attn_implementation"):
                 continue
             output[name] = copy.deepcopy(value)
         output["id2label"] = {str(key): value for key, value in self.id2label.items()}

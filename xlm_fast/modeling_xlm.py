@@ -4,6 +4,7 @@ Triton kernels are checked against; `backend.select_backend` decides per call wh
 path the encoder takes."""
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -95,6 +96,22 @@ def expand_head_mask(head_mask, n_layers, n_heads, device):
     )
 
 
+def select_linear(linear, index, dim):
+    """A new nn.Linear holding the rows (dim=0: outputs, with their bias) or the columns
+    (dim=1: inputs) `index` of `linear`'s weight; dtype, device and requires_grad kept."""
+    weight = linear.weight.detach().index_select(dim, index)
+    bias = linear.bias.detach()
+    bias = bias.index_select(0, index) if dim == 0 else bias.clone()
+    with warnings.catch_warnings():  # torch warns that a layer left with no head has nothing to initialise
+        warnings.simplefilter("ignore", UserWarning)
+        new = nn.utils.skip_init(nn.Linear, weight.size(1), weight.size(0), device=weight.device, dtype=weight.dtype)
+    new.weight = nn.Parameter(weight, requires_grad=linear.weight.requires_grad)
+    new.bias = nn.Parameter(bias, requires_grad=linear.bias.requires_grad)
+    # a layer pruned before post_init is still initialised there, one pruned later is not
+    new._xlm_fast_initialized = getattr(linear, "_xlm_fast_initialized", False)
+    return new
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(self, n_heads, dim, config, layer_idx=0):
         super().__init__()
@@ -107,13 +124,39 @@ class MultiHeadAttention(nn.Module):
         self.k_lin = nn.Linear(dim, dim)
         self.v_lin = nn.Linear(dim, dim)
         self.out_lin = nn.Linear(dim, dim)
+        # The original indices (of config.n_heads) of the heads this layer still has, in
+        # order, and of those prune_heads removed.
+        self.kept_heads = list(range(n_heads))
+        self.pruned_heads = set()
+
+    def prune_heads(self, heads):
+        """Removes `heads` (indices among the original config.n_heads; ones already
+        pruned are skipped) from q/k/v's outputs and out_lin's inputs. Every head may go:
+        the attention output is then out_lin's bias."""
+        heads = set(heads) - self.pruned_heads
+        if not heads:
+            return
+        positions = [position for position, head in enumerate(self.kept_heads) if head not in heads]
+        device = self.q_lin.weight.device
+        index = (torch.arange(self.head_dim, device=device)[None, :]
+                 + self.head_dim * torch.tensor(positions, dtype=torch.long, device=device)[:, None]).reshape(-1)
+        self.q_lin = select_linear(self.q_lin, index, 0)
+        self.k_lin = select_linear(self.k_lin, index, 0)
+        self.v_lin = select_linear(self.v_lin, index, 0)
+        self.out_lin = select_linear(self.out_lin, index, 1)
+        self.kept_heads = [self.kept_heads[position] for position in positions]
+        self.n_heads = len(self.kept_heads)
+        self.dim = self.n_heads * self.head_dim
+        self.pruned_heads |= heads
 
     def forward(self, input, mask, cache=None, head_mask=None, output_attentions=False):
-        """input (bs, qlen, dim); mask (bs, klen) or (bs, qlen, klen), nonzero = attend;
+        """input (bs, qlen, emb_dim); mask (bs, klen) or (bs, qlen, klen), nonzero = attend;
         cache: the decoding dict, whose entry for this layer holds the keys and values
-        (bs, n_heads, klen - qlen, head_dim) of earlier positions; head_mask (n_heads,)."""
-        bs, qlen, dim = input.size()
-        heads = lambda x: x.view(bs, -1, self.n_heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        (bs, n_heads, klen - qlen, head_dim) of earlier positions; head_mask (n_heads,)
+        for this layer's remaining heads."""
+        bs, qlen, _ = input.size()
+        # explicit sizes: a layer whose heads were all pruned has n_heads == 0
+        heads = lambda x: x.view(bs, qlen, self.n_heads, self.head_dim).transpose(1, 2)  # noqa: E731
         q = heads(self.q_lin(input))
         k = heads(self.k_lin(input))
         v = heads(self.v_lin(input))
@@ -132,7 +175,7 @@ class MultiHeadAttention(nn.Module):
         weights = F.dropout(weights, p=self.dropout, training=self.training)
         if head_mask is not None:
             weights = weights * head_mask.view(1, -1, 1, 1).to(weights.dtype)
-        context = torch.matmul(weights, v).transpose(1, 2).reshape(bs, qlen, dim)
+        context = torch.matmul(weights, v).transpose(1, 2).reshape(bs, qlen, self.n_heads * self.head_dim)
         output = self.out_lin(context)
         return (output, weights) if output_attentions else (output,)
 
@@ -193,7 +236,23 @@ class XLMModel(XLMPreTrainedModel):
         self.register_buffer(
             "position_ids", torch.arange(config.max_position_embeddings).expand((1, -1)), persistent=False
         )
+        # gradient_checkpointing_enable() sets these: the checkpoint function (torch.utils.
+        # checkpoint with the user's options) and which layers use it (every n-th).
+        self.gradient_checkpointing = False
+        self._gradient_checkpointing_func = None
+        self._checkpoint_every_n_layers = 1
+        # A checkpoint saved after prune_heads lists them in config.pruned_heads (keys are
+        # str after JSON): prune again, so that the weights' shapes match.
+        pruned = getattr(config, "pruned_heads", None)
+        if pruned:
+            config.pruned_heads = {}
+            self.prune_heads(pruned)
         self.post_init()
+
+    def _prune_heads(self, heads_to_prune):
+        """heads_to_prune: {layer: heads}, already checked by prune_heads."""
+        for layer, heads in heads_to_prune.items():
+            self.attentions[layer].prune_heads(heads)
 
     def get_input_embeddings(self):
         return self.embeddings
@@ -264,6 +323,10 @@ class XLMModel(XLMPreTrainedModel):
                                              device))
         check_value_ranges(ranges)
         head_mask = expand_head_mask(head_mask, self.n_layers, self.n_heads, device)
+        if head_mask is not None and any(attention.pruned_heads for attention in self.attentions):
+            # head_mask indexes the original heads; a pruned layer takes its remaining ones
+            head_mask = [head_mask[i, attention.kept_heads] if attention.pruned_heads else head_mask[i]
+                         for i, attention in enumerate(self.attentions)]
 
         if past:  # only the positions after the cached ones are computed
             new = slen - past
@@ -285,6 +348,7 @@ class XLMModel(XLMPreTrainedModel):
             uses_cache=cache is not None,
             needs_grad=torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()),
             dropout_active=self.training and (self.dropout > 0 or self.attention_dropout > 0),
+            headless_layers=any(attention.n_heads == 0 for attention in self.attentions),
         )
         if path == "triton":
             tensor, hidden_states = backend.triton_encoder_forward(
@@ -327,25 +391,35 @@ class XLMModel(XLMPreTrainedModel):
 
         hidden_states = () if output_hidden_states else None
         attentions = () if output_attentions else None
+        # A decoding cache is filled inside the layers, so its calls are not recomputed.
+        checkpointing = (self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+                         and cache is None)
         for i in range(self.n_layers):
             if output_hidden_states:
                 hidden_states = hidden_states + (tensor,)
-            attn_outputs = self.attentions[i](
-                tensor,
-                attn_mask,
-                cache=cache,
-                head_mask=None if head_mask is None else head_mask[i],
-                output_attentions=output_attentions,
-            )
+            layer_head_mask = None if head_mask is None else head_mask[i]
+            if checkpointing and i % self._checkpoint_every_n_layers == 0:
+                outputs = self._gradient_checkpointing_func(self._layer_forward, i, tensor, attn_mask, row_mask,
+                                                            None, layer_head_mask, output_attentions)
+            else:
+                outputs = self._layer_forward(i, tensor, attn_mask, row_mask, cache, layer_head_mask,
+                                              output_attentions)
+            tensor = outputs[0]
             if output_attentions:
-                attentions = attentions + (attn_outputs[1],)
-            attn = F.dropout(attn_outputs[0], p=self.dropout, training=self.training)
-            tensor = self.layer_norm1[i](tensor + attn)
-            tensor = self.layer_norm2[i](tensor + self.ffns[i](tensor))
-            tensor = tensor * row_mask
+                attentions = attentions + (outputs[1],)
         if output_hidden_states:
             hidden_states = hidden_states + (tensor,)
         return tensor, hidden_states, attentions
+
+    def _layer_forward(self, i, tensor, attn_mask, row_mask, cache, layer_head_mask, output_attentions):
+        """Layer i of the PyTorch path (the unit gradient checkpointing recomputes):
+        (bs, slen, dim) -> ((bs, slen, dim),) plus the attention weights when asked."""
+        attn_outputs = self.attentions[i](tensor, attn_mask, cache=cache, head_mask=layer_head_mask,
+                                          output_attentions=output_attentions)
+        attn = F.dropout(attn_outputs[0], p=self.dropout, training=self.training)
+        tensor = self.layer_norm1[i](tensor + attn)
+        tensor = self.layer_norm2[i](tensor + self.ffns[i](tensor))
+        return (tensor * row_mask,) + attn_outputs[1:]
 
     # ---- input checks: a clear error naming the argument, never a silent guess ----
     def _check_inputs(self, input_ids, inputs_embeds):
@@ -415,9 +489,10 @@ class XLMModel(XLMPreTrainedModel):
             # A layer without its past keys would attend to the new positions alone.
             raise ValueError(f"cache['slen'] is {past} but layers {sorted(set(range(self.n_layers)) - layers)} "
                              "have no cached keys and values")
-        expected = (bs, self.n_heads, past, self.dim // self.n_heads)
         for layer in layers:
             entry = cache[layer]
+            attention = self.attentions[layer]  # pruned layers cache fewer heads
+            expected = (bs, attention.n_heads, past, attention.head_dim)
             if not (isinstance(entry, tuple) and len(entry) == 2
                     and all(torch.is_tensor(part) and part.shape == expected and part.device == device
                             for part in entry)):

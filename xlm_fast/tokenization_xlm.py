@@ -1,13 +1,16 @@
 """XLMTokenizer: transformers' XLM tokenizer API and token ids, with a C++ BPE core.
 
 Pipeline per text (same steps and order as transformers' slow XLMTokenizer):
-  split out special tokens (never tokenized)
-  -> front, in Python: unicode punctuation -> ASCII, Moses punctuation normalisation,
-     drop non-printing characters, Romanian normalisation (ro), Moses tokenisation
-     (sacremoses), or jieba (zh) / PyThaiNLP (th) / KyTea (ja) word segmentation
-  -> lowercase + strip accents (optional)
+  split out added tokens (special tokens and add_tokens'; never tokenized)
+  -> front, in Python (xlm_fast.pre_tokenizer): unicode punctuation -> ASCII, Moses
+     punctuation normalisation, drop non-printing characters, Romanian normalisation (ro),
+     Moses tokenisation (sacremoses), or jieba (zh) / PyThaiNLP (th) / KyTea (ja) word
+     segmentation; lowercase + strip accents (optional); shared across worker processes for
+     large batches (xlm_fast.worker_pool)
   -> BPE over words with "</w>" end-of-word markers, in xlm_fast._C.BPEModel (C++, GIL
-     released, threaded over a batch) or its pure-Python twin xlm_fast.bpe.BPEModel.
+     released, threaded over a batch) or its pure-Python twin xlm_fast.bpe.BPEModel
+  -> special tokens, truncation, overflow windows, padding, tensors
+     (xlm_fast.tokenization_utils_base, whose BatchEncoding also maps tokens to words).
 
 Unlike transformers 5.x, whose tokenize() drops `lang`/`bypass_tokenizer` before they
 reach the language-specific code, `lang=` here selects the pipeline as documented.
@@ -18,14 +21,37 @@ import itertools
 import json
 import operator
 import os
-import re
 import threading
-import unicodedata
 
-import sacremoses
-
+from .added_tokens import AddedToken, AddedVocabulary, as_added_token, parse_added_tokens_decoder
 from .bpe import MAX_THREADS
 from .bpe import BPEModel as PyBPEModel
+from .hub import resolve_model_dir
+from .pre_tokenizer import (  # noqa: F401 - re-exported: the tokenizer's public names stay importable here
+    XLMPreTokenizer,
+    lowercase_and_remove_accent,
+    remove_non_printing_char,
+    replace_unicode_punct,
+)
+from .tokenization_utils_base import (
+    LARGE_INTEGER,  # noqa: F401 - re-exported
+    BatchEncoding,
+    Span,
+    TokenSpan,  # noqa: F401 - re-exported
+    batch_from_features,
+    check_count,
+    check_return_tensors,
+    check_side,
+    check_strategies,
+    overflow_windows,
+    pad_fields,
+    pad_target,
+    tensor_type_of,
+    to_python,
+    to_tensor,
+    truncation_bounds,
+)
+from .worker_pool import _PreTokenizerPool
 
 try:
     from ._C import BPEModel as CppBPEModel
@@ -34,10 +60,11 @@ except ImportError:  # extension not built: the pure-Python twin gives the same 
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.json", "merges_file": "merges.txt"}
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+ADDED_TOKENS_FILE = "added_tokens.json"
 DEFAULT_ADDITIONAL_SPECIAL_TOKENS = [f"<special{i}>" for i in range(10)]
-# transformers' model_max_length when none is configured, and its "no limit" threshold.
+SPECIAL_TOKENS_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+# transformers' model_max_length when none is configured (LARGE_INTEGER is its "no limit" threshold).
 VERY_LARGE_INTEGER = int(1e30)
-LARGE_INTEGER = int(1e20)
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 DEMO_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "it", "ja", "pl", "ro", "ru", "th", "tr", "uk", "vi",
                   "zh")
@@ -90,272 +117,6 @@ def load_merges(path):
     return merges
 
 
-# ----------------------------------------------------------------------------- front
-
-
-class _CategoryFilter(dict):
-    """str.translate table deleting the characters whose Unicode category starts with one of
-    `prefixes` (per Python's unicodedata, as transformers does); filled lazily per character."""
-
-    def __init__(self, *prefixes):
-        super().__init__()
-        self._prefixes = prefixes
-
-    def __missing__(self, code_point):
-        keep = not unicodedata.category(chr(code_point)).startswith(self._prefixes)
-        self[code_point] = code_point if keep else None
-        return self[code_point]
-
-
-_DROP_CONTROL = _CategoryFilter("C")  # remove-non-printing-char.perl
-_DROP_NONSPACING_MARKS = _CategoryFilter("Mn")  # accents after NFD
-
-# replace-unicode-punctuation.perl: one-character replacements, then "。"/"．" + spaces -> ". ".
-_UNICODE_PUNCT = str.maketrans(
-    {
-        "，": ",", "、": ",", "”": '"', "“": '"', "∶": ":", "：": ":", "？": "?", "《": '"', "》": '"',
-        "）": ")", "！": "!", "（": "(", "；": ";", "」": '"', "「": '"', "～": "~", "’": "'",
-        "…": "...", "━": "-", "〈": "<", "〉": ">", "【": "[", "】": "]", "％": "%",
-        **{chr(0xFF10 + digit): str(digit) for digit in range(10)},
-    }
-)
-_FULL_STOPS = re.compile(r"[。．]\s*")
-
-# normalise-romanian.py (cedilla -> comma) then remove-diacritics.py.
-_ROMANIAN = str.maketrans(
-    {"Ş": "S", "ş": "s", "Ţ": "T", "ţ": "t", "Ș": "S", "ș": "s", "Ț": "T", "ț": "t",
-     "Ă": "A", "ă": "a", "Â": "A", "â": "a", "Î": "I", "î": "i"}
-)
-
-
-def replace_unicode_punct(text):
-    if text.isascii():
-        return text
-    return _FULL_STOPS.sub(". ", text).translate(_UNICODE_PUNCT)
-
-
-def remove_non_printing_char(text):
-    # isprintable() is False for every category-C character, so True means nothing to drop.
-    return text if text.isprintable() else text.translate(_DROP_CONTROL)
-
-
-def lowercase_and_remove_accent(words):
-    """XLM's lowercase_and_remove_accent.py on a word list (words may contain spaces, e.g.
-    PyThaiNLP's; joining then splitting on " " keeps transformers' exact output)."""
-    text = " ".join(words).lower()
-    if not text.isascii():
-        text = unicodedata.normalize("NFD", text).translate(_DROP_NONSPACING_MARKS).lower()
-    return text.split(" ")
-
-
-def _expander(template):
-    return lambda match: match.expand(template)
-
-
-class _MosesPunctNormalizer(sacremoses.MosesPunctNormalizer):
-    """sacremoses' normalizer with its substitution table compiled once: the stock normalize()
-    passes ~45 pattern strings to re.sub per call, and the regex-cache lookups cost ~40% of
-    it; a replacement with group references becomes Match.expand, called only on a match
-    (re.sub parses such a template on every call). Same table, same order, same results (the
-    pre/post options stay off, as in XLM)."""
-
-    def __init__(self, lang):
-        super().__init__(lang=lang)
-        self.substitutions = [
-            (re.compile(pattern), replacement if "\\" not in replacement else _expander(replacement))
-            for pattern, replacement in self.substitutions
-        ]
-
-    def normalize(self, text):
-        for pattern, replacement in self.substitutions:
-            text = pattern.sub(replacement, text)
-        return text.strip()
-
-
-class _MosesTokenizer(sacremoses.MosesTokenizer):
-    """sacremoses' tokenizer with its character-class tests on sets built once: the stock
-    islower/isanyalpha build a set of ~2,000 characters on every call (about half of
-    tokenize()'s time). Same results."""
-
-    def __init__(self, lang):
-        super().__init__(lang=lang)
-        self._lower_chars = frozenset(self.IsLower)
-        self._alpha_chars = frozenset(self.IsAlpha)
-
-    def islower(self, text):
-        return self._lower_chars.issuperset(text)
-
-    def isanyalpha(self, text):
-        return not self._alpha_chars.isdisjoint(text)
-
-
-class XLMPreTokenizer:
-    """Text -> the words that go into BPE (everything before BPE; no special-token handling).
-
-    Moses objects are built once per language and cached."""
-
-    CUSTOM_LANGUAGES = ("zh", "th", "ja")
-
-    def __init__(self, do_lowercase_and_remove_accent=True):
-        self.do_lowercase_and_remove_accent = do_lowercase_and_remove_accent
-        self._normalizers = {}
-        self._tokenizers = {}
-        self._kytea = None
-
-    def __getstate__(self):  # the per-language caches are rebuilt on demand
-        return {"do_lowercase_and_remove_accent": self.do_lowercase_and_remove_accent}
-
-    def __setstate__(self, state):
-        self.__init__(state["do_lowercase_and_remove_accent"])
-
-    def moses_pipeline(self, text, lang):
-        normalizer = self._normalizers.get(lang)
-        if normalizer is None:
-            normalizer = self._normalizers[lang] = _MosesPunctNormalizer(lang)
-        return remove_non_printing_char(normalizer.normalize(replace_unicode_punct(text)))
-
-    def moses_tokenize(self, text, lang):
-        tokenizer = self._tokenizers.get(lang)
-        if tokenizer is None:
-            tokenizer = self._tokenizers[lang] = _MosesTokenizer(lang)
-        return tokenizer.tokenize(text, return_str=False, escape=False)
-
-    def _kytea_tokenizer(self):
-        if self._kytea is None:
-            try:
-                import Mykytea
-            except ImportError as error:  # same type as transformers' (ModuleNotFoundError), clearer text
-                raise type(error)(
-                    "lang='ja' needs KyTea (https://github.com/neubig/kytea) and its Python wrapper Mykytea "
-                    "(pip install kytea) with a model at ~/local/share/kytea/model.bin",
-                    name=error.name,
-                ) from error
-            self._kytea = Mykytea.Mykytea(f"-model {os.path.expanduser('~')}/local/share/kytea/model.bin")
-        return self._kytea
-
-    def __call__(self, text, lang="en", bypass_tokenizer=False):
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        if not isinstance(lang, str):
-            raise TypeError(f"lang must be a str language code, got {type(lang).__name__}")
-        if bypass_tokenizer:  # pre-tokenised by the caller: BPE only
-            return [word for word in text.split() if word]
-        if lang not in self.CUSTOM_LANGUAGES:
-            text = self.moses_pipeline(text, lang)
-            if lang == "ro":
-                text = text.translate(_ROMANIAN)
-            words = self.moses_tokenize(text, lang)
-        elif lang == "zh":
-            import rjieba
-
-            words = self.moses_pipeline(" ".join(rjieba.cut(text)), lang).split()
-        elif lang == "th":
-            from pythainlp.tokenize import word_tokenize
-
-            words = word_tokenize(self.moses_pipeline(text, lang))
-        else:  # ja
-            words = list(self._kytea_tokenizer().getWS(self.moses_pipeline(text, lang)))
-        if self.do_lowercase_and_remove_accent:
-            words = lowercase_and_remove_accent(words)
-        return [word for word in words if word]
-
-
-# ----------------------------------------------------------------------------- outputs
-
-
-def _pre_tokenizer_worker(connection, do_lowercase_and_remove_accent):
-    """Worker process loop: receives [(text, lang, bypass)], sends back ("ok", word lists) or
-    ("error", exception); None stops it."""
-    pre = XLMPreTokenizer(do_lowercase_and_remove_accent)
-    while True:
-        items = connection.recv()
-        if items is None:
-            return
-        try:
-            connection.send(("ok", [pre(text, lang, bypass) for text, lang, bypass in items]))
-        except Exception as error:  # noqa: BLE001 - re-raised in the caller
-            connection.send(("error", error))
-
-
-class _PreTokenizerPool:
-    """Forked processes that run the Python front on shares of a batch. Talks to each over its
-    own pipe from the calling thread: a pool with feeder threads (concurrent.futures,
-    multiprocessing.Pool) waits for the GIL that this thread holds while it runs its own share."""
-
-    def __init__(self, size, do_lowercase_and_remove_accent):
-        import multiprocessing
-        import weakref
-
-        context = multiprocessing.get_context("fork")
-        self.size = size
-        self._lock = threading.Lock()
-        self._connections = []
-        for _ in range(size):
-            parent, child = context.Pipe()
-            context.Process(target=_pre_tokenizer_worker, args=(child, do_lowercase_and_remove_accent),
-                            daemon=True).start()
-            child.close()
-            self._connections.append(parent)
-        weakref.finalize(self, _PreTokenizerPool._stop, self._connections)
-
-    @staticmethod
-    def _stop(connections):
-        for connection in connections:
-            try:
-                connection.send(None)
-                connection.close()
-            except OSError:
-                pass
-
-    def map(self, shares, local):
-        """Word lists of shares[0] (computed here by `local`) + shares[1:] (in the workers)."""
-        with self._lock:
-            for connection, share in zip(self._connections, shares[1:]):
-                connection.send(share)
-            words = local(shares[0])
-            replies = [connection.recv() for connection in self._connections[: len(shares) - 1]]
-        for status, payload in replies:
-            if status == "error":
-                raise payload
-            words.extend(payload)
-        return words
-
-
-class BatchEncoding(dict):
-    """The encoder's output: a dict (input_ids, attention_mask, ...) with attribute access."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"BatchEncoding has no field {name!r}") from None
-
-    def __getstate__(self):
-        return dict(self)
-
-    def __setstate__(self, state):
-        self.update(state)
-
-    def to(self, device):
-        """Moves every torch tensor to `device` (in place); returns self."""
-        for key, value in self.items():
-            if hasattr(value, "to") and hasattr(value, "device"):
-                self[key] = value.to(device)
-        return self
-
-
-def _to_tensor(values, return_tensors, key):
-    if values and isinstance(values[0], list) and len({len(row) for row in values}) > 1:
-        raise ValueError(f"cannot make a tensor of '{key}': sequences differ in length; use padding=True")
-    if return_tensors == "pt":
-        import torch
-
-        return torch.tensor(values, dtype=torch.long)
-    import numpy as np
-
-    return np.array(values, dtype=np.int64)
-
-
 # ----------------------------------------------------------------------------- tokenizer
 
 
@@ -376,20 +137,6 @@ class _CheckedOption:
         setattr(instance, self.slot, self.check(self.name, value))
         if self.after_set is not None:
             self.after_set(instance)
-
-
-def _check_side(name, value):
-    if value not in ("right", "left"):
-        raise ValueError(f"{name} must be 'right' or 'left', got {value!r}")
-    return value
-
-
-def _check_count(name, value, most=None):
-    """A positive int, at most `most` (not a bool, nor a float that int() would truncate)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (most is not None and value > most):
-        bound = "" if most is None else f" <= {most}"
-        raise ValueError(f"{name} must be a positive int{bound}, got {value!r}")
-    return value
 
 
 def _check_lang2id(lang2id):
@@ -437,20 +184,41 @@ def _token_ids(ids, name):
     return checked
 
 
+def _special_token(name, token, required=False):
+    """A special token as its str (AddedToken -> content); None where allowed."""
+    if token is None and not required:
+        return None
+    if not isinstance(token, str) and isinstance(getattr(token, "content", None), str):
+        token = token.content
+    if not isinstance(token, str) or not token:
+        raise TypeError(f"{name} must be a non-empty str{'' if required else ' or None'}, got {token!r}")
+    return token
+
+
 class XLMTokenizer:
     """XLM tokenizer (Moses / jieba / PyThaiNLP / KyTea front + BPE) with transformers' API.
 
     Args match transformers.XLMTokenizer. Extra keyword arguments read here:
-    `model_max_length`, `padding_side`, `truncation_side`, `num_threads` (BPE threads for a
-    batch; default all cores), `num_workers` (processes sharing the Python front of a batch of
-    at least MIN_TEXTS_PER_WORKER texts per process: the front holds the GIL, so only processes
-    use more cores; default 1 = none), `bpe_backend` ("auto": C++ if built, "cpp", "python").
+    `model_max_length`, `padding_side`, `truncation_side`, `eos_token`, `added_tokens_decoder`
+    (as saved in tokenizer_config.json), `num_threads` (BPE threads for a batch; default all
+    cores), `num_workers` (processes sharing the Python front of a batch of at least
+    MIN_TEXTS_PER_WORKER texts per process: the front holds the GIL, so only processes use more
+    cores; default 1 = none), `bpe_backend` ("auto": C++ if built, "cpp", "python").
+
+    Like transformers' slow tokenizers, `is_fast` is False and character offsets
+    (return_offsets_mapping) are not available; the encodings still give word_ids() and the
+    other token/word maps (see BatchEncoding).
     """
 
     MIN_TEXTS_PER_WORKER = 8
 
     vocab_files_names = VOCAB_FILES_NAMES
-    model_input_names = ["input_ids", "attention_mask"]
+    model_input_names = ["input_ids", "attention_mask"]  # transformers' XLMTokenizer's
+    SPECIAL_TOKENS_ATTRIBUTES = list(SPECIAL_TOKENS_ATTRIBUTES)
+    pad_token_type_id = 0
+    is_fast = False
+    chat_template = None
+    split_special_tokens = False
 
     def __init__(
         self,
@@ -472,12 +240,15 @@ class XLMTokenizer:
         self.decoder = {index: token for token, index in self.encoder.items()}
         self.merges = load_merges(merges_file)
 
-        self.unk_token, self.bos_token, self.sep_token = unk_token, bos_token, sep_token
-        self.pad_token, self.cls_token, self.mask_token = pad_token, cls_token, mask_token
-        self.additional_special_tokens = list(additional_special_tokens or [])
-        for name, token in self._special_tokens_items():
-            if not isinstance(token, str) or not token:
-                raise TypeError(f"{name} must be a non-empty str, got {token!r}")
+        self.unk_token = _special_token("unk_token", unk_token, required=True)
+        self.eos_token = _special_token("eos_token", kwargs.pop("eos_token", None))
+        for name, token in (("bos_token", bos_token), ("sep_token", sep_token), ("pad_token", pad_token),
+                            ("cls_token", cls_token), ("mask_token", mask_token)):
+            setattr(self, name, _special_token(name, token))
+        if isinstance(additional_special_tokens, str) or not hasattr(additional_special_tokens or [], "__iter__"):
+            raise TypeError(f"additional_special_tokens must be a list of str, got {additional_special_tokens!r}")
+        self.additional_special_tokens = [_special_token("additional_special_tokens", token, required=True)
+                                          for token in additional_special_tokens or []]
 
         self.lang2id, self.id2lang = lang2id, id2lang
         if lang2id is not None and id2lang is not None and len(lang2id) != len(id2lang):
@@ -489,21 +260,23 @@ class XLMTokenizer:
         self.model_max_length = kwargs.pop("model_max_length", VERY_LARGE_INTEGER)
         self.padding_side = kwargs.pop("padding_side", "right")
         self.truncation_side = kwargs.pop("truncation_side", "right")
+        self.clean_up_tokenization_spaces = bool(kwargs.pop("clean_up_tokenization_spaces", False))
         self.num_threads = kwargs.pop("num_threads", min(os.cpu_count() or 1, MAX_THREADS))
         self.num_workers = kwargs.pop("num_workers", 1)
         self._backend = kwargs.pop("bpe_backend", "auto")
+        self.name_or_path = kwargs.pop("name_or_path", "")
+        added_tokens_decoder = parse_added_tokens_decoder(kwargs.pop("added_tokens_decoder", None) or {})
         self.init_kwargs = kwargs  # other transformers options, kept for save_pretrained
+        self.deprecation_warnings = {}  # transformers' warn-once registry (its data collators toggle entries)
 
-        # Special tokens missing from the vocabulary are appended after it (as transformers does).
-        self.added_tokens_encoder = {}
-        for token in self.all_special_tokens:
-            if token not in self.encoder:
-                self.added_tokens_encoder[token] = len(self.encoder) + len(self.added_tokens_encoder)
-        self.added_tokens_decoder = {index: token for token, index in self.added_tokens_encoder.items()}
-        self._special_ids = {token: self._token_to_id(token) for token in self.all_special_tokens}
-        # Longest first, so that the leftmost, longest special token wins (transformers' trie).
-        alternatives = sorted(self._special_ids, key=len, reverse=True)
-        self._special_split = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
+        # Added tokens: those of a saved tokenizer keep their ids; special tokens not yet among them
+        # are added (an id after the vocabulary when they are not in it), as transformers does.
+        self._added = AddedVocabulary()
+        for index, token in sorted(added_tokens_decoder.items()):
+            self._added.add(index, token)
+        self._length = len(self.get_vocab())
+        self._add_tokens([token for token in self.all_special_tokens if token not in self._added.encoder],
+                         special_tokens=True)
         self.bpe_model = self._make_bpe_model(self._backend)
 
     def __getstate__(self):  # the C++ core, the process pool and its lock are rebuilt, not pickled
@@ -520,14 +293,14 @@ class XLMTokenizer:
     # Checked on every assignment, construction included, so a bad value set later is refused too.
     lang2id = _CheckedOption(lambda name, value: _check_lang2id(value))
     id2lang = _CheckedOption(lambda name, value: _id2lang_with_int_keys(value))
-    padding_side = _CheckedOption(_check_side)
-    truncation_side = _CheckedOption(_check_side)
+    padding_side = _CheckedOption(check_side)
+    truncation_side = _CheckedOption(check_side)
     # None means no limit in transformers, which stores its very large sentinel instead.
     model_max_length = _CheckedOption(
-        lambda name, value: VERY_LARGE_INTEGER if value is None else _check_count(name, value))
-    num_threads = _CheckedOption(lambda name, value: _check_count(name, value, MAX_THREADS))
+        lambda name, value: VERY_LARGE_INTEGER if value is None else check_count(name, value))
+    num_threads = _CheckedOption(lambda name, value: check_count(name, value, MAX_THREADS))
     # The pool's size is fixed when it starts.
-    num_workers = _CheckedOption(_check_count, after_set=lambda tokenizer: tokenizer._drop_pool())
+    num_workers = _CheckedOption(check_count, after_set=lambda tokenizer: tokenizer._drop_pool())
 
     @property
     def do_lowercase_and_remove_accent(self):
@@ -546,7 +319,7 @@ class XLMTokenizer:
             self._pool = None
 
     def _make_bpe_model(self, backend):
-        unk_id = self.encoder.get(self.unk_token, self.added_tokens_encoder.get(self.unk_token))
+        unk_id = self._token_to_id(self.unk_token)
         if backend == "auto":
             backend = "cpp" if CppBPEModel is not None else "python"
         if backend == "cpp":
@@ -559,14 +332,11 @@ class XLMTokenizer:
 
     # ------------------------------------------------------------------ special tokens
 
-    def _special_tokens_items(self):
-        names = ("bos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-        items = [(name, getattr(self, name)) for name in names]
-        return items + [("additional_special_tokens", token) for token in self.additional_special_tokens]
-
     @property
     def all_special_tokens(self):
-        return list(dict.fromkeys(token for _, token in self._special_tokens_items()))
+        named = (getattr(self, name) for name in SPECIAL_TOKENS_ATTRIBUTES)
+        return list(dict.fromkeys(token for token in itertools.chain(named, self.additional_special_tokens)
+                                  if token is not None))
 
     @property
     def all_special_ids(self):
@@ -574,11 +344,11 @@ class XLMTokenizer:
 
     @property
     def special_tokens_map(self):
-        names = ("bos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in SPECIAL_TOKENS_ATTRIBUTES if getattr(self, name) is not None}
 
     unk_token_id = property(lambda self: self._token_to_id(self.unk_token))
     bos_token_id = property(lambda self: self._token_to_id(self.bos_token))
+    eos_token_id = property(lambda self: self._token_to_id(self.eos_token))
     sep_token_id = property(lambda self: self._token_to_id(self.sep_token))
     pad_token_id = property(lambda self: self._token_to_id(self.pad_token))
     cls_token_id = property(lambda self: self._token_to_id(self.cls_token))
@@ -586,7 +356,6 @@ class XLMTokenizer:
     additional_special_tokens_ids = property(
         lambda self: [self._token_to_id(token) for token in self.additional_special_tokens]
     )
-    pad_token_type_id = 0
 
     @property
     def do_lower_case(self):
@@ -598,18 +367,103 @@ class XLMTokenizer:
     def vocab_size(self):
         return len(self.encoder)
 
-    def __len__(self):
-        return len(self.encoder) + len(self.added_tokens_encoder)
+    def __len__(self):  # the number of distinct tokens, as in transformers (ids may have holes)
+        return self._length
 
     def get_vocab(self):
-        return dict(self.encoder, **self.added_tokens_encoder)
+        return dict(self.encoder, **self._added.encoder)
+
+    def get_added_vocab(self):
+        """{token: id} of the added tokens (the special tokens included, as in transformers)."""
+        return dict(self._added.encoder)
+
+    @property
+    def added_tokens_encoder(self):
+        return {self._added.decoder[index].content: index for index in sorted(self._added.decoder)}
+
+    @property
+    def added_tokens_decoder(self):
+        """{id: AddedToken}, by id."""
+        return dict(sorted(self._added.decoder.items()))
+
+    def add_tokens(self, new_tokens, special_tokens=False):
+        """Adds tokens that are never split (text is cut around them before the pre-tokenizer)
+        with ids after the vocabulary; returns how many are new. As in transformers: a token
+        already in the vocabulary keeps its id (and is not counted); with
+        do_lowercase_and_remove_accent a non-special token is lowercased (the text is not, so
+        it matches lowercase text only); special_tokens=True makes them special tokens
+        (skipped by decode(skip_special_tokens=True))."""
+        if not new_tokens:
+            return 0
+        if not isinstance(new_tokens, (list, tuple)):
+            new_tokens = [new_tokens]
+        return self._add_tokens(new_tokens, special_tokens=bool(special_tokens))
+
+    def _add_tokens(self, new_tokens, special_tokens):
+        vocab = self.get_vocab()
+        checked = [as_added_token(token, "new_tokens") for token in new_tokens]
+        added = 0
+        for (content, special, normalized), token in zip(checked, new_tokens):
+            if not content or (isinstance(token, str) and content in self._added.encoder):
+                continue
+            if special is None:  # a str: transformers' defaults
+                special = special_tokens or content in self.all_special_tokens
+                normalized = not special
+            special = special or special_tokens
+            if not special and normalized and self.do_lower_case:
+                content = content.lower()
+            index = vocab.get(content)
+            if index is None:
+                index = vocab[content] = len(vocab)
+                added += 1
+            if special and content not in self.all_special_tokens:
+                self.additional_special_tokens.append(content)
+            self._added.add(index, AddedToken(content, special, normalized))
+        self._length = len(vocab)
+        return added
+
+    def add_special_tokens(self, special_tokens_dict, replace_extra_special_tokens=True):
+        """Sets special tokens ({"pad_token": "<pad>", "additional_special_tokens": [...], ...})
+        and adds those not in the vocabulary; returns how many are new. As in transformers 5,
+        a list of additional (extra) special tokens replaces the current one unless
+        replace_extra_special_tokens=False (the replaced tokens stay in the vocabulary, unsplit,
+        but are no longer special)."""
+        if not isinstance(special_tokens_dict, dict):
+            raise TypeError(f"special_tokens_dict must be a dict, got {type(special_tokens_dict).__name__}")
+        special_tokens_dict = dict(special_tokens_dict)
+        if "additional_special_tokens" in special_tokens_dict and not special_tokens_dict.get("extra_special_tokens"):
+            special_tokens_dict["extra_special_tokens"] = special_tokens_dict.pop("additional_special_tokens")
+        to_add = []
+        for key, value in special_tokens_dict.items():
+            if key == "extra_special_tokens":
+                if not isinstance(value, (list, tuple)):
+                    raise TypeError(f"special_tokens_dict[{key!r}] must be a list of tokens, got {value!r}")
+                contents = [as_added_token(token, f"special_tokens_dict[{key!r}]")[0] for token in value]
+                new = [token for token in contents
+                       if replace_extra_special_tokens or token not in self.additional_special_tokens]
+                if replace_extra_special_tokens and new:
+                    self.additional_special_tokens = list(new)
+                else:
+                    self.additional_special_tokens.extend(new)
+                to_add.extend(AddedToken(token, special=True, normalized=False) for token in new)
+            elif key in SPECIAL_TOKENS_ATTRIBUTES:
+                token = as_added_token(value, f"special_tokens_dict[{key!r}]")[0]
+                setattr(self, key, _special_token(key, token, required=True))
+                to_add.append(AddedToken(token, special=True, normalized=False))
+            else:
+                raise ValueError(f"special_tokens_dict: {key!r} is no special-token key; expected one of "
+                                 f"{', '.join(SPECIAL_TOKENS_ATTRIBUTES)}, additional_special_tokens, "
+                                 "extra_special_tokens")
+        return self.add_tokens(to_add, special_tokens=True)
 
     def _token_to_id(self, token):
-        index = self.added_tokens_encoder.get(token)
+        if token is None:
+            return None
+        index = self._added.encoder.get(token)
         if index is None:
             index = self.encoder.get(token)
         if index is None:
-            index = self.added_tokens_encoder.get(self.unk_token, self.encoder.get(self.unk_token))
+            index = self._added.encoder.get(self.unk_token, self.encoder.get(self.unk_token))
         return index
 
     def convert_tokens_to_ids(self, tokens):
@@ -625,8 +479,8 @@ class XLMTokenizer:
         return ids
 
     def _id_to_token(self, index):
-        token = self.added_tokens_decoder.get(index)
-        return token if token is not None else self.decoder.get(index, self.unk_token)
+        token = self._added.decoder.get(index)
+        return token.content if token is not None else self.decoder.get(index, self.unk_token)
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
         """Id(s) -> token(s). An id past the vocabulary gives unk_token, as in transformers (a
@@ -650,53 +504,75 @@ class XLMTokenizer:
             languages = ", ".join(self.lang2id)
             raise ValueError(f"lang must be one of this tokenizer's languages ({languages}), got {lang!r}")
 
-    def _pieces(self, text):
-        """Yields (special token, None) for each special token, (None, text) for the text between."""
+    def _pieces(self, text, name="text"):
+        """Yields (added token, None) for each added token, (None, text) for the text between."""
         if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        for position, piece in enumerate(self._special_split.split(text)):
-            if piece:
-                yield (piece, None) if position % 2 else (None, piece)
+            raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+        return self._added.split(text)
 
     def tokenize(self, text, lang="en", bypass_tokenizer=False):
-        """Text -> BPE tokens ("</w>" ends a word); special tokens are kept whole."""
+        """Text -> BPE tokens ("</w>" ends a word); added and special tokens are kept whole."""
         self._check_lang(lang)
         tokens = []
-        for special, piece in self._pieces(text):
-            if special is not None:
-                tokens.append(special)
+        for added, piece in self._pieces(text):
+            if added is not None:
+                tokens.append(added)
                 continue
             for word in self.pre_tokenizer(piece, lang, bypass_tokenizer):
                 tokens.extend(self.bpe_model.bpe(word))
         return tokens
 
-    def _encode_texts(self, texts, lang, bypass_tokenizer):
-        """Texts -> ids without special tokens added. All words of the batch go to the BPE core
-        in one call (threaded, GIL released)."""
+    def _encode_texts(self, sequences, lang, bypass_tokenizer, split_into_words=False):
+        """Sequences (texts, or lists of words when split_into_words) -> (ids of each, without
+        special tokens added; word_ids_of(k): the word id of every token of sequence k). All
+        words of the batch go to the BPE core in one call (threaded, GIL released).
+
+        Per sequence, a layout: one (input word index or None, added token id or None) per
+        piece; a piece without an added token id is plain text, whose words come from the
+        pre-tokenizer in order."""
         self._check_lang(lang)
-        layouts, pieces = [], []  # per text: special ids and None for each piece of plain text
-        for text in texts:
+        layouts, pieces = [], []
+        for sequence in sequences:
             layout = []
-            for special, piece in self._pieces(text):
-                layout.append(None if special is None else self._special_ids[special])
-                if special is None:
-                    pieces.append(piece)
+            for word_index, text in enumerate(sequence) if split_into_words else ((None, sequence),):
+                for added, piece in self._pieces(text, "text" if word_index is None else "words"):
+                    layout.append((word_index, None if added is None else self._added.encoder[added]))
+                    if added is None:
+                        pieces.append(piece)
             layouts.append(layout)
         words = self._pre_tokenize(pieces, lang, bypass_tokenizer)
         encoded = iter(self.bpe_model.encode_batch(words, self.num_threads))
         results = []
         for layout in layouts:
-            if layout == [None]:
+            if len(layout) == 1 and layout[0][1] is None:
                 results.append(next(encoded))
                 continue
             ids = []
-            for special in layout:
-                if special is None:
+            for _, added in layout:
+                if added is None:
                     ids.extend(next(encoded))
                 else:
-                    ids.append(special)
+                    ids.append(added)
             results.append(ids)
-        return results
+        starts = list(itertools.accumulate((sum(added is None for _, added in layout) for layout in layouts),
+                                           initial=0))
+        return results, lambda source: self._word_ids(layouts[source], words[starts[source]:])
+
+    def _word_ids(self, layout, words):
+        """Word id of every token of one sequence: an input word's index (is_split_into_words),
+        else one id per pre-tokenizer word and per added token, in order. Computed on demand
+        from each word's BPE token count."""
+        ids, next_word, plain = [], 0, iter(words)
+        for word_index, added in layout:
+            if added is not None:
+                ids.append(next_word if word_index is None else word_index)
+                next_word += 1
+                continue
+            for word in next(plain):
+                count = len(self.bpe_model.bpe(word))
+                ids.extend([next_word if word_index is None else word_index] * count)
+                next_word += 1
+        return ids
 
     def _pre_tokenize(self, pieces, lang, bypass_tokenizer):
         """Pieces -> word lists; split across `num_workers` processes for a large batch (this
@@ -743,62 +619,53 @@ class XLMTokenizer:
     def num_special_tokens_to_add(self, pair=False):
         return 3 if pair else 2
 
-    def _strategies(self, padding, truncation, max_length):
-        """transformers' rules: (padding in {None, "longest", "max_length"}, truncation, max_length)."""
-        if max_length is not None and (type(max_length) is not int or max_length < 0):
-            raise ValueError(f"max_length must be a non-negative int or None, got {max_length!r}")
-        if max_length is not None and padding is False and truncation is None:
-            truncation = "longest_first"
-        paddings = {True: "longest", False: None, None: None, "longest": "longest",
-                    "max_length": "max_length", "do_not_pad": None}
-        truncations = {True: "longest_first", False: None, None: None, "longest_first": "longest_first",
-                       "only_first": "only_first", "only_second": "only_second", "do_not_truncate": None}
-        if not isinstance(padding, (bool, str, type(None))) or padding not in paddings:
-            raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
-        if not isinstance(truncation, (bool, str, type(None))) or truncation not in truncations:
-            raise ValueError(
-                "truncation must be True, False, 'longest_first', 'only_first', 'only_second' or "
-                f"'do_not_truncate', got {truncation!r}"
-            )
-        padding, truncation = paddings[padding], truncations[truncation]
-        if max_length is None:
-            limit = None if self.model_max_length > LARGE_INTEGER else self.model_max_length
-            if padding == "max_length":
-                padding, max_length = (None, None) if limit is None else (padding, limit)
-            if truncation is not None:
-                truncation, max_length = (None, None) if limit is None else (truncation, limit)
-        return padding, truncation, max_length
+    def _windows(self, first, second, remove, truncation, stride):
+        """Overflow windows as bounds [((start, stop) of first, (start, stop) of second or None)],
+        row per window as transformers' fast tokenizers give them: the truncated sequence
+        (the first for only_first / a single sequence, the second for only_second) is cut into
+        windows that overlap by `stride` tokens, the other is repeated whole in every row."""
+        if truncation == "longest_first" and second is not None:
+            raise ValueError("return_overflowing_tokens=True with a pair needs truncation='only_first' or "
+                             "'only_second' (as in transformers), got truncation='longest_first'/True")
+        if truncation == "only_second" and second is None:
+            raise ValueError("truncation='only_second' with return_overflowing_tokens=True needs text_pair")
+        target = second if truncation == "only_second" else first
+        room = target - remove
+        if room <= stride:
+            raise ValueError(f"max_length leaves {max(room, 0)} tokens per window to the truncated sequence, which "
+                             f"must be more than stride={stride}: raise max_length or lower stride")
+        windows = overflow_windows(target, room, stride, self.truncation_side)
+        if truncation == "only_second":
+            return [((0, first), window) for window in windows]
+        return [(window, None if second is None else (0, second)) for window in windows]
 
-    def _truncate(self, ids, pair_ids, remove, strategy):
-        right = self.truncation_side == "right"
-        if strategy == "only_first" or (strategy == "longest_first" and pair_ids is None):
-            ids = ids[:-remove] if right else ids[remove:]
-        elif strategy == "longest_first":
-            first_remove = min(abs(len(pair_ids) - len(ids)), remove)
-            second_remove = remove - first_remove
-            if len(ids) > len(pair_ids):
-                ids_remove, pair_remove = first_remove + second_remove // 2, second_remove - second_remove // 2
-            else:
-                ids_remove, pair_remove = second_remove // 2, first_remove + second_remove - second_remove // 2
-            if right:
-                ids = ids[:-ids_remove] if ids_remove > 0 else ids
-                pair_ids = pair_ids[:-pair_remove] if pair_ids and pair_remove > 0 else pair_ids
-            else:
-                ids, pair_ids = ids[ids_remove:], pair_ids[pair_remove:]
-        elif strategy == "only_second" and pair_ids:
-            pair_ids = pair_ids[:-remove] if right else pair_ids[remove:]
-        return ids, pair_ids
-
-    def _prepare(self, ids, pair_ids, add_special_tokens, truncation, max_length, want):
-        """One sequence (or pair) of ids -> its unpadded fields (transformers' prepare_for_model)."""
-        specials = self.num_special_tokens_to_add(pair_ids is not None) if add_special_tokens else 0
-        total = len(ids) + len(pair_ids or []) + specials
+    def _rows(self, first, second, sources, add_special_tokens, truncation, max_length, stride, overflow, want):
+        """One sequence (or pair) of ids -> [(fields, layout)]: one row, or one per overflow window."""
+        specials = self.num_special_tokens_to_add(second is not None) if add_special_tokens else 0
+        total = len(first) + len(second if second is not None else []) + specials
+        bounds = [((0, len(first)), None if second is None else (0, len(second)))]
         if truncation is not None and max_length and total > max_length:
-            ids, pair_ids = self._truncate(ids, pair_ids, total - max_length, truncation)
+            second_length = None if second is None else len(second)
+            if overflow:
+                bounds = self._windows(len(first), second_length, total - max_length, truncation, stride)
+            else:
+                bounds = [truncation_bounds(len(first), second_length, total - max_length, truncation,
+                                            self.truncation_side)]
+        return [self._row(first, second, sources, a, b, add_special_tokens, want) for a, b in bounds]
+
+    def _row(self, first, second, sources, first_bounds, second_bounds, add_special_tokens, want):
+        ids = first[first_bounds[0] : first_bounds[1]]
+        spans = [Span(sources[0], 0, *first_bounds)]
+        pair_ids = None
+        if second is not None:
+            pair_ids = second[second_bounds[0] : second_bounds[1]]
+            spans.append(Span(sources[1], 1, *second_bounds))
         if add_special_tokens:
             sequence = self.build_inputs_with_special_tokens(ids, pair_ids)
+            layout = (1, spans[0], 1) if pair_ids is None else (1, spans[0], 1, spans[1], 1)
         else:
             sequence = ids + (pair_ids or [])
+            layout = tuple(spans)
         fields = {"input_ids": sequence}
         if want["token_type_ids"]:
             fields["token_type_ids"] = (
@@ -808,33 +675,54 @@ class XLMTokenizer:
             fields["special_tokens_mask"] = (
                 self.get_special_tokens_mask(ids, pair_ids) if add_special_tokens else [0] * len(sequence)
             )
-        return fields
+        return fields, layout
 
-    def _pad(self, fields, length, padding_side, want_mask):
-        """Pads one sequence's fields to `length` on `padding_side`; adds attention_mask."""
-        size = len(fields["input_ids"])
-        if want_mask:
-            fields["attention_mask"] = [1] * size
-        missing = length - size if length is not None else 0
-        if missing > 0:
-            fill = {"input_ids": self.pad_token_id, "token_type_ids": self.pad_token_type_id,
-                    "special_tokens_mask": 1, "attention_mask": 0}
-            for key in list(fields):
-                if key in fill:
-                    pad = [fill[key]] * missing
-                    fields[key] = fields[key] + pad if padding_side == "right" else pad + fields[key]
-        return fields
+    def _pad_values(self):
+        return {"input_ids": self.pad_token_id, "token_type_ids": self.pad_token_type_id, "special_tokens_mask": 1,
+                "attention_mask": 0}
 
     @staticmethod
-    def _as_batch(text, name):
-        """(batch of str or None, whether the input was one str)."""
-        if text is None:
-            return None, False
-        if isinstance(text, str):
-            return [text], True
-        if isinstance(text, (list, tuple)):
-            return list(text), False
-        raise TypeError(f"{name} must be a str or a list of str, got {type(text).__name__}")
+    def _inputs(text, text_pair, is_split_into_words):
+        """(first sequences, second sequences or None, whether the input was one sequence).
+        A sequence is a str, or a list of str words when is_split_into_words."""
+        def is_sequence(value):
+            if is_split_into_words:
+                return isinstance(value, (list, tuple)) and all(isinstance(word, str) for word in value)
+            return isinstance(value, str)
+
+        expected = "a list of str words or a list of such lists" if is_split_into_words else \
+            "a str or a list of str"
+
+        def as_batch(value, name):
+            if value is None:
+                return None, False
+            if is_sequence(value) and (not is_split_into_words or not value or isinstance(value[0], str)):
+                return [value], True
+            if isinstance(value, (list, tuple)):
+                return list(value), False
+            raise TypeError(f"{name} must be {expected}, got {type(value).__name__}")
+
+        texts, single = as_batch(text, "text")
+        pairs, pair_single = as_batch(text_pair, "text_pair")
+        if texts is None:
+            raise TypeError(f"text must be {expected}, got None")
+        # A batch of pairs as `text` alone: 2-tuples (is_split_into_words: tuples of two word lists).
+        if pairs is None and not single and texts and all(
+                isinstance(item, (tuple, list)) and len(item) == 2 and not is_sequence(item) for item in texts):
+            if not is_split_into_words or all(isinstance(item, tuple) for item in texts):
+                texts, pairs = [item[0] for item in texts], [item[1] for item in texts]
+        if pairs is not None and (len(pairs) != len(texts) or pair_single != single):
+            raise ValueError("text_pair must match text: one sequence for one sequence, a list of the same length "
+                             "for a list")
+        for name, values in (("text", texts), ("text_pair", pairs or [])):
+            for position, value in enumerate(values):
+                if not is_sequence(value):
+                    label = name if single else f"{name}[{position}]"
+                    raise TypeError(f"{label} must be {'a list of str words' if is_split_into_words else 'a str'}, "
+                                    f"got {type(value).__name__}" + (
+                                        "" if is_split_into_words or not isinstance(value, (list, tuple))
+                                        else " (pass is_split_into_words=True for words given as lists)"))
+        return texts, pairs, single
 
     def __call__(
         self,
@@ -844,80 +732,164 @@ class XLMTokenizer:
         padding=False,
         truncation=None,
         max_length=None,
+        stride=0,
+        is_split_into_words=False,
         pad_to_multiple_of=None,
         padding_side=None,
         return_tensors=None,
         return_token_type_ids=None,
         return_attention_mask=None,
+        return_overflowing_tokens=False,
         return_special_tokens_mask=False,
+        return_offsets_mapping=False,
         return_length=False,
         lang="en",
         bypass_tokenizer=False,
         verbose=True,
     ):
         """Encodes a text, a batch of texts, a pair (text, text_pair) or a batch of pairs
-        (lists, or a list of 2-tuples as `text`). Returns a BatchEncoding with input_ids,
-        attention_mask and whatever else was asked for; lists of lists for a batch, tensors
-        with a batch axis when return_tensors is "pt"/"np"."""
-        texts, single = self._as_batch(text, "text")
-        pairs, pair_single = self._as_batch(text_pair, "text_pair")
-        if texts is None:
-            raise TypeError("text must be a str or a list of str, got None")
-        if pairs is None and not single and texts and all(isinstance(t, (tuple, list)) and len(t) == 2 for t in texts):
-            texts, pairs = [t[0] for t in texts], [t[1] for t in texts]
-        if pairs is not None and (len(pairs) != len(texts) or pair_single != single):
-            raise ValueError("text_pair must match text: a str for a str, a list of the same length for a list")
+        (lists, or a list of 2-tuples as `text`); with is_split_into_words=True each text is a
+        list of words, each pre-tokenized and BPE-encoded on its own (transformers' slow
+        tokenizers do the same, so the ids equal theirs). Returns a BatchEncoding with
+        input_ids, attention_mask and whatever else was asked for; lists of lists for a batch,
+        tensors with a batch axis when return_tensors is "pt"/"np".
+
+        return_overflowing_tokens=True follows transformers' fast tokenizers, not its slow
+        ones: the result is always batched, with one row per window (windows of the truncated
+        sequence overlapping by `stride` tokens, the other sequence of a pair whole in each)
+        and `overflow_to_sample_mapping` giving each row's input index. transformers' slow
+        XLMTokenizer instead returns one row per input with the cut-off ids in
+        `overflowing_tokens` (and fails on a batch in which only some inputs overflow); the
+        row-per-window layout is what the SQuAD sliding-window recipe and the pipelines use,
+        and it pads and converts to tensors. As in both, a pair with truncation='longest_first'
+        cannot return overflowing tokens."""
+        if return_offsets_mapping:
+            raise NotImplementedError("return_offsets_mapping=True is not supported by xlm_fast's XLMTokenizer (no "
+                                      "character offsets yet; transformers' slow XLMTokenizer has none either)")
+        texts, pairs, single = self._inputs(text, text_pair, bool(is_split_into_words))
         if padding_side is not None:
-            _check_side("padding_side", padding_side)
+            check_side("padding_side", padding_side)
         if pad_to_multiple_of is not None:
-            _check_count("pad_to_multiple_of", pad_to_multiple_of)
-        if return_tensors is not None and return_tensors not in ("pt", "np"):
-            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
-        padding, truncation, max_length = self._strategies(padding, truncation, max_length)
-        want = {
-            "token_type_ids": bool(return_token_type_ids),
-            "special_tokens_mask": bool(return_special_tokens_mask),
-        }
+            check_count("pad_to_multiple_of", pad_to_multiple_of)
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
+            raise ValueError(f"stride must be a non-negative int, got {stride!r}")
+        return_tensors = check_return_tensors(return_tensors)
+        padding, truncation, max_length = check_strategies(padding, truncation, max_length, self.model_max_length)
+        want = {"token_type_ids": bool(return_token_type_ids), "special_tokens_mask": bool(return_special_tokens_mask)}
         want_mask = True if return_attention_mask is None else bool(return_attention_mask)
+        overflow = bool(return_overflowing_tokens)
 
-        encoded = self._encode_texts(texts + (pairs or []), lang, bypass_tokenizer)
-        firsts, seconds = encoded[: len(texts)], encoded[len(texts) :] or [None] * len(texts)
-        rows = [self._prepare(a, b, add_special_tokens, truncation, max_length, want) for a, b in zip(firsts, seconds)]
+        encoded, word_ids_of = self._encode_texts(texts + (pairs or []), lang, bypass_tokenizer,
+                                                  bool(is_split_into_words))
+        rows, samples = [], []
+        for index, first in enumerate(encoded[: len(texts)]):
+            second = None if pairs is None else encoded[len(texts) + index]
+            sources = (index, None if pairs is None else len(texts) + index)
+            sample_rows = self._rows(first, second, sources, add_special_tokens, truncation, max_length, stride,
+                                     overflow, want)
+            rows.extend(sample_rows)
+            samples.extend([index] * len(sample_rows))
 
-        lengths = [len(row["input_ids"]) for row in rows]
-        target = None
-        if padding == "longest":
-            target = max(lengths, default=0) if not single else lengths[0]
-        elif padding == "max_length":
-            target = max_length
-        if target is not None and pad_to_multiple_of and target % pad_to_multiple_of:
-            target = (target // pad_to_multiple_of + 1) * pad_to_multiple_of
+        lengths = [len(fields["input_ids"]) for fields, _ in rows]
+        target = pad_target(lengths, padding, max_length, pad_to_multiple_of)
         side = padding_side or self.padding_side
-        rows = [self._pad(row, target, side, want_mask) for row in rows]
+        layouts = []
+        for fields, layout in rows:
+            _, added = pad_fields(fields, target, side, self._pad_values(), "input_ids", want_mask)
+            layouts.append(layout if not added else (added, *layout) if side == "left" else (*layout, added))
+        batched = not single or overflow
         if return_length:  # transformers: padded length for one text, unpadded in a batch
-            for row, length in zip(rows, lengths):
-                row["length"] = len(row["input_ids"]) if single else length
+            for (fields, _), length in zip(rows, lengths):
+                fields["length"] = length if batched else len(fields["input_ids"])
 
-        keys = rows[0].keys() if rows else ["input_ids"] + (["attention_mask"] if want_mask else [])
-        if single:
-            output = {key: rows[0][key] for key in keys}
-            if return_tensors is not None:
-                output = {key: _to_tensor([value] if key != "length" else value, return_tensors, key)
-                          for key, value in output.items()}
+        keys = rows[0][0].keys() if rows else ["input_ids"] + (["attention_mask"] if want_mask else [])
+        if batched:
+            output = {key: [fields[key] for fields, _ in rows] for key in keys}
+            if overflow:
+                output["overflow_to_sample_mapping"] = samples
         else:
-            output = {key: [row[key] for row in rows] for key in keys}
-            if return_tensors is not None:
-                output = {key: _to_tensor(value, return_tensors, key) for key, value in output.items()}
-        return BatchEncoding(output)
+            output = dict(rows[0][0])
+        if return_tensors is not None:
+            output = {key: to_tensor([value] if not batched and key != "length" else value, return_tensors, key)
+                      for key, value in output.items()}
+        return BatchEncoding(output, layouts=layouts, word_ids_of=word_ids_of, id_to_token=self.convert_ids_to_tokens,
+                             n_sequences=1 if pairs is None else 2)
 
     def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None,
-               max_length=None, return_tensors=None, lang="en", bypass_tokenizer=False):
+               max_length=None, stride=0, padding_side=None, return_tensors=None, lang="en", bypass_tokenizer=False):
         """Ids of one text (or pair)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         return self(text, text_pair, add_special_tokens=add_special_tokens, padding=padding,
-                    truncation=truncation, max_length=max_length, return_tensors=return_tensors,
-                    return_attention_mask=False, lang=lang, bypass_tokenizer=bypass_tokenizer)["input_ids"]
+                    truncation=truncation, max_length=max_length, stride=stride, padding_side=padding_side,
+                    return_tensors=return_tensors, return_attention_mask=False, lang=lang,
+                    bypass_tokenizer=bypass_tokenizer)["input_ids"]
+
+    # ------------------------------------------------------------------ padding
+
+    def pad(self, encoded_inputs, padding=True, max_length=None, pad_to_multiple_of=None, padding_side=None,
+            return_attention_mask=None, return_tensors=None, verbose=True):
+        """Pads encoded inputs, as transformers' pad: one encoding (a dict of lists), a batch (a
+        BatchEncoding/dict of lists of lists) or a list of dicts (features, as data collators
+        pass them; values may be lists, tensors or numpy arrays). input_ids get pad_token_id,
+        attention_mask 0 (created where missing unless return_attention_mask=False),
+        token_type_ids pad_token_type_id, special_tokens_mask 1; other keys (labels, ...) are
+        left as they are. Tensors/arrays in, the same kind out unless return_tensors says."""
+        inputs = batch_from_features(encoded_inputs)
+        main = self.model_input_names[0]
+        if main not in inputs:
+            raise ValueError(f"encoded_inputs must include {main!r}, got keys {list(inputs)}")
+        required = inputs[main]
+        if required is None or (hasattr(required, "__len__") and len(required) == 0):
+            if return_attention_mask:
+                inputs["attention_mask"] = []
+            return BatchEncoding(inputs)
+        if return_tensors is None:
+            return_tensors = tensor_type_of(required)
+        return_tensors = check_return_tensors(return_tensors)
+        if padding_side is not None:
+            check_side("padding_side", padding_side)
+        if pad_to_multiple_of is not None:
+            check_count("pad_to_multiple_of", pad_to_multiple_of)
+        padding, _, max_length = check_strategies(padding, None, max_length, self.model_max_length)
+        inputs = {key: to_python(value) for key, value in inputs.items()}
+        required = inputs[main]
+
+        if not isinstance(required[0], (list, tuple)):  # one encoding
+            padded = self._pad(inputs, max_length, padding, pad_to_multiple_of, padding_side, return_attention_mask)
+            return BatchEncoding({key: to_tensor(value, return_tensors, key) if return_tensors else value
+                                  for key, value in padded.items()})
+        for key, value in inputs.items():
+            if not isinstance(value, list) or len(value) != len(required):
+                raise ValueError(f"encoded_inputs[{key!r}] must have one entry per example ({len(required)}), got "
+                                 f"{len(value) if isinstance(value, list) else type(value).__name__}")
+        if padding == "longest":
+            padding, max_length = "max_length", max(len(row) for row in required)
+        columns = {}
+        for index in range(len(required)):
+            row = {key: value[index] for key, value in inputs.items()}
+            for key, value in self._pad(row, max_length, padding, pad_to_multiple_of, padding_side,
+                                        return_attention_mask).items():
+                columns.setdefault(key, []).append(value)
+        return BatchEncoding({key: to_tensor(value, return_tensors, key) if return_tensors else value
+                              for key, value in columns.items()})
+
+    def _pad(self, encoded_inputs, max_length=None, padding_strategy="do_not_pad", pad_to_multiple_of=None,
+             padding_side=None, return_attention_mask=None):
+        """transformers' _pad: one encoding (a dict of lists) padded to max_length ("max_length"),
+        its own length rounded up to pad_to_multiple_of ("longest"), or not at all; returns it."""
+        padding_strategy = getattr(padding_strategy, "value", padding_strategy)
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        size = len(encoded_inputs[self.model_input_names[0]])
+        target = None
+        if padding_strategy in ("longest", "max_length"):
+            target = size if padding_strategy == "longest" else max_length
+            target = pad_target([target], "longest", None, pad_to_multiple_of)
+        fields = dict(encoded_inputs)
+        pad_fields(fields, target, padding_side or self.padding_side, self._pad_values(), self.model_input_names[0],
+                   return_attention_mask)
+        return fields
 
     # ------------------------------------------------------------------ decoding
 
@@ -931,15 +903,18 @@ class XLMTokenizer:
             text = text.replace(before, after)
         return text
 
-    def decode(self, token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False):
-        """Ids (int, list, numpy array or tensor) -> text: tokens joined, "</w>" -> " ", stripped."""
+    def decode(self, token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=None):
+        """Ids (int, list, numpy array or tensor) -> text: tokens joined, "</w>" -> " ", stripped.
+        clean_up_tokenization_spaces=None reads the attribute of that name (False for XLM)."""
         if hasattr(token_ids, "tolist"):
             token_ids = token_ids.tolist()
         token_ids = _token_ids([token_ids] if isinstance(token_ids, int) else token_ids, "token_ids")
         text = self.convert_tokens_to_string(self._checked_ids_to_tokens(token_ids, skip_special_tokens))
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
         return self.clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
-    def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=False):
+    def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None):
         if hasattr(sequences, "tolist"):
             sequences = sequences.tolist()
         return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in sequences]
@@ -960,7 +935,9 @@ class XLMTokenizer:
         return vocab_path, merges_path
 
     def save_pretrained(self, save_directory, filename_prefix=None):
-        """Writes tokenizer_config.json, vocab.json, merges.txt (readable by transformers)."""
+        """Writes tokenizer_config.json (with added_tokens_decoder), vocab.json, merges.txt and,
+        when tokens were added after the vocabulary, added_tokens.json: the files transformers
+        writes, so that each reads the other's directory."""
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory must be a directory, {save_directory} is a file")
         os.makedirs(save_directory, exist_ok=True)
@@ -971,42 +948,55 @@ class XLMTokenizer:
             lang2id=self.lang2id,
             id2lang=self.id2lang,
             additional_special_tokens=self.additional_special_tokens,
+            added_tokens_decoder={str(index): token.to_json() for index, token in self.added_tokens_decoder.items()},
             model_max_length=self.model_max_length,
             padding_side=self.padding_side,
             truncation_side=self.truncation_side,
+            clean_up_tokenization_spaces=self.clean_up_tokenization_spaces,
             **self.special_tokens_map,
         )
-        config_path = os.path.join(save_directory, TOKENIZER_CONFIG_FILE)
-        with open(config_path, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-        return (config_path,) + self.save_vocabulary(save_directory, filename_prefix)
+        prefix = filename_prefix + "-" if filename_prefix else ""
+        paths = []
+        added = {token: index for token, index in self._added.encoder.items() if index >= self.vocab_size}
+        for name, content in ((TOKENIZER_CONFIG_FILE, config), (ADDED_TOKENS_FILE, added)):
+            if content:
+                paths.append(os.path.join(save_directory, prefix + name if name == ADDED_TOKENS_FILE else name))
+                with open(paths[-1], "w", encoding="utf-8", errors="backslashreplace") as handle:
+                    handle.write(json.dumps(content, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        return tuple(paths) + self.save_vocabulary(save_directory, filename_prefix)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """Loads a local directory with vocab.json, merges.txt and (optionally)
-        tokenizer_config.json; keyword arguments override the config. Never downloads."""
-        directory = os.fspath(pretrained_model_name_or_path)
-        if not os.path.isdir(directory):
-            raise OSError(f"from_pretrained: {directory} is not a local directory (nothing is downloaded)")
-        config = {}
-        config_path = os.path.join(directory, TOKENIZER_CONFIG_FILE)
-        if os.path.isfile(config_path):
-            try:
-                config = json.loads(_read_text(config_path, "tokenizer_config"))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"tokenizer_config: {config_path} is not valid JSON ({error})") from error
-            if not isinstance(config, dict):
-                raise ValueError(f"tokenizer_config: {config_path} must hold a JSON object")
+    def from_pretrained(cls, pretrained_model_name_or_path, cache_dir=None, revision="main", local_files_only=None,
+                        **kwargs):
+        """Loads a local directory, or a hub id already in the local Hugging Face cache
+        (HF_HUB_CACHE / HF_HOME, or `cache_dir`; `revision` a branch, tag or commit), with
+        vocab.json, merges.txt and (optionally) tokenizer_config.json and added_tokens.json;
+        keyword arguments override the config. Never downloads (local_files_only is accepted
+        for transformers' callers and changes nothing)."""
+        directory = resolve_model_dir(pretrained_model_name_or_path, cache_dir=cache_dir, revision=revision)
+        config = _read_json_object(os.path.join(directory, TOKENIZER_CONFIG_FILE), "tokenizer_config")
         arguments = {key: config[key] for key in (
-            "unk_token", "bos_token", "sep_token", "pad_token", "cls_token", "mask_token", "lang2id", "id2lang",
-            "do_lowercase_and_remove_accent", "model_max_length", "padding_side", "truncation_side",
+            *SPECIAL_TOKENS_ATTRIBUTES, "lang2id", "id2lang", "do_lowercase_and_remove_accent", "model_max_length",
+            "padding_side", "truncation_side", "clean_up_tokenization_spaces", "added_tokens_decoder",
         ) if key in config}
         extra = config.get("additional_special_tokens", config.get("extra_special_tokens"))
+        if isinstance(extra, dict):  # transformers 4.x: named extra special tokens
+            extra = list(extra.values())
         if extra is not None:
             arguments["additional_special_tokens"] = [t["content"] if isinstance(t, dict) else t for t in extra]
-        for key in ("unk_token", "bos_token", "sep_token", "pad_token", "cls_token", "mask_token"):
+        for key in SPECIAL_TOKENS_ATTRIBUTES:
             if isinstance(arguments.get(key), dict):  # AddedToken serialised by older transformers
                 arguments[key] = arguments[key]["content"]
+        # added_tokens.json (older transformers' only record of them): its tokens, unless the config has them.
+        added = _read_json_object(os.path.join(directory, ADDED_TOKENS_FILE), "added_tokens_file")
+        decoder = dict(arguments.get("added_tokens_decoder") or {})
+        known = {record["content"] if isinstance(record, dict) else record for record in decoder.values()}
+        for token, index in added.items():
+            if token not in known:
+                decoder[str(index)] = {"content": token, "special": token in arguments.get(
+                    "additional_special_tokens", ()), "normalized": True}
+        arguments["added_tokens_decoder"] = decoder
+        arguments["name_or_path"] = os.fspath(pretrained_model_name_or_path)
         arguments.update(kwargs)
         files = {name: os.path.join(directory, filename) for name, filename in VOCAB_FILES_NAMES.items()}
         for name, path in files.items():
@@ -1028,3 +1018,16 @@ class XLMTokenizer:
         backend = "cpp" if CppBPEModel is not None and isinstance(self.bpe_model, CppBPEModel) else "python"
         return (f"XLMTokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
                 f"do_lowercase_and_remove_accent={self.do_lowercase_and_remove_accent}, bpe_backend={backend!r})")
+
+
+def _read_json_object(path, argument):
+    """The JSON object in `path`, {} when there is no such file; ValueError naming it otherwise."""
+    if not os.path.isfile(path):
+        return {}
+    try:
+        content = json.loads(_read_text(path, argument))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{argument}: {path} is not valid JSON ({error})") from error
+    if not isinstance(content, dict):
+        raise ValueError(f"{argument}: {path} must hold a JSON object")
+    return content
