@@ -9,9 +9,12 @@ deliberate differences)."""
 import pytest
 import torch
 
+import xlm_fast
 from xlm_fast.generation import filter_top_k, filter_top_p
 
 from conftest import make_twins
+
+transformers = pytest.importorskip("transformers")
 
 
 def lm_twins(config_name):
@@ -181,3 +184,307 @@ def test_prompt_dtype_and_type_are_named():
         ours.generate(ids[:0], max_new_tokens=2)
     # narrower integer prompts are the same ids
     assert torch.equal(ours.generate(ids.int(), max_new_tokens=3), ours.generate(ids, max_new_tokens=3))
+
+
+# ---- transformers' generate() arguments ------------------------------------------------
+def prompts(batch=3, length=5, seed=3):
+    return torch.randint(4, 90, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def assert_same_output(expected, actual, eos_ids=(), prompt_len=5):
+    """Same sequences, and the same scores for every row still running at each step (after
+    its eos, transformers scores a row whose padding hides its mask token: nothing it uses)."""
+    assert torch.equal(actual.sequences, expected.sequences)
+    assert len(actual.scores) == len(expected.scores)
+    generated = actual.sequences[:, prompt_len:]
+    for step, (theirs, ours) in enumerate(zip(expected.scores, actual.scores)):
+        assert ours.shape == theirs.shape
+        running = ~torch.isin(generated[:, :step], torch.tensor(list(eos_ids), dtype=torch.long)).any(dim=1)
+        if ours.size(0) != running.size(0):  # beam rows never hold a finished sequence
+            running = torch.ones(ours.size(0), dtype=torch.bool)
+        assert torch.allclose(ours[running], theirs[running], rtol=1e-5, atol=1e-5)
+    if getattr(expected, "sequences_scores", None) is not None:
+        assert torch.allclose(actual.sequences_scores, expected.sequences_scores, rtol=1e-5, atol=1e-6)
+
+
+EVERY_THIRD = list(range(4, 90, 3))  # many eos ids, so that sequences end at different lengths
+
+PROCESSOR_CASES = [
+    dict(repetition_penalty=1.5),
+    dict(repetition_penalty=0.6),
+    dict(no_repeat_ngram_size=1),
+    dict(no_repeat_ngram_size=2),
+    dict(bad_words_ids=[[20], [5, 6], [7, 8, 9]]),
+    dict(min_new_tokens=6, eos_token_id=EVERY_THIRD),
+    dict(min_length=9, eos_token_id=EVERY_THIRD),
+    dict(eos_token_id=EVERY_THIRD, pad_token_id=0),
+    dict(max_length=13),
+]
+
+
+@pytest.mark.parametrize("kwargs", PROCESSOR_CASES, ids=lambda kw: ",".join(kw))
+@pytest.mark.parametrize("config_name", ["causal", "base"])
+def test_score_processors_match_transformers(config_name, kwargs):
+    hf_model, ours = lm_twins(config_name)
+    ids = prompts()
+    kwargs = dict(dict(max_new_tokens=10), **kwargs) if "max_length" not in kwargs else kwargs
+    expected = hf_model.generate(ids, use_cache=False, return_dict_in_generate=True, output_scores=True, **kwargs)
+    for use_cache in (True, False):
+        actual = ours.generate(ids, use_cache=use_cache, return_dict_in_generate=True, output_scores=True, **kwargs)
+        eos = kwargs.get("eos_token_id", hf_model.config.eos_token_id)
+        assert_same_output(expected, actual, eos if isinstance(eos, list) else [eos])
+
+
+@pytest.mark.parametrize("config_name", ["causal", "base"])
+def test_eos_list_stops_rows_and_pads_them(config_name):
+    hf_model, ours = lm_twins(config_name)
+    ids = prompts(batch=6)
+    eos = list(range(4, 101, 2))
+    out = ours.generate(ids, max_new_tokens=10, eos_token_id=eos, pad_token_id=99)
+    assert torch.equal(out, hf_model.generate(ids, max_new_tokens=10, eos_token_id=eos, pad_token_id=99,
+                                              use_cache=False))
+    stops = [next((i for i, t in enumerate(row) if t in eos), None) for row in out[:, 5:].tolist()]
+    assert any(stop is not None and stop < out.size(1) - 6 for stop in stops)  # not vacuous
+    for row, stop in zip(out[:, 5:].tolist(), stops):
+        if stop is not None:
+            assert all(t == 99 for t in row[stop + 1:])
+
+
+def test_output_logits_and_scores_are_per_step_tuples():
+    hf_model, ours = lm_twins("causal")
+    ids = prompts(batch=2)
+    kwargs = dict(max_new_tokens=4, repetition_penalty=1.3, return_dict_in_generate=True, output_scores=True,
+                  output_logits=True)
+    expected = hf_model.generate(ids, use_cache=False, **kwargs)
+    actual = ours.generate(ids, **kwargs)
+    assert type(actual).__name__ == "GenerateDecoderOnlyOutput"
+    assert isinstance(actual.scores, tuple) and len(actual.scores) == 4
+    assert all(s.shape == (2, 101) for s in actual.scores)
+    for theirs, ours_logits in zip(expected.logits, actual.logits):
+        assert torch.allclose(ours_logits, theirs, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(actual.scores[1], actual.logits[1])  # the penalty changed the processed scores
+    assert torch.equal(ours.generate(ids, max_new_tokens=4, repetition_penalty=1.3), actual.sequences)
+
+
+# ---- padded prompts --------------------------------------------------------------------
+def padded_batch(rows, side, pad_id=2):
+    """rows: lists of ids -> (input_ids, attention_mask) padded on `side` to the longest."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        ids[i, span] = torch.tensor(row)
+        mask[i, span] = 1
+    return ids, mask
+
+
+ROWS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3), dict(no_repeat_ngram_size=2, repetition_penalty=1.4)],
+                         ids=["greedy", "beams", "processors"])
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("config_name,use_cache", [("causal", True), ("causal", False), ("base", True)])
+def test_padded_prompt_continues_as_the_prompt_alone(config_name, use_cache, side, kwargs):
+    _, ours = lm_twins(config_name)
+    ids, mask = padded_batch(ROWS, side)
+    batch = ours.generate(ids, attention_mask=mask, max_new_tokens=8, use_cache=use_cache, eos_token_id=-1,
+                          **kwargs)
+    assert torch.equal(batch[:, :ids.size(1)], ids)  # the prompt comes back as given, padding included
+    for i, row in enumerate(ROWS):
+        alone = ours.generate(torch.tensor([row]), max_new_tokens=8, use_cache=use_cache, eos_token_id=-1, **kwargs)
+        assert batch[i, ids.size(1):].tolist() == alone[0, len(row):].tolist()
+
+
+def test_transformers_padded_prompt_does_not_continue_as_alone():
+    """Why xlm_fast does not copy transformers here (README, deliberate differences): its
+    XLM generate drops attention_mask and sets lengths = number of non-pad tokens, which
+    masks the mask token of every padded row, so those rows decode from the bias alone."""
+    hf_model, _ = lm_twins("causal")
+    ids, mask = padded_batch(ROWS, "left")
+    batch = hf_model.generate(ids, attention_mask=mask, max_new_tokens=6, use_cache=False, eos_token_id=None)
+    alone = hf_model.generate(torch.tensor([ROWS[1]]), max_new_tokens=6, use_cache=False, eos_token_id=None)
+    assert batch[1, ids.size(1):].tolist() != alone[0, 2:].tolist()
+    assert len(set(batch[1, ids.size(1):].tolist())) == 1  # one token, the argmax of the output bias
+
+
+def test_attention_mask_defaults_to_the_non_pad_tokens():
+    _, ours = lm_twins("causal")
+    ids, mask = padded_batch(ROWS, "left")
+    assert torch.equal(ours.generate(ids, max_new_tokens=5, pad_token_id=2),
+                       ours.generate(ids, attention_mask=mask, max_new_tokens=5, pad_token_id=2))
+
+
+def test_unpadded_attention_mask_changes_nothing():
+    hf_model, ours = lm_twins("causal")
+    ids = prompts()
+    expected = hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, use_cache=False)
+    assert torch.equal(ours.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8), expected)
+
+
+# ---- sampling --------------------------------------------------------------------------
+def reference_sampler(ours, ids, steps, temperature, top_k, top_p, seed):
+    """The documented scheme with transformers' warpers, drawn from a seeded generator."""
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    generator = torch.Generator().manual_seed(seed)
+    config = ours.config
+    for _ in range(steps):
+        with_mask = torch.cat([ids, torch.full((ids.size(0), 1), config.mask_token_id)], dim=1)
+        logits = ours(input_ids=with_mask).logits[:, -1].float()
+        for warper in (TemperatureLogitsWarper(temperature), TopKLogitsWarper(top_k), TopPLogitsWarper(top_p)):
+            logits = warper(ids, logits)
+        ids = torch.cat([ids, torch.multinomial(logits.softmax(-1), 1, generator=generator)], dim=1)
+    return ids
+
+
+@pytest.mark.parametrize("config_name", ["causal", "base"])
+def test_sampling_equals_a_seeded_reference(config_name):
+    _, ours = lm_twins(config_name)
+    ids = prompts()
+    kwargs = dict(temperature=0.7, top_k=20, top_p=0.9)
+    with torch.no_grad():
+        expected = reference_sampler(ours, ids, 10, seed=11, **kwargs)
+    actual = ours.generate(ids, max_new_tokens=10, do_sample=True, eos_token_id=-1,
+                           generator=torch.Generator().manual_seed(11), **kwargs)
+    assert torch.equal(actual, expected)
+
+
+def test_sampling_with_the_global_seed_equals_transformers():
+    """Without a generator both draw from torch's global RNG, once per step."""
+    hf_model, ours = lm_twins("causal")
+    ids = prompts()
+    kwargs = dict(max_new_tokens=10, do_sample=True, temperature=1.3, top_k=30, top_p=0.95, num_return_sequences=2)
+    torch.manual_seed(5)
+    expected = hf_model.generate(ids, use_cache=False, **kwargs)
+    torch.manual_seed(5)
+    assert torch.equal(ours.generate(ids, **kwargs), expected)
+
+
+def test_sampling_spreads_over_the_allowed_tokens():
+    _, ours = lm_twins("causal")
+    ids = prompts(batch=1).expand(400, -1)
+    logits = ours(input_ids=torch.cat([ids[:1], torch.zeros(1, 1, dtype=torch.long)], 1)).logits[0, -1]
+    allowed = set(torch.topk(logits, 3).indices.tolist())
+    drawn = ours.generate(ids, max_new_tokens=1, do_sample=True, top_k=3, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(drawn[:, -1], minlength=101)
+    assert set(torch.nonzero(counts).flatten().tolist()) <= allowed
+    probs = torch.softmax(logits[sorted(allowed)], -1)
+    assert torch.allclose(counts[sorted(allowed)] / 400.0, probs, atol=0.08)
+
+
+# ---- generation_config -----------------------------------------------------------------
+def test_generation_config_object_and_kwargs_override_it():
+    hf_model, ours = lm_twins("causal")
+    ids = prompts()
+    config = transformers.GenerationConfig(max_new_tokens=7, num_beams=3, length_penalty=0.3, eos_token_id=EVERY_THIRD)
+    expected = hf_model.generate(ids, generation_config=config, use_cache=False)
+    assert torch.equal(ours.generate(ids, generation_config=config), expected)
+    expected = hf_model.generate(ids, generation_config=config, num_beams=2, use_cache=False)
+    assert torch.equal(ours.generate(ids, config, num_beams=2), expected)
+    assert config.num_beams == 3  # the caller's object is not changed
+
+
+def test_model_generation_config_is_the_default_and_is_used():
+    from xlm_fast.generation_config import GenerationConfig
+
+    hf_model, ours = lm_twins("causal")
+    assert ours.can_generate() and type(ours).can_generate()
+    assert isinstance(ours.generation_config, transformers.GenerationConfig)
+    assert (ours.generation_config.eos_token_id, ours.generation_config.pad_token_id) == (1, 2)
+    ours.generation_config.max_new_tokens = 4
+    assert ours.generate(prompts()).shape == (3, 9)
+    ours.generation_config = GenerationConfig(max_new_tokens=3, num_beams=2)
+    hf_model.generation_config = transformers.GenerationConfig(max_new_tokens=3, num_beams=2)
+    assert torch.equal(ours.generate(prompts()), hf_model.generate(prompts(), use_cache=False))
+
+
+def test_generation_config_is_loaded_from_the_checkpoint_directory(tmp_path):
+    _, ours = lm_twins("causal")
+    assert ours._load_generation_config(str(tmp_path)).eos_token_id == 1  # no file: the model config's ids
+    config = transformers.GenerationConfig(max_new_tokens=6, num_beams=2, eos_token_id=[1, 3])
+    config.save_pretrained(str(tmp_path))
+    loaded = ours._load_generation_config(str(tmp_path))
+    assert (loaded.max_new_tokens, loaded.num_beams, loaded.eos_token_id) == (6, 2, [1, 3])
+    assert ours.generation_config is loaded
+    ours.generation_config.save_pretrained(str(tmp_path / "again"))
+    assert transformers.GenerationConfig.from_pretrained(str(tmp_path / "again")).num_beams == 2
+
+
+# ---- the text-generation pipeline ------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_tokenizers():
+    import os
+
+    data = os.path.join(os.path.dirname(xlm_fast.__file__), "data")
+    files = os.path.join(data, "demo_vocab.json"), os.path.join(data, "demo_merges.txt")
+    return transformers.XLMTokenizer(*files), xlm_fast.XLMTokenizer(*files)
+
+
+def pipeline_twins(vocab_size):
+    return make_twins("XLMWithLMHeadModel", "causal", vocab_size=vocab_size, init_std=0.3, embed_init_std=0.5,
+                      max_position_embeddings=64)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, num_return_sequences=2)], ids=["greedy", "beams"])
+def test_text_generation_pipeline_matches_transformers(demo_tokenizers, kwargs):
+    hf_tokenizer, _ = demo_tokenizers
+    hf_model, ours = pipeline_twins(len(hf_tokenizer))
+    texts = ["the cat sat on the mat", "hello world"]
+    call = dict(max_new_tokens=6, do_sample=False, **kwargs)
+    expected = transformers.pipeline("text-generation", model=hf_model, tokenizer=hf_tokenizer)(
+        texts, use_cache=False, **call)
+    actual = transformers.pipeline("text-generation", model=ours, tokenizer=hf_tokenizer)(texts, **call)
+    assert actual == expected
+    assert len(actual[0]) == kwargs.get("num_return_sequences", 1)
+    assert actual[0][0]["generated_text"].startswith("the cat sat on the mat")
+
+
+def test_text_generation_pipeline_with_xlm_fast_tokenizer(demo_tokenizers):
+    hf_tokenizer, our_tokenizer = demo_tokenizers
+    hf_model, ours = pipeline_twins(len(hf_tokenizer))
+    generator = transformers.pipeline("text-generation", model=ours, tokenizer=our_tokenizer)
+    expected = transformers.pipeline("text-generation", model=hf_model, tokenizer=hf_tokenizer)(
+        "the cat sat", max_new_tokens=5, do_sample=False, use_cache=False)
+    assert generator("the cat sat", max_new_tokens=5, do_sample=False) == expected
+
+
+# ---- bad arguments ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs,error,name",
+    [
+        (dict(num_beams=0), ValueError, "num_beams"),
+        (dict(num_beams=2.0), ValueError, "num_beams"),
+        (dict(num_beams=2, num_return_sequences=3), ValueError, "num_return_sequences"),
+        (dict(num_return_sequences=2), ValueError, "num_return_sequences"),
+        (dict(repetition_penalty=0.0), ValueError, "repetition_penalty"),
+        (dict(repetition_penalty=-1.0), ValueError, "repetition_penalty"),
+        (dict(no_repeat_ngram_size=-1), ValueError, "no_repeat_ngram_size"),
+        (dict(min_new_tokens=3, max_new_tokens=2), ValueError, "min_new_tokens"),
+        (dict(min_new_tokens=-1), ValueError, "min_new_tokens"),
+        (dict(num_beams=2, early_stopping="sometimes"), ValueError, "early_stopping"),
+        (dict(num_beams=2, length_penalty="long"), ValueError, "length_penalty"),
+        (dict(bad_words_ids=[[]]), ValueError, "bad_words_ids"),
+        (dict(bad_words_ids=[[500]]), ValueError, "bad_words_ids"),
+        (dict(foo=1), ValueError, "foo"),
+        (dict(typical_p=0.5), ValueError, "typical_p"),
+        (dict(output_attentions=True), ValueError, "output_attentions"),
+        (dict(return_dict_in_generate=1), TypeError, "return_dict_in_generate"),
+        (dict(attention_mask=torch.ones(1, 4)), ValueError, "attention_mask"),
+        (dict(attention_mask=torch.tensor([[0, 0, 0]])), ValueError, "attention_mask"),
+        (dict(attention_mask=torch.tensor([[0, 2, 1]])), ValueError, "attention_mask"),
+        (dict(generation_config={"num_beams": 2}), TypeError, "generation_config"),
+    ],
+)
+def test_bad_generation_parameters_are_named(kwargs, error, name):
+    _, ours = lm_twins("base")
+    kwargs = dict(dict(max_new_tokens=2), **kwargs)
+    with pytest.raises(error, match=name):
+        ours.generate(torch.randint(4, 90, (1, 3)), **kwargs)
+
+
+def test_unsupported_parameter_in_a_generation_config_is_named():
+    _, ours = lm_twins("base")
+    with pytest.raises(ValueError, match="typical_p"):
+        ours.generate(torch.randint(4, 90, (1, 3)), transformers.GenerationConfig(typical_p=0.5, do_sample=True))

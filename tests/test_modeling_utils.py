@@ -575,7 +575,8 @@ def test_sharded_saves_are_laid_out_as_transformers_writes_them(tmp_path, safe):
     index = "model.safetensors.index.json" if safe else "pytorch_model.bin.index.json"
     extension = "safetensors" if safe else "bin"
     files = sorted(os.listdir(tmp_path / "ours"))
-    assert files == sorted(["config.json", index] + [f"{base}-{n:05d}-of-00007.{extension}" for n in range(1, 8)])
+    assert files == sorted(["config.json", "generation_config.json", index]
+                           + [f"{base}-{n:05d}-of-00007.{extension}" for n in range(1, 8)])
     if safe:  # transformers 5 writes safetensors only: the same file names and byte-identical index
         hf_model.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
         assert (tmp_path / "ours" / index).read_text() == (tmp_path / "hf" / index).read_text()
@@ -682,3 +683,20 @@ def test_trainer_saves_a_tied_lm_head(tmp_path):
     ids, _ = random_batch()
     assert torch.equal(lm_logits(back, ids), lm_logits(ours, ids))
     assert back.pred_layer.proj.weight is back.transformer.embeddings.weight
+
+
+def test_generation_config_is_saved_and_reloaded_and_only_the_lm_head_generates(tmp_path):
+    config = xlm_fast.XLMConfig(vocab_size=50, emb_dim=16, n_heads=2, n_layers=1, causal=True)
+    assert not xlm_fast.XLMForSequenceClassification.can_generate() and not xlm_fast.XLMModel.can_generate()
+    model = xlm_fast.XLMWithLMHeadModel(config)
+    assert model.can_generate()
+    model.generation_config.num_beams = 3
+    model.generation_config.max_new_tokens = 7
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "generation_config.json").is_file()
+    reloaded = xlm_fast.XLMWithLMHeadModel.from_pretrained(tmp_path)
+    assert reloaded.generation_config.num_beams == 3 and reloaded.generation_config.max_new_tokens == 7
+    hf_config = transformers.GenerationConfig.from_pretrained(tmp_path)  # transformers reads what we wrote
+    assert hf_config.num_beams == 3 and hf_config.eos_token_id == config.eos_token_id
+    xlm_fast.XLMForSequenceClassification(config).save_pretrained(tmp_path / "classifier")
+    assert not (tmp_path / "classifier" / "generation_config.json").exists()

@@ -341,10 +341,17 @@ class XLMPreTrainedModel(nn.Module):
     base_model_prefix = "transformer"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
+
     # state-dict keys save_pretrained leaves out (transformers' attribute, read by Trainer)
     _keys_to_ignore_on_save = None
     # target parameter name -> source parameter name it shares storage with
     _tied_weights_keys = {}
+
+    @classmethod
+    def can_generate(cls):
+        """Only the LM head generates (GenerationMixin says True); transformers' pipelines
+        ask every model."""
+        return False
 
     def __init__(self, config, *inputs, **kwargs):
         super().__init__()
@@ -642,6 +649,8 @@ class XLMPreTrainedModel(nn.Module):
         self.config.architectures = [type(self).__name__]
         self.config.dtype = str(self.dtype).replace("torch.", "")
         self.config.save_pretrained(save_directory)
+        if self.can_generate():
+            self.generation_config.save_pretrained(save_directory)
         if state_dict is None:
             state_dict = self.state_dict()
         skipped = self._tied_target_names() | set(self._keys_to_ignore_on_save or ())
@@ -749,6 +758,8 @@ class XLMPreTrainedModel(nn.Module):
             model.to(device)
             model.hf_device_map = {"": device.index if device.type == "cuda" else device.type}
         model.eval()
+        if model.can_generate():
+            model._load_generation_config(model_dir)
         return (model, info) if output_loading_info else model
 
     def load_checkpoint(self, state_dict, ignore_mismatched_sizes=False):
