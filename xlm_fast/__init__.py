@@ -30,6 +30,7 @@ __all__ = [
     "SequenceClassifierOutput", "TokenClassifierOutput", "XLMConfig", "XLMForMultipleChoice", "XLMForQuestionAnswering",
     "XLMForQuestionAnsweringOutput", "XLMForQuestionAnsweringSimple", "XLMForSequenceClassification",
     "XLMForTokenClassification", "XLMModel", "XLMPreTrainedModel", "XLMTokenizer", "XLMWithLMHeadModel",
+    "apply_to_transformers",
 ]
 
 
@@ -39,4 +40,8 @@ def __getattr__(name):
         from .tokenization_xlm import XLMTokenizer
 
         return XLMTokenizer
+    if name == "apply_to_transformers":  # imports transformers only when called
+        from .integrations import apply_to_transformers
+
+        return apply_to_transformers
     raise AttributeError(f"module 'xlm_fast' has no attribute {name!r}")
