@@ -253,3 +253,11 @@ def test_attributes_that_transformers_reads_from_any_config_exist_and_are_not_sa
     restored = XLMConfig.from_dict(saved)
     assert restored.name_or_path == "org/name" and "_commit_hash" not in restored.to_dict()
     assert restored == loaded and restored._attn_implementation is None
+
+
+def test_transformers_4_config_dict_with_unset_token_ids_beside_the_indices():
+    # transformers 4.x's XLMConfig.to_dict() holds eos_index=1 and eos_token_id=None
+    config = XLMConfig(eos_index=1, eos_token_id=None, pad_index=2, pad_token_id=None, bos_token_id=0)
+    assert (config.eos_token_id, config.pad_token_id, config.bos_token_id) == (1, 2, 0)
+    with pytest.raises(ValueError, match="eos_index"):
+        XLMConfig(eos_index=1, eos_token_id=3)

@@ -9,7 +9,6 @@ deliberate differences)."""
 import pytest
 import torch
 
-import xlm_fast
 from xlm_fast.generation import filter_top_k, filter_top_p
 
 from conftest import make_twins
@@ -410,44 +409,6 @@ def test_generation_config_is_loaded_from_the_checkpoint_directory(tmp_path):
     assert ours.generation_config is loaded
     ours.generation_config.save_pretrained(str(tmp_path / "again"))
     assert transformers.GenerationConfig.from_pretrained(str(tmp_path / "again")).num_beams == 2
-
-
-# ---- the text-generation pipeline ------------------------------------------------------
-@pytest.fixture(scope="module")
-def demo_tokenizers():
-    import os
-
-    data = os.path.join(os.path.dirname(xlm_fast.__file__), "data")
-    files = os.path.join(data, "demo_vocab.json"), os.path.join(data, "demo_merges.txt")
-    return transformers.XLMTokenizer(*files), xlm_fast.XLMTokenizer(*files)
-
-
-def pipeline_twins(vocab_size):
-    return make_twins("XLMWithLMHeadModel", "causal", vocab_size=vocab_size, init_std=0.3, embed_init_std=0.5,
-                      max_position_embeddings=64)
-
-
-@pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, num_return_sequences=2)], ids=["greedy", "beams"])
-def test_text_generation_pipeline_matches_transformers(demo_tokenizers, kwargs):
-    hf_tokenizer, _ = demo_tokenizers
-    hf_model, ours = pipeline_twins(len(hf_tokenizer))
-    texts = ["the cat sat on the mat", "hello world"]
-    call = dict(max_new_tokens=6, do_sample=False, **kwargs)
-    expected = transformers.pipeline("text-generation", model=hf_model, tokenizer=hf_tokenizer)(
-        texts, use_cache=False, **call)
-    actual = transformers.pipeline("text-generation", model=ours, tokenizer=hf_tokenizer)(texts, **call)
-    assert actual == expected
-    assert len(actual[0]) == kwargs.get("num_return_sequences", 1)
-    assert actual[0][0]["generated_text"].startswith("the cat sat on the mat")
-
-
-def test_text_generation_pipeline_with_xlm_fast_tokenizer(demo_tokenizers):
-    hf_tokenizer, our_tokenizer = demo_tokenizers
-    hf_model, ours = pipeline_twins(len(hf_tokenizer))
-    generator = transformers.pipeline("text-generation", model=ours, tokenizer=our_tokenizer)
-    expected = transformers.pipeline("text-generation", model=hf_model, tokenizer=hf_tokenizer)(
-        "the cat sat", max_new_tokens=5, do_sample=False, use_cache=False)
-    assert generator("the cat sat", max_new_tokens=5, do_sample=False) == expected
 
 
 # ---- bad arguments ---------------------------------------------------------------------

@@ -9,10 +9,14 @@ Sections (add a workflow's tests to the section it belongs to, or a new one):
   3. patching: per instance, per class, idempotent, revert, errors
   4. workflows of a patched model: generate, save_pretrained/from_pretrained, a training step
   5. from_transformers / to_transformers
+  6. transformers' pipelines with xlm_fast's own model and tokenizer classes
+  7. Trainer, data collators, accelerate and DDP with xlm_fast's own classes; Trainer
+     with a patched transformers model (route 1)
 """
 
 import copy
 import inspect
+import os
 import subprocess
 import sys
 
@@ -26,7 +30,7 @@ from xlm_fast import backend  # noqa: E402
 from xlm_fast.integrations import apply_to_transformers, from_transformers, to_transformers  # noqa: E402
 from xlm_fast.integrations.transformers import CLASS_NAMES, revert  # noqa: E402
 
-from conftest import CONFIGS, DEVICE, random_batch, relative_error  # noqa: E402
+from conftest import CONFIGS, DEVICE, make_twins, random_batch, relative_error  # noqa: E402
 
 needs_triton = pytest.mark.skipif(not backend.triton_importable(),
                                   reason="triton is not installed: the fused path cannot be tested")
@@ -180,6 +184,9 @@ def fused_calls(monkeypatch):
     return calls
 
 
+HEAD_MASK_IS_PARAMETER = "head_mask" in inspect.signature(transformers.XLMModel.forward).parameters
+
+
 @pytest.fixture
 def routed_calls(monkeypatch):
     """Records every backend.select_backend call: only the routed forward makes one."""
@@ -200,7 +207,9 @@ def test_patched_equals_unpatched_on_cpu(class_name, variant, backend_env, route
     expected = call(model, kwargs)
     assert not routed_calls
     assert_same_outputs(call(patched, kwargs), expected)
-    if variant != "attentions":  # output_attentions returns before the backend is asked
+    # output_attentions, and transformers 4.x's head_mask parameter, return before the
+    # backend is asked
+    if variant != "attentions" and not (variant == "head_mask" and HEAD_MASK_IS_PARAMETER):
         assert routed_calls
 
 
@@ -229,7 +238,8 @@ def test_fused_path_inputs(variant, backend_env, fused_calls):
     expected = call(model, kwargs)
     backend_env("triton")
     actual = call(patched, kwargs)
-    assert len(fused_calls) == 1
+    # transformers 4.x honours its head_mask parameter: that call keeps its own forward
+    assert len(fused_calls) == (0 if variant == "head_mask" and HEAD_MASK_IS_PARAMETER else 1)
     assert_same_outputs(actual, expected, tolerance=1e-5)
     if variant == "lengths":
         assert torch.equal(fused_calls[0]["lengths"], kwargs["lengths"])
@@ -281,10 +291,10 @@ def test_uncovered_calls_run_transformers_forward(case, backend_env, fused_calls
     backend_env("triton")
     results = []
     for each in (model, patched):
-        if extra == "cache":
-            from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
-            kwargs["cache"] = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        if extra == "cache":  # transformers 5.x's cache object, 4.x's dict
+            cache_utils = pytest.importorskip("transformers.cache_utils")
+            kwargs["cache"] = (cache_utils.EncoderDecoderCache(cache_utils.DynamicCache(), cache_utils.DynamicCache())
+                               if hasattr(cache_utils, "EncoderDecoderCache") else {"slen": 0})
         elif extra == "lengths":
             kwargs["lengths"] = torch.full((BATCH,), SEQ + 1, device=DEVICE)
         elif extra == "bad_ids":
@@ -482,3 +492,301 @@ def test_weights_that_do_not_fit_the_config_are_a_value_error():
     ours.config.n_layers = 1  # the model still holds two layers
     with pytest.raises(ValueError, match="model: its weights do not fit"):
         to_transformers(ours)
+
+
+# ---- 6. pipelines with xlm_fast's own model and tokenizer classes -------------------------
+@pytest.fixture(scope="module")
+def demo_tokenizers():
+    data = os.path.join(os.path.dirname(xlm_fast.__file__), "data")
+    files = os.path.join(data, "demo_vocab.json"), os.path.join(data, "demo_merges.txt")
+    return transformers.XLMTokenizer(*files), xlm_fast.XLMTokenizer(*files)
+
+
+def pipeline_twins(vocab_size):
+    return make_twins("XLMWithLMHeadModel", "causal", vocab_size=vocab_size, init_std=0.3, embed_init_std=0.5,
+                      max_position_embeddings=64)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, num_return_sequences=2)], ids=["greedy", "beams"])
+def test_text_generation_pipeline_matches_transformers(demo_tokenizers, kwargs):
+    hf_tokenizer, _ = demo_tokenizers
+    hf_model, ours = pipeline_twins(len(hf_tokenizer))
+    texts = ["the cat sat on the mat", "hello world"]
+    call = dict(max_new_tokens=6, do_sample=False, **kwargs)
+    expected = transformers.pipeline("text-generation", model=hf_model, tokenizer=hf_tokenizer)(
+        texts, use_cache=False, **call)
+    actual = transformers.pipeline("text-generation", model=ours, tokenizer=hf_tokenizer)(texts, **call)
+    assert actual == expected
+    assert len(actual[0]) == kwargs.get("num_return_sequences", 1)
+    assert actual[0][0]["generated_text"].startswith("the cat sat on the mat")
+
+
+def test_text_generation_pipeline_with_xlm_fast_tokenizer(demo_tokenizers):
+    hf_tokenizer, our_tokenizer = demo_tokenizers
+    hf_model, ours = pipeline_twins(len(hf_tokenizer))
+    generator = transformers.pipeline("text-generation", model=ours, tokenizer=our_tokenizer)
+    expected = transformers.pipeline("text-generation", model=hf_model, tokenizer=hf_tokenizer)(
+        "the cat sat", max_new_tokens=5, do_sample=False, use_cache=False)
+    assert generator("the cat sat", max_new_tokens=5, do_sample=False) == expected
+
+
+@pytest.mark.parametrize("task,class_name,text", [
+    ("fill-mask", "XLMWithLMHeadModel", "the cat sat on the <special1>"),
+    ("text-classification", "XLMForSequenceClassification", "the cat sat on the mat"),
+    ("token-classification", "XLMForTokenClassification", "the cat sat on the mat"),
+])
+def test_pipelines_with_xlm_fast_model_and_tokenizer_match_transformers(demo_tokenizers, task, class_name, text):
+    hf_tokenizer, our_tokenizer = demo_tokenizers
+    hf_model, ours = make_twins(class_name, vocab_size=len(hf_tokenizer), max_position_embeddings=64,
+                                init_std=0.3)
+    expected = transformers.pipeline(task, model=hf_model, tokenizer=hf_tokenizer)(text)
+    actual = transformers.pipeline(task, model=ours, tokenizer=our_tokenizer)(text)
+    assert len(actual) == len(expected) > 0
+    for ours_item, theirs in zip(actual, expected):  # one dict per candidate, label or token
+        assert ours_item.keys() == theirs.keys()
+        torch.testing.assert_close(ours_item.pop("score"), theirs.pop("score"), rtol=1e-5, atol=1e-7)
+        assert ours_item == theirs
+
+
+# ---- 7. Trainer, data collators, accelerate and DDP ----------------------------------------
+SAMPLE = os.path.join(os.path.dirname(__file__), "data", "sample.tsv")
+
+
+def sample_texts(count, lang="en"):
+    texts = []
+    with open(SAMPLE, encoding="utf-8") as handle:
+        for line in handle:
+            text_lang, text = line.rstrip("\n").split("\t", 1)
+            if text_lang == lang:
+                texts.append(text)
+    return texts[:count]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return xlm_fast.XLMTokenizer.from_demo()
+
+
+def tiny_config(tokenizer, **overrides):
+    kwargs = dict(vocab_size=len(tokenizer), emb_dim=32, n_layers=2, n_heads=4, max_position_embeddings=64,
+                  dropout=0.0, attention_dropout=0.0, summary_first_dropout=0.0)
+    kwargs.update(overrides)
+    return xlm_fast.XLMConfig(**kwargs)
+
+
+def training_arguments(output_dir, **overrides):
+    kwargs = dict(output_dir=str(output_dir), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3,
+                  report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True,
+                  seed=0)
+    kwargs.update(overrides)
+    return transformers.TrainingArguments(**kwargs)
+
+
+def trainer_tokenizer(tokenizer):
+    """The Trainer keyword for the tokenizer: processing_class from transformers 4.46 on."""
+    import inspect
+
+    takes_processing_class = "processing_class" in inspect.signature(transformers.Trainer).parameters
+    return {"processing_class" if takes_processing_class else "tokenizer": tokenizer}
+
+
+def parameters_changed(before, model):
+    return any(not torch.equal(before[name], value) for name, value in model.state_dict().items())
+
+
+def assert_same_weights(model, reloaded):
+    expected, actual = model.state_dict(), reloaded.state_dict()
+    assert expected.keys() == actual.keys()
+    for name, value in expected.items():
+        assert torch.equal(value, actual[name]), name
+
+
+def classification_features(tokenizer, count=12):
+    texts = sample_texts(count)
+    return [dict(tokenizer(text, truncation=True, max_length=24), labels=index % 2) for index, text in enumerate(texts)]
+
+
+# ---- Trainer with DataCollatorWithPadding: train, evaluate, predict, save, reload ------
+def test_trainer_sequence_classification_with_padding_collator(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = xlm_fast.XLMForSequenceClassification(tiny_config(tokenizer, num_labels=2))
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    features = classification_features(tokenizer)
+    trainer = transformers.Trainer(
+        model=model, args=training_arguments(tmp_path / "run"), train_dataset=features, eval_dataset=features[:6],
+        data_collator=transformers.DataCollatorWithPadding(tokenizer), **trainer_tokenizer(tokenizer),
+    )
+    result = trainer.train()
+    assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
+    assert parameters_changed(before, model)
+    metrics = trainer.evaluate()
+    assert torch.isfinite(torch.tensor(metrics["eval_loss"]))
+    prediction = trainer.predict(features[:6])
+    assert prediction.predictions.shape == (6, 2)
+    assert prediction.label_ids.tolist() == [0, 1, 0, 1, 0, 1]
+
+    # Trainer writes only the weights of a model that is not a transformers PreTrainedModel
+    # (and the tokenizer); the config is one more line (README: Using xlm_fast with transformers).
+    out = tmp_path / "saved"
+    trainer.save_model(str(out))
+    model.config.save_pretrained(str(out))
+    reloaded = xlm_fast.XLMForSequenceClassification.from_pretrained(str(out))
+    assert_same_weights(model, reloaded)
+    reloaded_tokenizer = xlm_fast.XLMTokenizer.from_pretrained(str(out))
+    assert reloaded_tokenizer("Rem magni illo modi.").input_ids == tokenizer("Rem magni illo modi.").input_ids
+
+
+# ---- the token-classification recipe: words, word_ids label alignment, its collator ----
+def align_labels(encoding, word_labels):
+    """transformers' recipe: the first sub-token of a word carries its label, the rest and
+    the special tokens -100."""
+    labels, previous = [], None
+    for word_id in encoding.word_ids():
+        labels.append(-100 if word_id is None or word_id == previous else word_labels[word_id])
+        previous = word_id
+    return labels
+
+
+def test_trainer_token_classification_recipe(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = xlm_fast.XLMForTokenClassification(tiny_config(tokenizer, num_labels=2))
+    features = []
+    for text in sample_texts(12):
+        words = text.split()
+        word_labels = [int(word[:1].isupper()) for word in words]
+        encoding = tokenizer(words, is_split_into_words=True, truncation=True, max_length=24)
+        features.append(dict(encoding, labels=align_labels(encoding, word_labels)))
+    assert any(-100 in feature["labels"][1:-1] for feature in features)  # some words were split
+    collator = transformers.DataCollatorForTokenClassification(tokenizer)
+    batch = collator(features[:4])
+    assert batch["labels"].shape == batch["input_ids"].shape
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+    trainer = transformers.Trainer(model=model, args=training_arguments(tmp_path), train_dataset=features,
+                                   data_collator=collator)
+    result = trainer.train()
+    assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
+
+
+# ---- masked language modelling with DataCollatorForLanguageModeling -------------------
+def test_trainer_masked_language_modelling(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = xlm_fast.XLMWithLMHeadModel(tiny_config(tokenizer))
+    features = [tokenizer(text, truncation=True, max_length=24) for text in sample_texts(12)]
+    collator = transformers.DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3)
+    batch = collator(features[:4])
+    masked = batch["labels"] != -100
+    assert masked.any()
+    assert (batch["input_ids"][masked] == tokenizer.mask_token_id).any()
+    trainer = transformers.Trainer(model=model, args=training_arguments(tmp_path / "run"), train_dataset=features,
+                                   data_collator=collator)
+    result = trainer.train()
+    assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
+    out = tmp_path / "saved"
+    trainer.save_model(str(out))  # tied LM projection: saved once, as transformers saves it
+    model.config.save_pretrained(str(out))
+    reloaded = xlm_fast.XLMWithLMHeadModel.from_pretrained(str(out))
+    assert_same_weights(model, reloaded)
+    assert reloaded.pred_layer.proj.weight is reloaded.transformer.embeddings.weight
+
+
+# ---- accelerate: prepare() and a training loop equal the plain loop ---------------------
+def train_steps(model, batches, prepare=None):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    backward = torch.Tensor.backward
+    if prepare is not None:
+        model, optimizer, batches, backward = prepare(model, optimizer, batches)
+    model.train()
+    for batch in batches:
+        loss = model(**batch).loss
+        backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+    return model
+
+
+def test_accelerate_prepare_training_loop(tokenizer):
+    accelerate = pytest.importorskip("accelerate")
+    features = classification_features(tokenizer, count=8)
+    collator = transformers.DataCollatorWithPadding(tokenizer)
+    batches = [collator(features[i:i + 4]) for i in range(0, 8, 4)]
+
+    def prepare(model, optimizer, batches):
+        accelerator = accelerate.Accelerator(cpu=True)
+        loader = torch.utils.data.DataLoader(features, batch_size=4, collate_fn=collator)
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        return model, optimizer, loader, accelerator.backward
+
+    torch.manual_seed(0)
+    plain = train_steps(xlm_fast.XLMForSequenceClassification(tiny_config(tokenizer, num_labels=2)), batches)
+    torch.manual_seed(0)
+    prepared = train_steps(xlm_fast.XLMForSequenceClassification(tiny_config(tokenizer, num_labels=2)), batches,
+                           prepare)
+    for (name, expected), actual in zip(plain.state_dict().items(), prepared.state_dict().values()):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
+# ---- DDP over gloo, two processes: one step equals the single-process step --------------
+def ddp_worker(rank, world_size, init_file, config_dict, batch, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(0)
+        model = xlm_fast.XLMForSequenceClassification(xlm_fast.XLMConfig(**config_dict))
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        share = {key: value.chunk(world_size)[rank] for key, value in batch.items()}
+        ddp.train()
+        ddp(**share).loss.backward()
+        optimizer.step()
+        torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_gloo_step_equals_single_process(tokenizer, tmp_path):
+    import torch.multiprocessing as mp
+
+    config = tiny_config(tokenizer, num_labels=2)
+    features = classification_features(tokenizer, count=4)
+    # equal lengths in each half, so that the mean of the two halves' losses is the batch's
+    batch = dict(transformers.DataCollatorWithPadding(tokenizer, padding="max_length", max_length=24)(features))
+    mp.spawn(ddp_worker, args=(2, str(tmp_path / "init"), config.to_dict(), batch, str(tmp_path)), nprocs=2)
+
+    torch.manual_seed(0)
+    model = xlm_fast.XLMForSequenceClassification(config)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    model(**batch).loss.backward()
+    optimizer.step()
+    states = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    for name, expected in model.state_dict().items():
+        assert torch.equal(states[0][name], states[1][name]), name
+        torch.testing.assert_close(states[0][name], expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("class_name", ["XLMForSequenceClassification", "XLMWithLMHeadModel"])
+def test_trainer_save_model_of_a_patched_transformers_model_reloads_in_both_libraries(tokenizer, tmp_path,
+                                                                                     class_name):
+    """Route 1: a transformers model routed through xlm_fast is a PreTrainedModel, so
+    Trainer.save_model() writes the config too and the directory reloads as it is."""
+    torch.manual_seed(0)
+    config = tiny_config(tokenizer, num_labels=2).to_dict()
+    model = apply_to_transformers(getattr(transformers, class_name)(transformers.XLMConfig(**config)))
+    if class_name == "XLMWithLMHeadModel":
+        features = [tokenizer(text, truncation=True, max_length=24) for text in sample_texts(12)]
+        collator = transformers.DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3)
+    else:
+        features = classification_features(tokenizer)
+        collator = transformers.DataCollatorWithPadding(tokenizer)
+    trainer = transformers.Trainer(model=model, args=training_arguments(tmp_path / "run"), train_dataset=features,
+                                   data_collator=collator, **trainer_tokenizer(tokenizer))
+    assert trainer.train().global_step == 3
+    out = str(tmp_path / "saved")
+    trainer.save_model(out)
+    assert os.path.isfile(os.path.join(out, "config.json"))
+    reloaded = getattr(transformers, class_name).from_pretrained(out)
+    assert_same_weights(model, reloaded)
+    ours = getattr(xlm_fast, class_name).from_pretrained(out)
+    for name, value in ours.state_dict().items():
+        assert torch.equal(value, model.state_dict()[name]), name

@@ -226,10 +226,13 @@ class XLMConfig:
             if alias in kwargs:
                 value = kwargs.pop(alias)
                 # Our own config.json writes pad_index beside pad_token_id: equal values are fine.
-                if name in kwargs and kwargs[name] != value:
+                # transformers 4.x keeps both as separate fields, eos_token_id=None beside
+                # eos_index=1: None is "not set" there, and the index is what its model reads.
+                if kwargs.get(name) is None:
+                    kwargs[name] = value
+                elif value is not None and kwargs[name] != value:
                     raise ValueError(f"XLMConfig: {alias}={value!r} and {name}={kwargs[name]!r} name the same "
                                      "parameter with different values")
-                kwargs.setdefault(name, value)
         num_labels = kwargs.pop("num_labels", None)
         id2label = kwargs.pop("id2label", None)
         label2id = kwargs.pop("label2id", None)
