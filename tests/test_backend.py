@@ -253,6 +253,24 @@ def test_uncovered_calls_take_the_torch_path_even_when_triton_is_forced(uncovere
     assert backend.select_backend(torch.device("cuda"), **kwargs) == "torch"
 
 
+def test_autocast_regions_take_the_torch_path(monkeypatch):
+    """Under autocast the kernels would compute in the weights' dtype: the PyTorch path runs."""
+    monkeypatch.setenv(backend.BACKEND_ENV, "triton")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert backend.select_backend(torch.device("cpu"), **SELECT_DEFAULTS) == "torch"
+    assert not backend.autocast_active(torch.device("cpu"))
+
+
+def test_inputs_embeds_that_require_grad_take_the_torch_path(monkeypatch):
+    """Frozen weights, trainable inputs (prompt tuning, attributions): the gradient must
+    reach inputs_embeds, which the forward-only kernels would not give."""
+    model = make_model("causal").requires_grad_(False)
+    embeds = torch.randn(2, 5, model.dim, device=DEVICE, requires_grad=True)
+    monkeypatch.setenv("XLM_FAST_BACKEND", "triton")
+    model(inputs_embeds=embeds).last_hidden_state.sum().backward()
+    assert embeds.grad is not None and embeds.grad.abs().sum() > 0
+
+
 def test_backend_choice_by_environment(monkeypatch):
     monkeypatch.setenv(backend.BACKEND_ENV, "torch")
     assert backend.select_backend(torch.device("cuda"), **SELECT_DEFAULTS) == "torch"

@@ -8,10 +8,10 @@ XLM_FAST_BACKEND=torch|triton|auto (default auto):
   torch   always the PyTorch path.
 Calls the kernels do not cover take the PyTorch path: output_attentions=True, a
 decoding cache, gradients, training with dropout (no backward/dropout kernels yet),
-dtypes other than fp16/bf16/fp32 (float64 references, say), and a layer whose heads
-were all pruned (its attention output is out_lin's bias alone). Layers pruned to
-different head counts are covered: each layer's fused QKV and attention take its own
-heads.
+dtypes other than fp16/bf16/fp32 (float64 references, say), torch.autocast regions (the
+kernels compute in the weights' dtype), and a layer whose heads were all pruned (its
+attention output is out_lin's bias alone). Layers pruned to different head counts are
+covered: each layer's fused QKV and attention take its own heads.
 """
 
 import functools
@@ -50,6 +50,15 @@ def triton_runs_on(device):
     return triton_importable() and (device.type == "cuda" or interpreter_enabled())
 
 
+def autocast_active(device):
+    """Whether torch.autocast is on for `device`: the kernels would compute in the weights'
+    dtype, not autocast's, so such calls take the PyTorch path."""
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled() if device.type == "cpu" else torch.is_autocast_enabled()
+
+
 def select_backend(device, *, dtype, output_attentions, uses_cache, needs_grad, dropout_active,
                    headless_layers=False):
     """Returns "triton" or "torch" for one encoder call on tensors of `device` and
@@ -57,7 +66,7 @@ def select_backend(device, *, dtype, output_attentions, uses_cache, needs_grad, 
     headless_layers: some layer has no attention head left after prune_heads."""
     choice = requested_backend()
     uncovered = (dtype not in KERNEL_DTYPES or output_attentions or uses_cache or needs_grad or dropout_active
-                 or headless_layers)
+                 or headless_layers or autocast_active(device))
     if choice == "torch" or uncovered:
         return "torch"
     if choice == "triton":

@@ -346,7 +346,8 @@ class XLMModel(XLMPreTrainedModel):
             dtype=weight_dtype if inputs_embeds is None or inputs_embeds.dtype == weight_dtype else None,
             output_attentions=output_attentions,
             uses_cache=cache is not None,
-            needs_grad=torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()),
+            needs_grad=torch.is_grad_enabled() and (any(p.requires_grad for p in self.parameters())
+                                                    or (inputs_embeds is not None and inputs_embeds.requires_grad)),
             dropout_active=self.training and (self.dropout > 0 or self.attention_dropout > 0),
             headless_layers=any(attention.n_heads == 0 for attention in self.attentions),
         )

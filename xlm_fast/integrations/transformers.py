@@ -119,8 +119,6 @@ def _fused_call(encoder, arguments, hf_xlm):
     else:  # both or neither: the original's business
         return None
     device = inputs.device
-    if torch.is_autocast_enabled(device.type):  # the kernels would run in the weights' dtype, not autocast's
-        return None
 
     tensors = [value for value in arguments.values() if torch.is_tensor(value)]
     path = backend.select_backend(
