@@ -568,17 +568,19 @@ class XLMPreTrainedModel(nn.Module):
         """Recomputes each encoder layer's activations in the backward pass instead of
         storing them (torch.utils.checkpoint; the PyTorch path, in training mode, without a
         decoding cache). gradient_checkpointing_kwargs go to torch.utils.checkpoint
-        (default use_reentrant=False, as transformers); every_n_layers checkpoints layers
+        (use_reentrant=False unless they say otherwise); every_n_layers checkpoints layers
         0, n, 2n, ...; offload keeps the saved layer inputs on the CPU. Gradients equal the
         plain run's: dropout masks are replayed (preserve_rng_state). Also enables
         enable_input_require_grads(), as transformers does."""
         from torch.utils.checkpoint import checkpoint
 
         if gradient_checkpointing_kwargs is None:
-            gradient_checkpointing_kwargs = {"use_reentrant": False}
+            gradient_checkpointing_kwargs = {}
         if not isinstance(gradient_checkpointing_kwargs, dict):
             raise TypeError("gradient_checkpointing_kwargs must be a dict of torch.utils.checkpoint arguments, got "
                             f"{type(gradient_checkpointing_kwargs).__name__}")
+        # torch warns (and will refuse) without an explicit use_reentrant; Trainer may pass {}
+        gradient_checkpointing_kwargs = {"use_reentrant": False, **gradient_checkpointing_kwargs}
         if not isinstance(every_n_layers, int) or isinstance(every_n_layers, bool) or every_n_layers < 1:
             raise ValueError(f"every_n_layers must be a positive int, got {every_n_layers!r}")
         if not isinstance(offload, bool):
