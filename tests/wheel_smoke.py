@@ -1,7 +1,8 @@
 """Smoke test of an installed wheel, run by `make wheel-check` in a fresh venv outside
 the source tree: `python tests/wheel_smoke.py DIST_DIR`. Checks what the wheel holds
 (the kernels under xlm_fast's namespace, no top-level `triton_kernels` that would clash
-with Triton's own package, the compiled core, the licence) and runs the demo from it."""
+with Triton's own package, the subpackages and split modules, the compiled core, the
+licence) and runs the demo from it."""
 
 import glob
 import importlib.util
@@ -16,6 +17,8 @@ def check_wheel_contents(wheel):
     assert "triton_kernels" not in top_levels, f"{wheel} installs a top-level triton_kernels package"
     for kernel in ("__init__", "attention", "embedding", "ffn", "layer_norm"):
         assert f"xlm_fast/triton_kernels/{kernel}.py" in names, f"{wheel} lacks xlm_fast/triton_kernels/{kernel}.py"
+    for module in ("integrations/__init__", "integrations/transformers", "tokenization_utils_base", "beam_search"):
+        assert f"xlm_fast/{module}.py" in names, f"{wheel} lacks xlm_fast/{module}.py"
     assert any(name.startswith("xlm_fast/_C") for name in names), f"{wheel} lacks the compiled xlm_fast._C"
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names), f"{wheel} lacks LICENSE"
     metadata = next(zipfile.ZipFile(wheel).read(name).decode() for name in names if name.endswith("/METADATA"))
@@ -32,6 +35,7 @@ def check_installed_package():
     assert os.path.dirname(os.path.abspath(xlm_fast.__file__)) != source_package, "imported the source tree"
     assert "site-packages" in xlm_fast.__file__, xlm_fast.__file__
     assert importlib.util.find_spec("xlm_fast.triton_kernels") is not None
+    import xlm_fast.integrations  # noqa: F401  (imports without transformers, which the wheel does not need)
     from xlm_fast.demo import run_demo
 
     logits = run_demo("cpu")

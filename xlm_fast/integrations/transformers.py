@@ -302,14 +302,19 @@ def _copy_into(target, source):
     return target
 
 
+def _xlm_class_name(model, module, library):
+    """The class name of `model`, which must be one of `module`'s XLM classes."""
+    name = type(model).__name__
+    if name not in CLASS_NAMES or not isinstance(model, getattr(module, name)):
+        raise TypeError(f"model must be {library} XLM model ({', '.join(CLASS_NAMES)}), got "
+                        f"{type(model).__module__}.{name}")
+    return name
+
+
 def from_transformers(model):
     """The xlm_fast model equivalent to a transformers XLM model: the same class name,
     config (through its dict), weights, dtype, device and training mode."""
-    hf_xlm = _transformers_xlm()
-    name = type(model).__name__
-    if name not in CLASS_NAMES or not isinstance(model, getattr(hf_xlm, name)):
-        raise TypeError(f"model must be a transformers XLM model ({', '.join(CLASS_NAMES)}), got "
-                        f"{type(model).__module__}.{name}")
+    name = _xlm_class_name(model, _transformers_xlm(), "a transformers")
     return _copy_into(getattr(modeling_xlm, name)(XLMConfig.from_dict(model.config.to_dict())), model)
 
 
@@ -317,9 +322,6 @@ def to_transformers(model):
     """The transformers model equivalent to an xlm_fast XLM model: the same class name,
     config (through its dict), weights, dtype, device and training mode."""
     hf_xlm = _transformers_xlm()
-    name = type(model).__name__
-    if name not in CLASS_NAMES or not isinstance(model, getattr(modeling_xlm, name)):
-        raise TypeError(f"model must be an xlm_fast XLM model ({', '.join(CLASS_NAMES)}), got "
-                        f"{type(model).__module__}.{name}")
+    name = _xlm_class_name(model, modeling_xlm, "an xlm_fast")
     config = dict(model.config.to_dict(), _name_or_path=model.config.name_or_path)  # to_dict leaves it out
     return _copy_into(getattr(hf_xlm, name)(hf_xlm.XLMConfig.from_dict(config)), model)
