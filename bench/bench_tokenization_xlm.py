@@ -8,7 +8,10 @@ vocabulary (learned from the corpus as in the tests):
   - the BPE step alone over the corpus' pre-tokenised words: C++ core (1 and all threads)
     and the pure-Python twin vs transformers' XLMTokenizer.bpe (the baseline), with no word
     cache anywhere, and again with each cache emptied before each pass;
-  - where the time of one pass goes (front stages, BPE, the rest).
+  - batches returning torch tensors (built from the C++ buffers), and the whole pipeline in
+    C++ (bypass_tokenizer=True: whitespace pre-tokenizer, offsets computed) for scale;
+  - where the time of one pass goes (front stages, BPE, the rest), and of the batch path
+    (Python pre-tokenizer, the one C++ call: BPE + ids/special/padding, tensor building).
 Writes bench/results/tokenization_xlm.json and .md.
 
 transformers 5.x ignores `lang=` (every language runs its English Moses path), so the
@@ -147,6 +150,20 @@ def main(repeats=7):
            median_time(lambda: [ours(b, padding=True) for _, b in batches], repeats), base, shape=shape)
     record(f"xlm_fast, batches, {CORES} cores (lang=en)",
            median_time(lambda: [ours_all_cores(b, padding=True) for _, b in batches], repeats), base, shape=shape)
+    base = record("transformers, batches, return_tensors='pt' (lang=en)",
+                  median_time(lambda: [hf(b, padding=True, return_tensors="pt") for _, b in batches], repeats),
+                  shape=shape)
+    record("xlm_fast, batches, return_tensors='pt', 1 core (lang=en)",
+           median_time(lambda: [ours(b, padding=True, return_tensors="pt") for _, b in batches], repeats), base,
+           shape=shape)
+    record(f"xlm_fast, batches, return_tensors='pt', {CORES} cores (lang=en)",
+           median_time(lambda: [ours_all_cores(b, padding=True, return_tensors="pt") for _, b in batches], repeats),
+           base, shape=shape)
+    for name, tokenizer in (("1 core", ours), (f"{CORES} cores", ours_all_cores)):
+        record(f"xlm_fast, batches, bypass_tokenizer=True (all in C++, with offsets), {name} "
+               "(other pipeline: ratio for scale only)",
+               median_time(lambda t=tokenizer: [t(b, padding=True, return_tensors="pt", bypass_tokenizer=True)
+                                                for _, b in batches], repeats), base, shape=shape)
 
     # BPE step alone (pre-tokenised words -> ids), one thread unless said otherwise. Two groups,
     # each with transformers' XLMTokenizer.bpe as the baseline, so that every ratio compares the
@@ -204,7 +221,8 @@ def main(repeats=7):
                median_time(lambda: cpp.encode_batch(words, 1), repeats), base, shape=shape)
 
     profile = profile_single_pass(ours, corpus, repeats)
-    write_results(rows, profile, megabytes, len(texts))
+    batch_profile = profile_batches(ours, batches, repeats)
+    write_results(rows, profile, megabytes, len(texts), batch_profile)
 
 
 def profile_single_pass(ours, corpus, repeats):
@@ -236,6 +254,30 @@ def profile_single_pass(ours, corpus, repeats):
     return seconds
 
 
+def profile_batches(ours, batches, repeats):
+    """Seconds of one pass over the batches (1 thread, padding=True, return_tensors='pt') per
+    stage: the Python pre-tokenizer (added-token split + Moses), the one C++ call (BPE, ids,
+    special tokens, padding into flat buffers), and the rest (tensor building from those
+    buffers, BatchEncoding, argument checks)."""
+    sequences = [ours._word_sequences(batch, "en") for _, batch in batches]
+    options = {"add_special_tokens": True, "bos_id": ours.bos_token_id, "sep_id": ours.sep_token_id,
+               "pad_id": ours.pad_token_id, "truncation": None, "max_length": None, "stride": 0,
+               "truncation_side": "right", "overflow": False, "padding": "longest", "pad_to_multiple_of": None,
+               "padding_side": "right", "token_type_ids": False, "special_tokens_mask": False, "attention_mask": True,
+               "offsets": False, "num_threads": 1}
+    seconds = {
+        "pre-tokenisation (Python: added-token split, Moses)":
+            min(times(lambda: [ours._word_sequences(batch, "en") for _, batch in batches], repeats)),
+        "BPE + ids/special tokens/padding (one C++ call per batch)":
+            min(times(lambda: [tokenization_xlm.encode_words(ours.bpe_model, words, False, options)
+                               for words in sequences], repeats)),
+    }
+    total = min(times(lambda: [ours(batch, padding=True, return_tensors="pt") for _, batch in batches], repeats))
+    seconds["rest: tensors from the buffers, BatchEncoding, argument checks"] = total - sum(seconds.values())
+    seconds["total"] = total
+    return seconds
+
+
 def device():
     model = platform.processor() or platform.machine()
     try:
@@ -246,7 +288,7 @@ def device():
     return f"{model}, {CORES} cores, Python {platform.python_version()}"
 
 
-def write_results(rows, profile, megabytes, n_texts):
+def write_results(rows, profile, megabytes, n_texts, batch_profile):
     import transformers
 
     results_dir = os.path.join(HERE, "results")
@@ -254,7 +296,8 @@ def write_results(rows, profile, megabytes, n_texts):
     meta = {"device": device(), "transformers": transformers.__version__, "corpus_texts": n_texts,
             "corpus_mb": round(megabytes, 4), "bpe_backend": "cpp" if tokenization_xlm.CppBPEModel else "python"}
     with open(os.path.join(results_dir, "tokenization_xlm.json"), "w", encoding="utf-8") as handle:
-        json.dump({"meta": meta, "rows": rows, "profile_s": profile}, handle, indent=2)
+        json.dump({"meta": meta, "rows": rows, "profile_s": profile, "batch_profile_s": batch_profile}, handle,
+                  indent=2)
     lines = [
         "# XLMTokenizer: xlm_fast vs transformers",
         "",
@@ -273,6 +316,10 @@ def write_results(rows, profile, megabytes, n_texts):
               "| stage | seconds | share |", "| --- | --- | --- |"]
     for name, seconds in profile.items():
         lines.append(f"| {name} | {seconds:.4f} | {seconds / profile['total']:.0%} |")
+    lines += ["", f"Where one pass of batches (<= {BATCH} texts, 1 thread, padding=True, return_tensors='pt') spends "
+              "its time (minimum of 7 passes per stage):", "", "| stage | seconds | share |", "| --- | --- | --- |"]
+    for name, seconds in batch_profile.items():
+        lines.append(f"| {name} | {seconds:.4f} | {seconds / batch_profile['total']:.0%} |")
     with open(os.path.join(results_dir, "tokenization_xlm.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -9,661 +9,25 @@
 // of the lowest-ranked adjacent pair; a merge listed twice keeps its last rank; the final
 // tokens are the symbols joined by " " and split on " " again (only differs for words that
 // contain a space, e.g. PyThaiNLP tokens); a token outside the vocabulary maps to unk_id.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <cstring>
-#include <deque>
-#include <exception>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <string_view>
-#include <system_error>
-#include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include "batch_encoder.h"
+#include "bpe.h"
+#include "moses.h"
 
 namespace py = pybind11;
 
 namespace {
 
-constexpr std::string_view kEndOfWord = "</w>";
-
-// Result of BPE on one word: token ids plus each token's byte span in word + "</w>".
-struct WordEncoding {
-    std::vector<int32_t> ids;
-    std::vector<std::pair<uint32_t, uint32_t>> spans;
-};
-
-// Up to 8 bytes of `data` (size <= 8) packed into a word without a byte loop: two overlapping
-// loads, no read past the end. Equal packed words and equal sizes mean equal bytes.
-inline uint64_t load_short(const char* data, size_t size) {
-    if (size >= 4) {
-        uint32_t lo, hi;
-        std::memcpy(&lo, data, 4);
-        std::memcpy(&hi, data + size - 4, 4);
-        return lo | (static_cast<uint64_t>(hi) << 32);
-    }
-    if (size == 0) return 0;
-    const auto* bytes = reinterpret_cast<const unsigned char*>(data);
-    return (uint64_t{bytes[0]} << 16) | (uint64_t{bytes[size >> 1]} << 8) | bytes[size - 1];
-}
-
-// 64-bit hash of a word's bytes, 8 bytes per step (words are short: this beats a byte loop).
-// Computed once per word and reused for the shard, the slot and the stored tag.
-inline uint64_t hash_bytes(std::string_view text) {
-    constexpr uint64_t kMul = 0x9E3779B97F4A7C15ULL;
-    uint64_t h = (text.size() + 1) * kMul;
-    const char* data = text.data();
-    size_t size = text.size();
-    for (; size > 8; data += 8, size -= 8) {
-        uint64_t chunk;
-        std::memcpy(&chunk, data, 8);
-        h = (h ^ chunk) * kMul;
-        h ^= h >> 29;
-    }
-    h = (h ^ load_short(data, size)) * kMul;
-    h ^= h >> 32;
-    h *= 0xD6E8FEB86659FD93ULL;
-    return h ^ (h >> 32);
-}
-
-// Byte equality, inline for the usual short word (a memcmp call costs more than the compare).
-inline bool same_bytes(const char* a, const char* b, size_t size) {
-    if (size <= 8) return load_short(a, size) == load_short(b, size);
-    return std::memcmp(a, b, size) == 0;
-}
-
-// Appends [first, first + count) to `out`; a loop beats vector::insert's memmove for the 1-3
-// ids of a typical word.
-inline void append(std::vector<int32_t>& out, const int32_t* first, size_t count) {
-    if (count > 8) {
-        out.insert(out.end(), first, first + count);
-        return;
-    }
-    for (size_t i = 0; i < count; ++i) out.push_back(first[i]);
-}
-
-// Test-and-test-and-set lock: a cache critical section is a few dozen ns, where a
-// std::mutex's lock + unlock (two atomic RMWs) cost as much as the lookup itself. Yields
-// after a short spin, as the machine may have more runnable threads than cores.
-class SpinLock {
-public:
-    void lock() {
-        for (unsigned spins = 0; locked_.exchange(true, std::memory_order_acquire);) {
-            while (locked_.load(std::memory_order_relaxed))
-                if (++spins > 64) std::this_thread::yield();
-        }
-    }
-    void unlock() { locked_.store(false, std::memory_order_release); }
-
-private:
-    std::atomic<bool> locked_{false};
-};
-
-// Bounded, thread-safe word -> WordEncoding cache. Sharded so that threads rarely contend.
-// Each shard is an open-addressing table over flat arenas (key bytes, ids, spans appended to
-// contiguous buffers; a slot holds offsets): a stored word costs no heap allocation once the
-// buffers have grown, and a lookup compares bytes in place. A full shard is emptied at once by
-// bumping its generation (slots of older generations read as empty), so clearing is O(1)
-// and memory stays bounded on open-ended input.
-class WordCache {
-public:
-    explicit WordCache(size_t capacity) { set_capacity(capacity); }
-
-    void set_capacity(size_t capacity) {
-        for (auto& shard : shards_) {
-            std::lock_guard<SpinLock> lock(shard.lock);
-            shard.release();
-        }
-        // Fewer shards than kShards for a tiny capacity, so that the sum stays <= capacity.
-        const size_t shards = std::min<size_t>(kShards, capacity);
-        capacity_ = capacity;
-        per_shard_.store(shards == 0 ? 0 : std::min<size_t>(capacity / shards, kMaxPerShard),
-                         std::memory_order_relaxed);
-        num_shards_.store(std::max<size_t>(1, shards), std::memory_order_relaxed);
-    }
-    size_t capacity() const { return capacity_; }
-    bool enabled() const { return per_shard_.load(std::memory_order_relaxed) != 0; }
-
-    // On a hit copies the word's ids and spans into `out`.
-    bool get(std::string_view word, uint64_t hash, WordEncoding& out) {
-        Shard& shard = shard_for(hash);
-        std::lock_guard<SpinLock> lock(shard.lock);
-        const Slot* slot = shard.find(word, hash);
-        if (slot == nullptr) return false;
-        out.ids.assign(shard.ids.begin() + slot->ids_offset, shard.ids.begin() + slot->ids_offset + slot->ids_size);
-        out.spans.assign(shard.spans.begin() + slot->ids_offset,
-                         shard.spans.begin() + slot->ids_offset + slot->ids_size);
-        return true;
-    }
-
-    // On a hit appends the word's ids to `ids` (nothing else copied, nothing allocated).
-    bool append_ids(std::string_view word, uint64_t hash, std::vector<int32_t>& ids) {
-        Shard& shard = shard_for(hash);
-        std::lock_guard<SpinLock> lock(shard.lock);
-        const Slot* slot = shard.find(word, hash);
-        if (slot == nullptr) return false;
-        append(ids, shard.ids.data() + slot->ids_offset, slot->ids_size);
-        return true;
-    }
-
-    void put(std::string_view word, uint64_t hash, const WordEncoding& value) {
-        const size_t per_shard = per_shard_.load(std::memory_order_relaxed);
-        if (per_shard == 0 || word.size() > kMaxKeyBytes) return;  // huge words: not worth keeping
-        Shard& shard = shard_for(hash);
-        std::lock_guard<SpinLock> lock(shard.lock);
-        shard.insert(word, hash, value, per_shard);
-    }
-
-    void clear() {
-        for (auto& shard : shards_) {
-            std::lock_guard<SpinLock> lock(shard.lock);
-            shard.empty();
-        }
-    }
-
-    size_t size() {
-        size_t total = 0;
-        for (auto& shard : shards_) {
-            std::lock_guard<SpinLock> lock(shard.lock);
-            total += shard.count;
-        }
-        return total;
-    }
-
-private:
-    static constexpr size_t kShards = 16;
-    // Slots hold 32-bit offsets: the key arena (at most kMaxPerShard * kKeyBytesPerEntry bytes)
-    // and the id arena (bounded by kMaxArena) stay within them.
-    static constexpr size_t kMaxPerShard = size_t{1} << 26;
-    static constexpr size_t kMaxKeyBytes = 1024;
-    static constexpr size_t kKeyBytesPerEntry = 64;  // arena bound: per_shard * this bytes of keys
-    static constexpr size_t kMaxArena = std::numeric_limits<uint32_t>::max();
-
-    struct Slot {
-        uint32_t generation;  // != shard generation: empty
-        uint32_t tag;         // low 32 bits of the word's hash (also picks the slot)
-        uint32_t key_offset, key_size;
-        uint32_t ids_offset, ids_size;  // same offset in `ids` and `spans`
-    };
-
-    struct alignas(64) Shard {  // own cache line: shards of different threads never share one
-        SpinLock lock;
-        uint32_t generation = 1;
-        size_t count = 0;
-        std::vector<Slot> slots;  // power-of-two size (or empty), load factor <= 1/2
-        std::string keys;
-        std::vector<int32_t> ids;
-        std::vector<std::pair<uint32_t, uint32_t>> spans;
-
-        const Slot* find(std::string_view word, uint64_t hash) const {
-            if (count == 0) return nullptr;
-            const uint32_t tag = static_cast<uint32_t>(hash);
-            const size_t mask = slots.size() - 1;
-            for (size_t index = tag & mask;; index = (index + 1) & mask) {
-                const Slot& slot = slots[index];
-                if (slot.generation != generation) return nullptr;
-                if (slot.tag == tag && slot.key_size == word.size() &&
-                    same_bytes(keys.data() + slot.key_offset, word.data(), word.size()))
-                    return &slot;
-            }
-        }
-
-        void insert(std::string_view word, uint64_t hash, const WordEncoding& value, size_t per_shard) {
-            if (count >= per_shard || keys.size() + word.size() > per_shard * kKeyBytesPerEntry ||
-                ids.size() + value.ids.size() > kMaxArena)
-                empty();
-            if (find(word, hash) != nullptr) return;  // another thread stored it meanwhile
-            if (2 * (count + 1) > slots.size()) grow();
-            const uint32_t tag = static_cast<uint32_t>(hash);
-            const size_t mask = slots.size() - 1;
-            size_t index = tag & mask;
-            while (slots[index].generation == generation) index = (index + 1) & mask;
-            slots[index] = Slot{generation, tag, static_cast<uint32_t>(keys.size()), static_cast<uint32_t>(word.size()),
-                                static_cast<uint32_t>(ids.size()), static_cast<uint32_t>(value.ids.size())};
-            keys.append(word.data(), word.size());
-            ids.insert(ids.end(), value.ids.begin(), value.ids.end());
-            spans.insert(spans.end(), value.spans.begin(), value.spans.end());
-            ++count;
-        }
-
-        // Doubles the table, moving the live slots (arenas unchanged).
-        void grow() {
-            std::vector<Slot> old(std::max<size_t>(64, 2 * slots.size()), Slot{0, 0, 0, 0, 0, 0});
-            old.swap(slots);
-            const size_t mask = slots.size() - 1;
-            for (const Slot& slot : old) {
-                if (slot.generation != generation) continue;
-                size_t index = slot.tag & mask;
-                while (slots[index].generation == generation) index = (index + 1) & mask;
-                slots[index] = slot;
-            }
-        }
-
-        // Forgets every entry, keeping the buffers for reuse.
-        void empty() {
-            count = 0;
-            keys.clear();
-            ids.clear();
-            spans.clear();
-            if (++generation == 0) {  // wrapped: old slots could read as live again
-                std::fill(slots.begin(), slots.end(), Slot{0, 0, 0, 0, 0, 0});
-                generation = 1;
-            }
-        }
-
-        // Forgets every entry and frees the buffers (capacity change).
-        void release() {
-            empty();
-            std::vector<Slot>().swap(slots);
-            std::string().swap(keys);
-            std::vector<int32_t>().swap(ids);
-            std::vector<std::pair<uint32_t, uint32_t>>().swap(spans);
-        }
-    };
-
-    Shard& shard_for(uint64_t hash) {
-        // The high half of the hash picks the shard, the low half the slot.
-        return shards_[((hash >> 32) * num_shards_.load(std::memory_order_relaxed)) >> 32];
-    }
-
-    Shard shards_[kShards];
-    size_t capacity_ = 0;
-    std::atomic<size_t> per_shard_{0};
-    std::atomic<size_t> num_shards_{1};
-};
-
-// Open-addressing map uint64 -> (int32, int32), fixed at load time, load factor <= 0.5: the
-// BPE loop's hot lookups ((left, right) -> (rank, merged); character -> symbol id), several
-// times faster than std::unordered_map.
-class FlatTable {
-public:
-    void build(const std::unordered_map<uint64_t, std::pair<int32_t, int32_t>>& pairs) {
-        size_t capacity = 16;
-        while (capacity < 2 * pairs.size()) capacity *= 2;
-        mask_ = capacity - 1;
-        shift_ = 64;
-        for (size_t c = capacity; c > 1; c >>= 1) --shift_;
-        slots_.assign(capacity, Slot{kEmpty, -1, -1});
-        for (const auto& item : pairs) {
-            size_t index = hash(item.first) & mask_;
-            while (slots_[index].key != kEmpty) index = (index + 1) & mask_;
-            slots_[index] = Slot{item.first, item.second.first, item.second.second};
-        }
-    }
-    // (rank, merged) or nullptr.
-    const std::pair<int32_t, int32_t>* find(uint64_t key, std::pair<int32_t, int32_t>& out) const {
-        for (size_t index = hash(key) & mask_;; index = (index + 1) & mask_) {
-            const Slot& slot = slots_[index];
-            if (slot.key == key) {
-                out = {slot.rank, slot.merged};
-                return &out;
-            }
-            if (slot.key == kEmpty) return nullptr;
-        }
-    }
-
-private:
-    static constexpr uint64_t kEmpty = ~uint64_t{0};  // no valid pair of non-negative ids
-    struct Slot {
-        uint64_t key;
-        int32_t rank, merged;
-    };
-    // Both halves of a pair key must reach the slot bits: fold the high word into the low one
-    // before the multiplicative step, and take the product's top bits (the best-mixed ones).
-    size_t hash(uint64_t key) const {
-        key ^= key >> 32;
-        return static_cast<size_t>((key * 0x9E3779B97F4A7C15ULL) >> shift_);
-    }
-    std::vector<Slot> slots_{Slot{kEmpty, -1, -1}};
-    size_t mask_ = 0;
-    unsigned shift_ = 63;  // 64 - log2(capacity)
-};
-
-// Byte length of the UTF-8 sequence starting with `lead` (Python str -> UTF-8 is valid).
-inline size_t utf8_length(unsigned char lead) {
-    if (lead < 0x80) return 1;
-    if ((lead >> 5) == 0x6) return 2;
-    if ((lead >> 4) == 0xE) return 3;
-    return 4;
-}
-
-// Code point of the `length`-byte UTF-8 sequence at `text`.
-inline uint32_t code_point(const char* text, size_t length) {
-    const auto* bytes = reinterpret_cast<const unsigned char*>(text);
-    if (length == 1) return bytes[0];
-    uint32_t value = bytes[0] & (0x7F >> length);
-    for (size_t i = 1; i < length; ++i) value = (value << 6) | (bytes[i] & 0x3F);
-    return value;
-}
-
-// Key of a one-character symbol: the code point, and whether it carries "</w>".
-inline uint64_t char_key(uint32_t code, bool final) { return (static_cast<uint64_t>(code) << 1) | final; }
-
-// Longest word (UTF-8 bytes) BPE takes: spans in word + "</w>" are 32-bit.
-constexpr size_t kMaxWordBytes = std::numeric_limits<uint32_t>::max() - kEndOfWord.size();
-
-class BPEModel {
-public:
-    // Arguments already checked and copied by the binding (vocab ids and unk_id >= 0, merge
-    // symbols non-empty); words and symbols are UTF-8, lone surrogates as 3-byte sequences.
-    BPEModel(const std::vector<std::pair<std::string, int32_t>>& vocab,
-             const std::vector<std::pair<std::string, std::string>>& merges, int32_t unk_id,
-             size_t cache_capacity)
-        : unk_id_(unk_id), cache_(cache_capacity) {
-        for (const auto& item : vocab) symbol_ids_[intern(item.first)] = item.second;
-        int32_t rank = 0;
-        for (const auto& merge : merges) {
-            const int32_t left = intern(merge.first);
-            const int32_t right = intern(merge.second);
-            const int32_t merged = intern(merge.first + merge.second);
-            ranks_[pair_key(left, right)] = {rank++, merged};  // a repeated merge keeps its last rank
-        }
-        pair_table_.build(ranks_);
-        std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> chars;
-        for (const auto& item : symbols_) {
-            std::string_view text = item.first;
-            const bool final = text.size() > kEndOfWord.size() &&
-                               text.substr(text.size() - kEndOfWord.size()) == kEndOfWord;
-            if (final) text.remove_suffix(kEndOfWord.size());
-            if (text.empty()) continue;
-            const size_t length = utf8_length(static_cast<unsigned char>(text[0]));
-            if (length == text.size())
-                chars[char_key(code_point(text.data(), length), final)] = {item.second, 0};
-        }
-        char_table_.build(chars);
-        for (int final = 0; final < 2; ++final)
-            for (uint32_t byte = 0; byte < 128; ++byte) {
-                std::pair<int32_t, int32_t> found;
-                ascii_ids_[final][byte] = char_table_.find(char_key(byte, final), found) ? found.first : -1;
-            }
-    }
-
-    // Tokens of one word, as strings (for tokenize()).
-    std::vector<std::string> bpe(const std::string& word) {
-        Scratch scratch;
-        WordEncoding& enc = scratch.encoding;
-        encode_word(word, scratch);
-        const std::string full = word + std::string(kEndOfWord);
-        std::vector<std::string> tokens;
-        tokens.reserve(enc.spans.size());
-        for (const auto& span : enc.spans) tokens.emplace_back(full.substr(span.first, span.second - span.first));
-        return tokens;
-    }
-
-    // Ids of one sequence of words, concatenated.
-    std::vector<int32_t> encode(const std::vector<std::string_view>& words) {
-        Scratch scratch;
-        return encode(words, scratch);
-    }
-
-    // Ids of a whole batch, flat: sequence i has words[starts[i] .. starts[i + 1]) and gets ids
-    // buffers[where[i].buffer][where[i].begin .. where[i].end). One buffer per worker instead
-    // of one vector per sequence: two heap allocations per sequence were ~5% of a cached pass.
-    struct BatchIds {
-        struct Location {
-            uint32_t buffer;
-            size_t begin, end;
-        };
-        std::vector<std::vector<int32_t>> buffers;
-        std::vector<Location> where;
-    };
-
-    // Sequences are handed to `num_threads` workers through an atomic counter (lengths vary a
-    // lot across texts). Words are views into C++-owned memory (OwnedWords), never into
-    // Python objects: this runs without the GIL.
-    BatchIds encode_batch(const std::vector<std::string_view>& words, const std::vector<size_t>& starts,
-                          int num_threads) {
-        const size_t count = starts.size() - 1;
-        // Below ~256 words per thread the thread start costs more than it saves.
-        const size_t useful = std::max<size_t>(1, words.size() / 256);
-        const size_t threads =
-            std::max<size_t>(1, std::min<size_t>(std::max(1, num_threads), std::min(useful, count)));
-        BatchIds out;
-        out.buffers.resize(threads);
-        out.where.resize(count);
-        std::atomic<size_t> next{0};
-        std::exception_ptr error;
-        std::mutex error_mutex;
-        auto worker = [&](uint32_t index) {
-            try {
-                Scratch scratch;
-                std::vector<int32_t>& ids = out.buffers[index];
-                ids.reserve((words.size() + words.size() / 2) / threads);
-                for (size_t i = next++; i < count; i = next++) {
-                    const size_t begin = ids.size();
-                    for (size_t j = starts[i]; j < starts[i + 1]; ++j) encode_word(words[j], scratch, ids);
-                    out.where[i] = {index, begin, ids.size()};
-                }
-            } catch (...) {
-                std::lock_guard<std::mutex> lock(error_mutex);
-                if (!error) error = std::current_exception();
-            }
-        };
-        if (threads <= 1) {
-            worker(0);
-        } else {
-            std::vector<std::thread> pool;
-            pool.reserve(threads - 1);
-            for (size_t t = 1; t < threads; ++t) {
-                try {
-                    pool.emplace_back(worker, static_cast<uint32_t>(t));
-                } catch (const std::system_error&) {
-                    break;  // the OS refused another thread: the started ones share its sequences
-                }
-            }
-            worker(0);
-            for (auto& thread : pool) thread.join();
-        }
-        if (error) std::rethrow_exception(error);
-        return out;
-    }
-
-    WordCache& cache() { return cache_; }
-    int32_t unk_id() const { return unk_id_; }
-    size_t num_merges() const { return ranks_.size(); }
-
-private:
-    static constexpr int32_t kNoRank = std::numeric_limits<int32_t>::max();
-    struct Symbol {
-        int32_t id;     // interned symbol id, -1 for a character seen in neither vocab nor merges
-        uint32_t end;   // end of its byte span in word + "</w>" (start = previous symbol's end)
-        int32_t rank;   // rank of the merge (this, next symbol), kNoRank if none
-        int32_t result; // symbol id that merge produces, -1 if none
-    };
-
-    // Sets first.rank/result for the pair (first, second).
-    void rank_pair(Symbol& first, const Symbol& second) const {
-        std::pair<int32_t, int32_t> found;
-        if ((first.id | second.id) >= 0 && pair_table_.find(pair_key(first.id, second.id), found)) {
-            first.rank = found.first;
-            first.result = found.second;
-        } else {
-            first.rank = kNoRank;
-            first.result = -1;
-        }
-    }
-
-    static uint64_t pair_key(int32_t left, int32_t right) {
-        return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
-    }
-
-    int32_t intern(const std::string& text) {
-        auto it = symbols_.find(text);
-        if (it != symbols_.end()) return it->second;
-        strings_.push_back(text);  // deque: views into it stay valid
-        const int32_t id = static_cast<int32_t>(symbol_ids_.size());
-        symbols_.emplace(std::string_view(strings_.back()), id);
-        symbol_ids_.push_back(unk_id_);
-        return id;
-    }
-
-    int32_t lookup(std::string_view text) const {
-        auto it = symbols_.find(text);
-        return it == symbols_.end() ? -1 : it->second;
-    }
-
-    int32_t vocab_id(std::string_view text) const {
-        const int32_t symbol = lookup(text);
-        return symbol < 0 ? unk_id_ : symbol_ids_[symbol];
-    }
-
-    // Buffers reused across the words one thread encodes (no allocation per word once warm).
-    struct Scratch {
-        WordEncoding encoding;
-        std::string full;
-        std::vector<Symbol> symbols;
-    };
-
-    std::vector<int32_t> encode(const std::vector<std::string_view>& words, Scratch& scratch) {
-        std::vector<int32_t> ids;
-        ids.reserve(words.size() + words.size() / 2);
-        for (const auto& word : words) encode_word(word, scratch, ids);
-        return ids;
-    }
-
-    // Result in scratch.encoding (ids and spans).
-    void encode_word(std::string_view word, Scratch& scratch) {
-        if (!cache_.enabled()) {
-            apply_bpe(word, scratch);
-            emit(word, scratch, scratch.encoding.ids, &scratch.encoding.spans);
-            return;
-        }
-        const uint64_t hash = hash_bytes(word);
-        if (cache_.get(word, hash, scratch.encoding)) return;
-        apply_bpe(word, scratch);
-        emit(word, scratch, scratch.encoding.ids, &scratch.encoding.spans);
-        cache_.put(word, hash, scratch.encoding);
-    }
-
-    // Appends the ids of `word` to `ids`; spans are only built when the cache keeps them.
-    void encode_word(std::string_view word, Scratch& scratch, std::vector<int32_t>& ids) {
-        if (cache_.enabled()) {
-            const uint64_t hash = hash_bytes(word);
-            if (cache_.append_ids(word, hash, ids)) return;
-            apply_bpe(word, scratch);
-            emit(word, scratch, scratch.encoding.ids, &scratch.encoding.spans);
-            cache_.put(word, hash, scratch.encoding);
-            append(ids, scratch.encoding.ids.data(), scratch.encoding.ids.size());
-            return;
-        }
-        apply_bpe(word, scratch);
-        emit(word, scratch, ids, nullptr);
-    }
-
-    // scratch.symbols (the merged word) -> ids appended to `ids` (+ byte spans to `spans`).
-    void emit(std::string_view word, Scratch& scratch, std::vector<int32_t>& ids,
-              std::vector<std::pair<uint32_t, uint32_t>>* spans) const {
-        if (spans != nullptr) {
-            ids.clear();
-            spans->clear();
-        }
-        const std::vector<Symbol>& symbols = scratch.symbols;
-        if (word.empty()) return;
-        if (std::memchr(word.data(), ' ', word.size()) == nullptr) {
-            uint32_t start = 0;
-            for (const Symbol& symbol : symbols) {
-                ids.push_back(symbol.id < 0 ? unk_id_ : symbol_ids_[symbol.id]);
-                if (spans != nullptr) spans->emplace_back(start, symbol.end);
-                start = symbol.end;
-            }
-            return;
-        }
-        std::string& full = scratch.full;
-        full.assign(word.data(), word.size());
-        full.append(kEndOfWord);
-        const std::string_view view(full);
-        uint32_t symbol_start = 0;
-        for (const Symbol& symbol : symbols) {
-            // " ".join(symbols).split(" "): each symbol splits on its own spaces.
-            uint32_t start = symbol_start;
-            for (uint32_t pos = symbol_start; pos <= symbol.end; ++pos) {
-                if (pos == symbol.end || full[pos] == ' ') {
-                    ids.push_back(vocab_id(view.substr(start, pos - start)));
-                    if (spans != nullptr) spans->emplace_back(start, pos);
-                    start = pos + 1;
-                }
-            }
-            symbol_start = symbol.end;
-        }
-    }
-
-    // Symbol id of one character (code point `code`, carrying "</w>" if `final`), -1 if none.
-    int32_t char_id(const char* text, size_t length, bool final) const {
-        if (length == 1) return ascii_ids_[final][static_cast<unsigned char>(text[0]) & 0x7F];
-        std::pair<int32_t, int32_t> found;
-        return char_table_.find(char_key(code_point(text, length), final), found) ? found.first : -1;
-    }
-
-    // BPE of `word`; the merged symbols are left in scratch.symbols.
-    void apply_bpe(std::string_view word, Scratch& scratch) const {
-        std::vector<Symbol>& symbols = scratch.symbols;
-        symbols.clear();
-        if (word.empty()) return;
-        const uint32_t full_size = static_cast<uint32_t>(word.size() + kEndOfWord.size());
-
-        // Characters: (code point) ... (last code point + "</w>").
-        for (size_t pos = 0; pos < word.size();) {
-            const size_t next = std::min(word.size(), pos + utf8_length(static_cast<unsigned char>(word[pos])));
-            const bool last = next == word.size();
-            symbols.push_back({char_id(word.data() + pos, next - pos, last),
-                               static_cast<uint32_t>(last ? full_size : next), kNoRank, -1});
-            pos = next;
-        }
-        size_t size = symbols.size();
-        Symbol* sym = symbols.data();
-
-        // sym[i].rank/result describe the pair (sym[i], sym[i + 1]); a rank names exactly one
-        // pair (a repeated merge keeps only its last rank), so equal ranks mean equal pairs.
-        for (size_t i = 0; i + 1 < size; ++i) rank_pair(sym[i], sym[i + 1]);
-        while (size > 1) {
-            size_t best = 0;
-            int32_t best_rank = sym[0].rank;
-            for (size_t i = 1; i + 1 < size; ++i)
-                if (sym[i].rank < best_rank) best_rank = sym[i].rank, best = i;
-            if (best_rank == kNoRank) break;
-            // Merge every occurrence left to right (the first is `best`), compacting in place;
-            // only pairs next to a merged symbol change rank.
-            const int32_t result = sym[best].result;
-            size_t write = best;
-            for (size_t i = best; i < size; ++write) {
-                if (i + 1 < size && sym[i].rank == best_rank) {
-                    sym[write] = {result, sym[i + 1].end, kNoRank, -1};
-                    if (write > 0) rank_pair(sym[write - 1], sym[write]);
-                    i += 2;
-                    if (i < size) {
-                        sym[write + 1] = sym[i];
-                        rank_pair(sym[write], sym[write + 1]);
-                        if (sym[i].rank == best_rank) continue;  // sym[i] starts the next occurrence
-                        ++write;
-                        ++i;
-                    }
-                } else {
-                    sym[write] = sym[i];
-                    i += 1;
-                }
-            }
-            size = write;
-        }
-        symbols.resize(size);
-    }
-
-    int32_t unk_id_;
-    std::deque<std::string> strings_;
-    std::unordered_map<std::string_view, int32_t> symbols_;  // symbol text -> symbol id
-    std::vector<int32_t> symbol_ids_;                         // symbol id -> vocab id (or unk)
-    std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> ranks_;  // (left, right) -> (rank, merged)
-    FlatTable pair_table_;                                              // same, for lookups
-    FlatTable char_table_;  // char_key(code point, final) -> (symbol id of "c" or "c</w>", unused)
-    int32_t ascii_ids_[2][128];  // same for ASCII characters: [final][byte]
-    WordCache cache_;
-};
+using namespace xlm_fast;
 
 // ----------------------------------------------------------------------------- Python boundary
 // Everything below runs with the GIL held and copies what it reads into C++ memory.
@@ -671,6 +35,7 @@ private:
 constexpr int64_t kMaxId = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxThreads = 4096;
 constexpr int64_t kMaxCacheCapacity = std::numeric_limits<int64_t>::max();
+constexpr int64_t kMaxCount = std::numeric_limits<int64_t>::max() / 4;  // lengths: no overflow in sums
 
 const char* type_name(PyObject* object) { return Py_TYPE(object)->tp_name; }
 
@@ -843,7 +208,181 @@ py::list to_list(const int32_t* ids, size_t size) {
     return out;
 }
 
+// ----------------------------------------------------------------------------- batch encoder
+
+// Code points of a str (lone surrogates included) into `out`; false if `text` is not a str.
+bool read_code_points(PyObject* text, std::u32string& out) {
+    if (!PyUnicode_Check(text)) return false;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) throw py::error_already_set();
+#endif
+    const Py_ssize_t size = PyUnicode_GET_LENGTH(text);
+    const int kind = PyUnicode_KIND(text);
+    const void* data = PyUnicode_DATA(text);
+    out.resize(static_cast<size_t>(size));
+    for (Py_ssize_t i = 0; i < size; ++i) out[static_cast<size_t>(i)] = PyUnicode_READ(kind, data, i);
+    return true;
+}
+
+// The str items of `texts` appended to `out` as code points; errors name `name`[index].
+void read_texts(const py::handle& texts, const char* name, std::vector<std::u32string>& out) {
+    const py::object items = as_sequence(texts.ptr(), PySequence_Tuple,
+                                         [name]() { return std::string(name) + " must be a list of str"; });
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(items.ptr()); ++i) {
+        PyObject* text = PyTuple_GET_ITEM(items.ptr(), i);
+        if (!read_code_points(text, out.emplace_back()))
+            throw py::type_error(std::string(name) + "[" + std::to_string(i) + "] must be a str, got " +
+                                 type_name(text));
+    }
+}
+
+// sequences [[int | [str]]] (added token ids and runs of pre-tokenized words) -> C++ copies.
+std::vector<WordSequence> read_word_sequences(const py::handle& sequences) {
+    const py::object items = as_sequence(sequences.ptr(), PySequence_Tuple, []() {
+        return std::string("sequences must be a list of lists of (int | list of str)");
+    });
+    std::vector<WordSequence> out(static_cast<size_t>(PyTuple_GET_SIZE(items.ptr())));
+    for (size_t i = 0; i < out.size(); ++i) {
+        const std::string label = "sequences[" + std::to_string(i) + "]";
+        const py::object segments = as_sequence(PyTuple_GET_ITEM(items.ptr(), i), fast_sequence,
+                                                [&]() { return label + " must be a list"; });
+        WordSequence& sequence = out[i];
+        for (Py_ssize_t j = 0; j < PySequence_Fast_GET_SIZE(segments.ptr()); ++j) {
+            PyObject* segment = PySequence_Fast_GET_ITEM(segments.ptr(), j);
+            const auto segment_label = [&]() { return label + "[" + std::to_string(j) + "]"; };
+            if (PyLong_Check(segment)) {
+                sequence.segments.push_back(
+                    {static_cast<int32_t>(checked_int(segment, segment_label, 0, kMaxId)), 0, 0});
+                continue;
+            }
+            const py::object words =
+                as_sequence(segment, fast_sequence, [&]() { return segment_label() + " must be an int or a list of str"; });
+            const size_t begin = sequence.words.size();
+            for (Py_ssize_t w = 0; w < PySequence_Fast_GET_SIZE(words.ptr()); ++w) {
+                PyObject* word = PySequence_Fast_GET_ITEM(words.ptr(), w);
+                if (!append_utf8(word, sequence.words.emplace_back()))
+                    throw py::type_error(segment_label() + "[" + std::to_string(w) + "] must be a str, got " +
+                                         type_name(word));
+                if (sequence.words.back().size() > kMaxWordBytes)
+                    throw py::value_error(segment_label() + "[" + std::to_string(w) + "] is longer than " +
+                                          std::to_string(kMaxWordBytes) + " UTF-8 bytes");
+            }
+            sequence.segments.push_back({-1, begin, sequence.words.size()});
+        }
+    }
+    return out;
+}
+
+// The options dict of XLMTokenizer's fast path (keys as in EncodeOptions; strategies as str or None).
+EncodeOptions read_options(const py::dict& options) {
+    auto get = [&](const char* key) -> py::object {
+        PyObject* value = PyDict_GetItemString(options.ptr(), key);  // borrowed
+        if (value == nullptr) throw py::key_error(std::string("options lacks ") + key);
+        return py::reinterpret_borrow<py::object>(value);
+    };
+    auto flag = [&](const char* key) {
+        const py::object value = get(key);
+        if (!PyBool_Check(value.ptr())) throw py::type_error(std::string("options[") + key + "] must be a bool");
+        return value.ptr() == Py_True;
+    };
+    auto text = [&](const char* key) {
+        const py::object value = get(key);
+        return value.is_none() ? std::string() : value.cast<std::string>();
+    };
+    EncodeOptions out;
+    out.add_special_tokens = flag("add_special_tokens");
+    out.bos_id = static_cast<int32_t>(checked_int(get("bos_id"), "bos_id", 0, kMaxId));
+    out.sep_id = static_cast<int32_t>(checked_int(get("sep_id"), "sep_id", 0, kMaxId));
+    out.pad_id = static_cast<int32_t>(checked_int(get("pad_id"), "pad_id", 0, kMaxId));
+    const std::string truncation = text("truncation");
+    if (truncation == "longest_first") out.truncation = Truncation::kLongestFirst;
+    else if (truncation == "only_first") out.truncation = Truncation::kOnlyFirst;
+    else if (truncation == "only_second") out.truncation = Truncation::kOnlySecond;
+    else if (!truncation.empty()) throw py::value_error("truncation: unknown strategy " + truncation);
+    const py::object max_length = get("max_length");
+    out.max_length = max_length.is_none() ? -1 : checked_int(max_length, "max_length", 0, kMaxCount);
+    out.stride = checked_int(get("stride"), "stride", 0, kMaxCount);
+    out.truncate_left = text("truncation_side") == "left";
+    out.overflow = flag("overflow");
+    const std::string padding = text("padding");
+    if (padding == "longest") out.padding = Padding::kLongest;
+    else if (padding == "max_length") out.padding = Padding::kMaxLength;
+    else if (!padding.empty()) throw py::value_error("padding: unknown strategy " + padding);
+    if (out.padding == Padding::kMaxLength && out.max_length < 0)
+        throw py::value_error("padding='max_length' needs max_length");
+    const py::object multiple = get("pad_to_multiple_of");
+    out.pad_to_multiple_of = multiple.is_none() ? 0 : checked_int(multiple, "pad_to_multiple_of", 1, kMaxCount);
+    out.pad_left = text("padding_side") == "left";
+    out.token_type_ids = flag("token_type_ids");
+    out.special_tokens_mask = flag("special_tokens_mask");
+    out.attention_mask = flag("attention_mask");
+    out.offsets = flag("offsets");
+    out.num_threads = static_cast<int>(checked_int(get("num_threads"), "num_threads", 1, kMaxThreads));
+    return out;
+}
+
+// A 1-D int64 numpy array that owns `values` (no copy).
+py::array_t<int64_t> to_array(std::vector<int64_t>&& values) {
+    auto owned = std::make_unique<std::vector<int64_t>>(std::move(values));
+    const auto size = static_cast<py::ssize_t>(owned->size());
+    int64_t* data = owned->data();
+    py::capsule free(owned.get(), [](void* pointer) { delete static_cast<std::vector<int64_t>*>(pointer); });
+    owned.release();  // the capsule owns it now
+    return py::array_t<int64_t>({size}, {static_cast<py::ssize_t>(sizeof(int64_t))}, data, free);
+}
+
+// BatchOutput -> {name: 1-D int64 array}; the fields not asked for are left out.
+py::dict to_dict(BatchOutput&& output, const EncodeOptions& options) {
+    py::dict out;
+    // Tokens per row when every row has as many, else -1 (rows of several lengths).
+    int64_t width = -1;
+    for (size_t r = 0; r + 1 < output.row_starts.size(); ++r) {
+        const int64_t size = output.row_starts[r + 1] - output.row_starts[r];
+        if (r > 0 && size != width) {
+            width = -1;
+            break;
+        }
+        width = size;
+    }
+    out["rows"] = py::int_(output.row_starts.size() - 1);
+    out["width"] = py::int_(width);
+    out["row_starts"] = to_array(std::move(output.row_starts));
+    out["input_ids"] = to_array(std::move(output.input_ids));
+    if (options.token_type_ids) out["token_type_ids"] = to_array(std::move(output.token_type_ids));
+    if (options.special_tokens_mask) out["special_tokens_mask"] = to_array(std::move(output.special_tokens_mask));
+    if (options.attention_mask) out["attention_mask"] = to_array(std::move(output.attention_mask));
+    if (options.offsets) out["offset_mapping"] = to_array(std::move(output.offsets));
+    out["length"] = to_array(std::move(output.lengths));
+    out["overflow_to_sample_mapping"] = to_array(std::move(output.samples));
+    out["layouts"] = to_array(std::move(output.layouts));
+    out["word_ids"] = to_array(std::move(output.word_ids));
+    out["word_starts"] = to_array(std::move(output.word_starts));
+    return out;
+}
+
 }  // namespace
+
+// pre_tokenizer (a WhitespaceSplit: bypass_tokenizer=True, or a MosesPipeline: the whole
+// Moses pipeline of one language) -> the function the batch encoder calls on each piece of
+// text between added tokens. Both are immutable, so the batch's threads share them.
+PreTokenize pre_tokenizer_function(const py::object& pre_tokenizer) {
+    if (py::isinstance<WhitespaceSplit>(pre_tokenizer)) {
+        const WhitespaceSplit* split = pre_tokenizer.cast<const WhitespaceSplit*>();
+        return [split](std::u32string_view text, std::vector<Word>& out) { (*split)(text, out); };
+    }
+    if (py::isinstance<xlm_moses::MosesPipeline>(pre_tokenizer)) {
+        const auto* moses = pre_tokenizer.cast<const xlm_moses::MosesPipeline*>();
+        return [moses](std::u32string_view text, std::vector<Word>& out) {
+            for (xlm_moses::PreToken& token : (*moses)(text)) {
+                Word& word = out.emplace_back();
+                word.utf8 = std::move(token.utf8);
+                word.char_spans.reserve(token.char_spans.size());
+                for (const xlm_moses::Span& span : token.char_spans) word.char_spans.push_back({span.start, span.end});
+            }
+        };
+    }
+    throw py::type_error("pre_tokenizer must be a WhitespaceSplit or a MosesPipeline");
+}
 
 void register_tokenization_xlm(py::module_& m) {
     py::class_<BPEModel>(m, "BPEModel",
@@ -921,4 +460,70 @@ void register_tokenization_xlm(py::module_& m) {
         .def_property_readonly("cache_size", [](BPEModel& self) { return self.cache().size(); })
         .def_property_readonly("unk_id", &BPEModel::unk_id)
         .def_property_readonly("num_merges", &BPEModel::num_merges);
+
+    py::class_<WhitespaceSplit>(m, "WhitespaceSplit",
+                                "Pre-tokenizer of bypass_tokenizer=True: str.split() with character spans.")
+        .def(py::init([](const py::object& spaces) {
+                 const py::object items = as_sequence(spaces.ptr(), PySequence_Tuple,
+                                                      []() { return std::string("spaces must be a list of int"); });
+                 std::vector<uint32_t> codes;
+                 for (const auto& code : py::reinterpret_borrow<py::tuple>(items))
+                     codes.push_back(static_cast<uint32_t>(checked_int(code, "spaces[i]", 0, 0x10FFFF)));
+                 return std::make_unique<WhitespaceSplit>(codes);
+             }),
+             py::arg("spaces"), "`spaces`: the code points for which str.isspace() is True.");
+    py::class_<AddedTokens>(m, "AddedTokens", "Added tokens {content: id}, cut out of text before pre-tokenization.")
+        .def(py::init([](const py::dict& tokens) {
+                 std::vector<std::pair<std::u32string, int32_t>> items;
+                 for (const auto& item : tokens) {
+                     std::u32string content;
+                     if (!read_code_points(item.first.ptr(), content))
+                         throw py::type_error("added tokens must be str");
+                     items.emplace_back(std::move(content),
+                                        static_cast<int32_t>(checked_int(item.second, "added token id", 0, kMaxId)));
+                 }
+                 return std::make_unique<AddedTokens>(items);
+             }),
+             py::arg("tokens"));
+    m.def(
+        "encode_texts",
+        [](BPEModel& model, const AddedTokens& added, const py::object& pre_tokenizer, const py::object& texts,
+           const py::object& pairs, const py::dict& options) {
+            const EncodeOptions checked = read_options(options);
+            std::vector<std::u32string> owned;
+            read_texts(texts, "text", owned);
+            const size_t count = owned.size();
+            if (!pairs.is_none()) {
+                read_texts(pairs, "text_pair", owned);
+                if (owned.size() != 2 * count) throw py::value_error("text_pair must have one entry per text");
+            }
+            const PreTokenize pre_tokenize = pre_tokenizer_function(pre_tokenizer);
+            BatchOutput output;
+            {
+                py::gil_scoped_release release;  // reads only C++ objects: `owned` and the immutable models
+                output = encode_texts(model, added, pre_tokenize, owned, !pairs.is_none(), checked);
+            }
+            return to_dict(std::move(output), checked);
+        },
+        py::arg("model"), py::arg("added_tokens"), py::arg("pre_tokenizer"), py::arg("texts"), py::arg("pairs"),
+        py::arg("options"),
+        "Texts (then their pairs) -> flat int64 arrays of every row: added tokens, pre-tokenizer, BPE, special "
+        "tokens, truncation, padding, offsets; threaded without the GIL.");
+    m.def(
+        "encode_words",
+        [](BPEModel& model, const py::object& sequences, bool pairs, const py::dict& options) {
+            const EncodeOptions checked = read_options(options);
+            if (checked.offsets) throw py::value_error("encode_words: pre-tokenized words carry no offsets");
+            const std::vector<WordSequence> owned = read_word_sequences(sequences);
+            if (pairs && owned.size() % 2) throw py::value_error("sequences: pairs need an even count");
+            BatchOutput output;
+            {
+                py::gil_scoped_release release;  // reads only `owned` and the model
+                output = encode_words(model, owned, pairs, checked);
+            }
+            return to_dict(std::move(output), checked);
+        },
+        py::arg("model"), py::arg("sequences"), py::arg("pairs"), py::arg("options"),
+        "Pre-tokenized sequences (added token ids and lists of words; pairs after the firsts) -> the arrays of "
+        "encode_texts, without offsets.");
 }

@@ -550,7 +550,8 @@ def test_first_calls_from_many_threads_start_one_worker_pool(files, corpus, monk
             super().__init__(*args)
 
     monkeypatch.setattr(tokenization_xlm, "_PreTokenizerPool", CountingPool)
-    tokenizer = XLMTokenizer(*files, num_workers=2)
+    # the pool serves the Python pre-tokenizer (the C++ Moses pipeline threads by itself)
+    tokenizer = XLMTokenizer(*files, num_workers=2, bpe_backend="python")
     texts = [text for _, text in corpus[:40]]
     results = [None] * 8
     barrier = threading.Barrier(8)
@@ -1272,8 +1273,6 @@ def test_new_call_arguments_are_validated(ours_en):
         ours_en("a b c d", "e f g h", truncation=True, max_length=5, return_overflowing_tokens=True)
     with pytest.raises(ValueError, match="text_pair"):
         ours_en("a b c d", truncation="only_second", max_length=3, return_overflowing_tokens=True)
-    with pytest.raises(NotImplementedError, match="return_offsets_mapping"):
-        ours_en("a b", return_offsets_mapping=True)
     assert ours_en("a b", return_offsets_mapping=False) == ours_en("a b")  # what pipelines pass
     with pytest.raises(ValueError, match="padding_side"):
         ours_en("a b", padding_side="top")
@@ -1328,3 +1327,238 @@ def test_pipelines_accept_the_tokenizer(ours_en, hf_en, task, model_class, confi
     results = [transformers.pipeline(task, model=model, tokenizer=tokenizer, device="cpu")(inputs, **kwargs)
                for tokenizer in (ours_en, hf_en)]
     assert results[0] == results[1] and results[0]
+
+
+# ----------------------------------------------------------------------------- C++ batch path
+
+needs_cpp = pytest.mark.skipif(tokenization_xlm.CppBPEModel is None, reason="extension not built")
+FAST_TEXTS = ["Hello world, this is a test.", "", "  \t ", "Bonjour <special1> le monde !", "über straße\u2003ok",
+              "a" * 40, "<s>x</s>y <pad>", "les enfants jouent dans le jardin pendant que"]
+FAST_PAIRS = ["la question ?", "x", "", "what is it <special3>", "d\u00e9j\u00e0 vu", "b c d e f g h", "   ", "z"]
+
+
+@pytest.fixture(scope="module")
+def fast_and_reference(files):
+    """(C++ batch path, Python path with the same C++ BPE): the Python path is the reference."""
+    fast = XLMTokenizer(*files, bpe_backend="cpp", num_threads=2)
+    reference = XLMTokenizer(*files, bpe_backend="cpp")
+    reference._fast_path_covers = lambda *args: False
+    return fast, reference
+
+
+def _same_value(a, b, key):
+    assert type(a) is type(b), key
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), key
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, key
+        if a.dtype == object:
+            assert all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(a, b)), key
+        else:
+            assert np.array_equal(a, b), key
+    else:
+        assert a == b, key
+
+
+def _call_outcome(tokenizer, *args, **kwargs):
+    try:
+        return tokenizer(*args, **kwargs)
+    except (ValueError, TypeError, NotImplementedError) as error:
+        return error
+
+
+def _assert_same_encoding(fast, reference):
+    if isinstance(reference, Exception):
+        assert type(fast) is type(reference) and str(fast) == str(reference)
+        return
+    assert not isinstance(fast, Exception), fast
+    assert list(fast.keys()) == list(reference.keys())
+    for key in reference:
+        _same_value(fast[key], reference[key], key)
+    for row in range(len(reference._resolved_layouts())):
+        assert fast.word_ids(row) == reference.word_ids(row)
+        assert fast.sequence_ids(row) == reference.sequence_ids(row)
+        assert fast.tokens(row) == reference.tokens(row)
+        for word in range(3):
+            assert fast.word_to_tokens(row, word) == reference.word_to_tokens(row, word)
+
+
+def _grid(seed, count):
+    rng = random.Random(seed)
+    axes = {
+        "add_special_tokens": [True, False], "padding": [False, True, "max_length", "longest"],
+        "truncation": [None, True, "only_first", "only_second", "longest_first", False],
+        "max_length": [None, 0, 3, 5, 9, 16], "stride": [0, 1, 2], "return_overflowing_tokens": [False, True],
+        "pad_to_multiple_of": [None, 4], "padding_side": [None, "left", "right"], "return_tensors": [None, "np", "pt"],
+        "return_token_type_ids": [None, True], "return_special_tokens_mask": [False, True],
+        "return_attention_mask": [None, False], "return_length": [False, True], "bypass_tokenizer": [True, False],
+    }
+    for _ in range(count):
+        yield {name: rng.choice(values) for name, values in axes.items()}
+
+
+@needs_cpp
+@pytest.mark.parametrize("shape", ["single", "batch", "pair", "pairs", "tuples"])
+def test_fast_path_equals_python_path_over_option_grid(fast_and_reference, shape):
+    fast, reference = fast_and_reference
+    inputs = {"single": (FAST_TEXTS[0],), "batch": (FAST_TEXTS,), "pair": (FAST_TEXTS[3], FAST_PAIRS[3]),
+              "pairs": (FAST_TEXTS, FAST_PAIRS), "tuples": (list(zip(FAST_TEXTS, FAST_PAIRS)),)}[shape]
+    for side in ("right", "left"):
+        fast.truncation_side = reference.truncation_side = side
+        for options in _grid(hash(shape) % 1000 + len(side), 150):
+            _assert_same_encoding(_call_outcome(fast, *inputs, **options), _call_outcome(reference, *inputs, **options))
+    fast.truncation_side = reference.truncation_side = "right"
+
+
+@needs_cpp
+def test_fast_path_corpus_and_added_tokens(fast_and_reference, corpus):
+    fast, reference = fast_and_reference
+    texts = [text for lang, text in corpus[::7] if lang != "ja"]
+    for bypass in (False, True):
+        _assert_same_encoding(fast(texts, padding=True, bypass_tokenizer=bypass),
+                              reference(texts, padding=True, bypass_tokenizer=bypass))
+    fast.add_tokens(["jardin", "<new tok>"])
+    reference.add_tokens(["jardin", "<new tok>"])
+    text = "le jardin<new tok>jardins <new tok>"
+    for bypass in (False, True):
+        _assert_same_encoding(fast([text, text * 3], bypass_tokenizer=bypass, return_special_tokens_mask=True),
+                              reference([text, text * 3], bypass_tokenizer=bypass, return_special_tokens_mask=True))
+
+
+@needs_cpp
+def test_fast_path_tensors_share_the_buffer(fast_and_reference):
+    fast, _ = fast_and_reference
+    encoding = fast(FAST_TEXTS, padding=True, return_tensors="pt")
+    assert encoding["input_ids"].dtype == torch.int64 and encoding["input_ids"].is_contiguous()
+    array = encoding["input_ids"].numpy()
+    assert array.base is not None  # a view of the C++ buffer, not a copy made from lists
+
+
+@needs_cpp
+def test_offsets_bypass_tokenizer(fast_and_reference):
+    fast, _ = fast_and_reference
+    texts = FAST_TEXTS + ["  deux   espaces\u00a0et\u3000fin  ", "x\ud800y z"]
+    encoding = fast(texts, bypass_tokenizer=True, return_offsets_mapping=True, padding=True)
+    for row, text in enumerate(texts):
+        offsets = encoding["offset_mapping"][row]
+        sequence_ids = encoding.sequence_ids(row)
+        tokens = [token for piece in fast.tokenize(text, bypass_tokenizer=True) for token in [piece]]
+        spans = [span for span, sequence in zip(offsets, sequence_ids) if sequence is not None]
+        assert [span for span, sequence in zip(offsets, sequence_ids) if sequence is None] == \
+            [(0, 0)] * (len(offsets) - len(spans))
+        assert len(spans) == len(tokens)
+        for (start, end), token in zip(spans, tokens):
+            assert 0 <= start <= end <= len(text)
+            assert text[start:end] == token.replace("</w>", "")
+        assert [start for start, _ in spans] == sorted(start for start, _ in spans)
+        for index, ((start, end), sequence) in enumerate(zip(offsets, sequence_ids)):
+            if sequence is None:
+                assert encoding.token_to_chars(row, index) is None
+                continue
+            assert tuple(encoding.token_to_chars(row, index)) == (start, end)
+            assert encoding.char_to_token(row, start) == index
+            word = encoding.word_ids(row)[index]
+            assert encoding.char_to_word(row, start) == word
+            first, last = encoding.word_to_tokens(row, word)
+            assert encoding.word_to_chars(row, word) == (offsets[first][0], offsets[last - 1][1])
+        for char, character in enumerate(text):
+            if character.isspace():
+                assert encoding.char_to_token(row, char) is None
+    single = fast("hello  world", bypass_tokenizer=True, return_offsets_mapping=True, return_tensors="pt")
+    assert single["offset_mapping"].shape == (1, single["input_ids"].shape[1], 2)
+    assert single.char_to_token(7) == single.char_to_token(0, 7) and single.token_to_chars(0) is None
+
+
+@needs_cpp
+@pytest.mark.parametrize("bypass_tokenizer", [True, False], ids=["whitespace", "moses"])
+def test_offsets_squad_recipe(fast_and_reference, bypass_tokenizer):
+    """The SQuAD preprocessing step: question + context, only_second, stride, overflow windows,
+    then the context tokens' offsets locate the answer (Moses: in the text as written)."""
+    fast, _ = fast_and_reference
+    if bypass_tokenizer:
+        question, context = "where is the cat ?", "the dog sleeps . the cat plays in the garden near the house ."
+    else:
+        question, context = "Where is the cat?", "The dog sleeps. The cat plays in the garden, near the house."
+    answer_start = context.index("garden")
+    encoding = fast([question], [context], truncation="only_second", max_length=22, stride=2,
+                    return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length",
+                    bypass_tokenizer=bypass_tokenizer)
+    assert len(encoding["input_ids"]) > 1 and encoding["overflow_to_sample_mapping"] == [0] * len(
+        encoding["input_ids"])
+    found = 0
+    for row, offsets in enumerate(encoding["offset_mapping"]):
+        sequence_ids = encoding.sequence_ids(row)
+        context_spans = [span for span, sequence in zip(offsets, sequence_ids) if sequence == 1]
+        assert all(0 <= start <= end <= len(context) for start, end in context_spans)
+        token = encoding.char_to_token(row, answer_start, sequence_index=1)
+        if token is not None:
+            found += 1
+            start, end = offsets[token]
+            assert context[start:end] == "garden"[: end - start] and start == answer_start
+    assert found >= 1
+
+
+@needs_cpp
+def test_offsets_unavailable_paths_say_why(fast_and_reference, files):
+    fast, _ = fast_and_reference
+    pytest.importorskip("rjieba")
+    with pytest.raises(NotImplementedError, match="zh / th / ja"):  # segmented in Python
+        fast("a b", lang="zh", return_offsets_mapping=True)
+    with pytest.raises(ValueError, match="needs character offsets"):
+        fast("a b", lang="zh").char_to_token(0)
+    python = XLMTokenizer(*files, bpe_backend="python")
+    with pytest.raises(NotImplementedError, match="C\\+\\+"):
+        python("a b", return_offsets_mapping=True, bypass_tokenizer=True)
+    encoding = fast("a b", bypass_tokenizer=True)
+    assert pickle.loads(pickle.dumps(encoding)).token_to_chars(1) == encoding.token_to_chars(1)
+
+
+@needs_cpp
+def test_fast_path_bad_input_raises(fast_and_reference):
+    fast, _ = fast_and_reference
+    with pytest.raises(TypeError, match=r"text\[1\]"):
+        fast(["ok", 3], bypass_tokenizer=True)
+    options = dict(add_special_tokens=True, bos_id=0, sep_id=1, pad_id=2, truncation=None, max_length=None, stride=0,
+                   truncation_side="right", overflow=False, padding=None, pad_to_multiple_of=None,
+                   padding_side="right", token_type_ids=False, special_tokens_mask=False, attention_mask=True,
+                   offsets=False, num_threads=1)
+    with pytest.raises(TypeError, match=r"text\[1\]"):
+        tokenization_xlm.encode_texts(fast.bpe_model, fast._cpp_added_tokens(), tokenization_xlm._whitespace_split(),
+                                      ["a", b"b"], None, options)
+    with pytest.raises(KeyError):
+        tokenization_xlm.encode_words(fast.bpe_model, [[["a"]]], False, {})
+    for bad in ([[3.5]], [[[1]]], [["a"]], 5, [[-1]]):
+        with pytest.raises((TypeError, ValueError)):
+            tokenization_xlm.encode_words(fast.bpe_model, bad, False, options)
+    with pytest.raises(ValueError, match="num_threads"):
+        tokenization_xlm.encode_words(fast.bpe_model, [[["a"]]], False, dict(options, num_threads=0))
+
+
+def test_environment_defaults(files, monkeypatch):
+    monkeypatch.setenv("XLM_FAST_TOKENIZER_BACKEND", "python")
+    monkeypatch.setenv("XLM_FAST_NUM_THREADS", "3")
+    tokenizer = XLMTokenizer(*files)
+    assert isinstance(tokenizer.bpe_model, PyBPEModel) and tokenizer.num_threads == 3
+    assert tokenizer("a b", bypass_tokenizer=True)["input_ids"] == XLMTokenizer(*files, bpe_backend="python")(
+        "a b", bypass_tokenizer=True)["input_ids"]
+
+
+@needs_cpp
+def test_offsets_of_the_moses_path_on_the_corpus(corpus, files):
+    """Every corpus line of a Moses language: each token's span lies in the text, starts never
+    decrease, special tokens are (0, 0); where the text is plain ASCII words, each span
+    holds its token as written (lowercased)."""
+    tokenizer = XLMTokenizer(*files, bpe_backend="cpp")
+    lines = [(lang, text) for lang, text in corpus if lang not in XLMPreTokenizer.CUSTOM_LANGUAGES]
+    for lang, text in lines:
+        encoding = tokenizer(text, lang=lang, return_offsets_mapping=True)
+        spans, special = encoding["offset_mapping"], tokenizer.get_special_tokens_mask(
+            encoding["input_ids"], already_has_special_tokens=True)
+        starts = [start for (start, end), is_special in zip(spans, special) if not is_special]
+        assert starts == sorted(starts), (lang, text)
+        for (start, end), is_special, token in zip(spans, special, encoding.tokens()):
+            assert (start, end) == (0, 0) if is_special else 0 <= start < end <= len(text), (lang, text, token)
+    plain = "Rem magni illo modi and 42 more words"
+    encoding = tokenizer(plain, return_offsets_mapping=True)
+    for (start, end), token in zip(encoding["offset_mapping"][1:-1], encoding.tokens()[1:-1]):
+        assert plain[start:end].lower() == token.replace("</w>", "")

@@ -75,10 +75,12 @@ class AddedVocabulary:
     def __init__(self):
         self.encoder, self.decoder = {}, {}
         self._pattern = None
+        self.version = 0  # bumped on every addition (the tokenizer rebuilds its C++ copy then)
 
     def add(self, index, token):
         self.encoder[token.content] = index
         self.decoder[index] = token
+        self.version += 1
         # Longest first, so that at one position the longest token wins (transformers' trie).
         alternatives = sorted(self.encoder, key=len, reverse=True)
         self._pattern = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")

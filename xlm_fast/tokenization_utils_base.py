@@ -27,6 +27,13 @@ class TokenSpan(NamedTuple):
     end: int
 
 
+class CharSpan(NamedTuple):
+    """Characters [start, end) of the original string (transformers' CharSpan)."""
+
+    start: int
+    end: int
+
+
 class Span(NamedTuple):
     """Tokens [start, stop) of encoded sequence number `source`, placed as sequence `sequence_id` of a row."""
 
@@ -221,19 +228,24 @@ class BatchEncoding(dict):
     token_to_word, token_to_sequence, word_to_tokens) for every row.
 
     `is_fast` is False, as for transformers' slow (Python) tokenizers: there are no
-    `tokenizers.Encoding` objects and no character offsets. Unlike transformers' slow
+    `tokenizers.Encoding` objects. Where the tokenizer computed character offsets (the C++ path
+    with bypass_tokenizer=True), token_to_chars, char_to_token, word_to_chars and char_to_word
+    work from them as in transformers' fast encodings; elsewhere they raise. Unlike transformers' slow
     tokenizers, which raise for word_ids() and the like, these maps are given anyway: a word
     is a word of the input when is_split_into_words=True, and otherwise a word of the
     pre-tokenizer's output (Moses / jieba / ... before BPE); an added or special token written
     in the text is a word of its own; special tokens added around the sequences and padding
     map to None. The output of pad() has no such maps (its rows come from elsewhere)."""
 
-    def __init__(self, data=None, layouts=None, word_ids_of=None, id_to_token=None, n_sequences=None):
+    def __init__(self, data=None, layouts=None, word_ids_of=None, id_to_token=None, n_sequences=None,
+                 offsets_of=None):
         super().__init__(data or {})
-        # layouts: one per row; word_ids_of(source) -> word ids of that encoded sequence, in full;
-        # id_to_token(ids) -> tokens. All None when the encoding holds no maps (pad()).
+        # layouts: one per row, or a callable that builds that list on first use; word_ids_of(source)
+        # -> word ids of that encoded sequence, in full; id_to_token(ids) -> tokens. All None when the
+        # encoding holds no maps (pad()). offsets_of(row) -> (start, end) of every token of a row, or
+        # a str saying why there are none.
         self._layouts, self._word_ids_of, self._id_to_token = layouts, word_ids_of, id_to_token
-        self._n_sequences = n_sequences
+        self._n_sequences, self._offsets_of = n_sequences, offsets_of
         self._word_id_cache, self._saved_tokens = {}, None
 
     def __getattr__(self, name):
@@ -243,16 +255,21 @@ class BatchEncoding(dict):
             raise AttributeError(f"BatchEncoding has no field {name!r}") from None
 
     def __getstate__(self):  # the maps are materialised: the callables point into the tokenizer
-        word_ids = None
-        if self._layouts is not None:
-            word_ids = [self.word_ids(row) for row in range(len(self._layouts))]
-        tokens = None if self._layouts is None else [self.tokens(row) for row in range(len(self._layouts))]
-        return {"data": dict(self), "layouts": self._layouts, "word_ids": word_ids, "tokens": tokens,
-                "n_sequences": self._n_sequences}
+        layouts = self._resolved_layouts()
+        word_ids = tokens = None
+        offsets = self._offsets_of if not callable(self._offsets_of) else [
+            self._offsets_of(row) for row in range(len(layouts))]
+        if layouts is not None:
+            word_ids = [self.word_ids(row) for row in range(len(layouts))]
+            tokens = [self.tokens(row) for row in range(len(layouts))]
+        return {"data": dict(self), "layouts": layouts, "word_ids": word_ids, "tokens": tokens,
+                "n_sequences": self._n_sequences, "offsets": offsets}
 
     def __setstate__(self, state):
         self.update(state["data"])
         self._layouts, self._n_sequences = state["layouts"], state["n_sequences"]
+        offsets = state.get("offsets")
+        self._offsets_of = offsets.__getitem__ if isinstance(offsets, list) else offsets
         self._word_ids_of, self._id_to_token, self._saved_tokens = None, None, state["tokens"]
         self._word_id_cache = {("row", row): ids for row, ids in enumerate(state["word_ids"] or [])}
 
@@ -279,8 +296,13 @@ class BatchEncoding(dict):
 
     # ------------------------------------------------------------------ maps
 
+    def _resolved_layouts(self):
+        if callable(self._layouts):
+            self._layouts = self._layouts()
+        return self._layouts
+
     def _layout(self, batch_index, method):
-        if self._layouts is None:
+        if self._resolved_layouts() is None:
             raise ValueError(f"{method}() needs an encoding made by the tokenizer's __call__; this one (from pad() "
                              "or built by hand) has no token/word maps")
         if isinstance(batch_index, bool) or not isinstance(batch_index, int):
@@ -330,8 +352,8 @@ class BatchEncoding(dict):
         return self._id_to_token(to_python(ids))
 
     def _is_batched(self, ids):
-        if hasattr(ids, "ndim"):
-            return ids.ndim == 2
+        if hasattr(ids, "ndim"):  # a tensor or array; rows of several lengths: a 1-D object array of rows
+            return ids.ndim == 2 or str(getattr(ids, "dtype", "")) == "object"
         return bool(ids) and isinstance(ids[0], list)
 
     def _token_arguments(self, batch_or_index, index, method):
@@ -357,14 +379,67 @@ class BatchEncoding(dict):
         """TokenSpan(start, end) of the tokens of a word of sequence `sequence_index` (0 or 1), or None
         when the word has no token in that row (e.g. it was truncated away)."""
         row, word = self._token_arguments(batch_or_word_index, word_index, "word_to_tokens")
-        if sequence_index not in (0, 1) or isinstance(sequence_index, bool):
-            raise ValueError(f"sequence_index must be 0 or 1, got {sequence_index!r}")
+        self._check_sequence_index(sequence_index)
         if word < 0:
             raise ValueError(f"word_index must be non-negative, got {word}")
         positions = [position for position, (word_id, sequence_id) in
                      enumerate(zip(self.word_ids(row), self.sequence_ids(row)))
                      if word_id == word and sequence_id == sequence_index]
         return TokenSpan(positions[0], positions[-1] + 1) if positions else None
+
+    # ------------------------------------------------------------------ character offsets
+
+    def _offsets(self, row, method):
+        if self._offsets_of is None or isinstance(self._offsets_of, str):
+            reason = self._offsets_of or "this encoding has no character offsets"
+            raise ValueError(f"{method}() needs character offsets: {reason}")
+        return self._offsets_of(row)
+
+    def _non_negative(self, index, name):
+        if index < 0:
+            raise ValueError(f"{name} must be non-negative, got {index}")
+        return index
+
+    def token_to_chars(self, batch_or_token_index, token_index=None):
+        """CharSpan(start, end) of a token in its original string (`token_to_chars(token)` for row 0,
+        or `token_to_chars(row, token)`); None for special tokens and padding."""
+        row, index = self._token_arguments(batch_or_token_index, token_index, "token_to_chars")
+        offsets = self._offsets(row, "token_to_chars")
+        sequence_ids = self.sequence_ids(row)
+        if self._non_negative(index, "token_index") >= len(sequence_ids) or sequence_ids[index] is None:
+            return None
+        return CharSpan(*offsets[index])
+
+    def char_to_token(self, batch_or_char_index, char_index=None, sequence_index=0):
+        """Index of the token of sequence `sequence_index` that covers character `char_index` of
+        that sequence's string; None when no token does (a space, or a truncated part)."""
+        row, char = self._token_arguments(batch_or_char_index, char_index, "char_to_token")
+        self._check_sequence_index(sequence_index)
+        self._non_negative(char, "char_index")
+        offsets = self._offsets(row, "char_to_token")
+        for position, (sequence_id, (start, end)) in enumerate(zip(self.sequence_ids(row), offsets)):
+            if sequence_id == sequence_index and start <= char < end:
+                return position
+        return None
+
+    def word_to_chars(self, batch_or_word_index, word_index=None, sequence_index=0):
+        """CharSpan(start, end) of a word of sequence `sequence_index`: from its first token's start
+        to its last token's end; None when the word has no token in that row."""
+        row, word = self._token_arguments(batch_or_word_index, word_index, "word_to_chars")
+        offsets = self._offsets(row, "word_to_chars")
+        tokens = self.word_to_tokens(row, word, sequence_index)
+        return None if tokens is None else CharSpan(offsets[tokens.start][0], offsets[tokens.end - 1][1])
+
+    def char_to_word(self, batch_or_char_index, char_index=None, sequence_index=0):
+        """Word of sequence `sequence_index` that covers character `char_index`; None where none does."""
+        row, char = self._token_arguments(batch_or_char_index, char_index, "char_to_word")
+        token = self.char_to_token(row, char, sequence_index)
+        return None if token is None else self.word_ids(row)[token]
+
+    @staticmethod
+    def _check_sequence_index(sequence_index):
+        if sequence_index not in (0, 1) or isinstance(sequence_index, bool):
+            raise ValueError(f"sequence_index must be 0 or 1, got {sequence_index!r}")
 
 
 def batch_from_features(encoded_inputs):

@@ -12,6 +12,13 @@ Pipeline per text (same steps and order as transformers' slow XLMTokenizer):
   -> special tokens, truncation, overflow windows, padding, tensors
      (xlm_fast.tokenization_utils_base, whose BatchEncoding also maps tokens to words).
 
+With the extension built, __call__ makes one C++ call per batch (xlm_fast._C.encode_texts /
+encode_words, csrc/batch_encoder.cpp): everything after the Python pre-tokenizer (BPE, ids,
+special tokens, truncation, overflow windows, padding), and with bypass_tokenizer=True the
+added-token split and the whitespace pre-tokenizer too, with character offsets; the output
+comes back as flat numpy buffers, which become tensors without a copy. is_split_into_words
+and the pure-Python BPE backend take the Python path, which is the reference.
+
 Unlike transformers 5.x, whose tokenize() drops `lang`/`bypass_tokenizer` before they
 reach the language-specific code, `lang=` here selects the pipeline as documented.
 """
@@ -23,6 +30,7 @@ import operator
 import os
 import threading
 
+from . import moses
 from .added_tokens import AddedToken, AddedVocabulary, as_added_token, parse_added_tokens_decoder
 from .bpe import MAX_THREADS
 from .bpe import BPEModel as PyBPEModel
@@ -54,7 +62,9 @@ from .tokenization_utils_base import (
 from .worker_pool import _PreTokenizerPool
 
 try:
+    from ._C import AddedTokens as CppAddedTokens
     from ._C import BPEModel as CppBPEModel
+    from ._C import WhitespaceSplit, encode_texts, encode_words
 except ImportError:  # extension not built: the pure-Python twin gives the same ids
     CppBPEModel = None
 
@@ -66,6 +76,13 @@ SPECIAL_TOKENS_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "sep_token",
 # transformers' model_max_length when none is configured (LARGE_INTEGER is its "no limit" threshold).
 VERY_LARGE_INTEGER = int(1e30)
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+# Environment defaults: bpe_backend ("auto", "cpp", "python") and num_threads.
+BACKEND_ENV, THREADS_ENV = "XLM_FAST_TOKENIZER_BACKEND", "XLM_FAST_NUM_THREADS"
+OFFSETS_NEED_CPP = ("return_offsets_mapping=True and the character maps (char_to_token, token_to_chars, ...) need "
+                    "the C++ tokenizer core (xlm_fast._C built, bpe_backend 'cpp' or 'auto')")
+OFFSETS_NEED_MOSES = ("character offsets come from the C++ pre-tokenizer, which covers the Moses languages and "
+                      "bypass_tokenizer=True; the jieba / PyThaiNLP / KyTea segmenters of zh / th / ja run in "
+                      "Python and do not track where their words come from in the text")
 DEMO_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "it", "ja", "pl", "ro", "ru", "th", "tr", "uk", "vi",
                   "zh")
 
@@ -184,6 +201,26 @@ def _token_ids(ids, name):
     return checked
 
 
+_WHITESPACE_SPLIT = None
+
+
+def _whitespace_split():
+    """The C++ pre-tokenizer of bypass_tokenizer=True, built once per process from str.isspace()."""
+    global _WHITESPACE_SPLIT
+    if _WHITESPACE_SPLIT is None:
+        _WHITESPACE_SPLIT = WhitespaceSplit([code for code in range(0x110000) if chr(code).isspace()])
+    return _WHITESPACE_SPLIT
+
+
+def _env_threads():
+    value = os.environ.get(THREADS_ENV)
+    if value is None:
+        return min(os.cpu_count() or 1, MAX_THREADS)
+    if not value.strip().isdecimal():
+        raise ValueError(f"{THREADS_ENV} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def _special_token(name, token, required=False):
     """A special token as its str (AddedToken -> content); None where allowed."""
     if token is None and not required:
@@ -200,14 +237,16 @@ class XLMTokenizer:
 
     Args match transformers.XLMTokenizer. Extra keyword arguments read here:
     `model_max_length`, `padding_side`, `truncation_side`, `eos_token`, `added_tokens_decoder`
-    (as saved in tokenizer_config.json), `num_threads` (BPE threads for a batch; default all
-    cores), `num_workers` (processes sharing the Python front of a batch of at least
-    MIN_TEXTS_PER_WORKER texts per process: the front holds the GIL, so only processes use more
-    cores; default 1 = none), `bpe_backend` ("auto": C++ if built, "cpp", "python").
+    (as saved in tokenizer_config.json), `num_threads` (C++ threads for a batch; default
+    $XLM_FAST_NUM_THREADS, else all cores), `num_workers` (processes sharing the Python front of
+    a batch of at least MIN_TEXTS_PER_WORKER texts per process: the front holds the GIL, so only
+    processes use more cores; default 1 = none), `bpe_backend` ("auto": C++ if built, "cpp",
+    "python"; default $XLM_FAST_TOKENIZER_BACKEND, else "auto").
 
-    Like transformers' slow tokenizers, `is_fast` is False and character offsets
-    (return_offsets_mapping) are not available; the encodings still give word_ids() and the
-    other token/word maps (see BatchEncoding).
+    Like transformers' slow tokenizers, `is_fast` is False. Character offsets
+    (return_offsets_mapping=True, BatchEncoding.char_to_token and the like) come with the C++
+    core and bypass_tokenizer=True; the encodings always give word_ids() and the other
+    token/word maps (see BatchEncoding).
     """
 
     MIN_TEXTS_PER_WORKER = 8
@@ -261,9 +300,10 @@ class XLMTokenizer:
         self.padding_side = kwargs.pop("padding_side", "right")
         self.truncation_side = kwargs.pop("truncation_side", "right")
         self.clean_up_tokenization_spaces = bool(kwargs.pop("clean_up_tokenization_spaces", False))
-        self.num_threads = kwargs.pop("num_threads", min(os.cpu_count() or 1, MAX_THREADS))
+        self.num_threads = kwargs.pop("num_threads") if "num_threads" in kwargs else _env_threads()
         self.num_workers = kwargs.pop("num_workers", 1)
-        self._backend = kwargs.pop("bpe_backend", "auto")
+        self._backend = kwargs.pop("bpe_backend", os.environ.get(BACKEND_ENV, "auto"))
+        self._cpp_added = None  # (added-vocabulary version, its xlm_fast._C.AddedTokens)
         self.name_or_path = kwargs.pop("name_or_path", "")
         added_tokens_decoder = parse_added_tokens_decoder(kwargs.pop("added_tokens_decoder", None) or {})
         self.init_kwargs = kwargs  # other transformers options, kept for save_pretrained
@@ -281,7 +321,7 @@ class XLMTokenizer:
 
     def __getstate__(self):  # the C++ core, the process pool and its lock are rebuilt, not pickled
         state = dict(self.__dict__)
-        state["bpe_model"] = state["_pool"] = state["_pool_lock"] = None
+        state["bpe_model"] = state["_pool"] = state["_pool_lock"] = state["_cpp_added"] = None
         return state
 
     def __setstate__(self, state):
@@ -763,9 +803,6 @@ class XLMTokenizer:
         row-per-window layout is what the SQuAD sliding-window recipe and the pipelines use,
         and it pads and converts to tensors. As in both, a pair with truncation='longest_first'
         cannot return overflowing tokens."""
-        if return_offsets_mapping:
-            raise NotImplementedError("return_offsets_mapping=True is not supported by xlm_fast's XLMTokenizer (no "
-                                      "character offsets yet; transformers' slow XLMTokenizer has none either)")
         texts, pairs, single = self._inputs(text, text_pair, bool(is_split_into_words))
         if padding_side is not None:
             check_side("padding_side", padding_side)
@@ -778,6 +815,33 @@ class XLMTokenizer:
         want = {"token_type_ids": bool(return_token_type_ids), "special_tokens_mask": bool(return_special_tokens_mask)}
         want_mask = True if return_attention_mask is None else bool(return_attention_mask)
         overflow = bool(return_overflowing_tokens)
+
+        offsets_reason = ("is_split_into_words=True has no character offsets" if is_split_into_words else
+                          OFFSETS_NEED_CPP if not self._fast_path_covers(texts, False, add_special_tokens, padding)
+                          else OFFSETS_NEED_MOSES)
+        if self._fast_path_covers(texts, is_split_into_words, add_special_tokens, padding):
+            self._check_lang(lang)
+            pre_tokenizer = self._cpp_pre_tokenizer(lang, bypass_tokenizer)
+            if return_offsets_mapping and pre_tokenizer is None:
+                raise NotImplementedError(f"return_offsets_mapping=True: {offsets_reason}")
+            options = {
+                "add_special_tokens": bool(add_special_tokens), "bos_id": self.bos_token_id or 0,
+                "sep_id": self.sep_token_id or 0, "pad_id": self.pad_token_id or 0, "truncation": truncation,
+                "max_length": max_length, "stride": stride, "truncation_side": self.truncation_side,
+                "overflow": overflow, "padding": padding, "pad_to_multiple_of": pad_to_multiple_of,
+                "padding_side": padding_side or self.padding_side, "token_type_ids": want["token_type_ids"],
+                "special_tokens_mask": want["special_tokens_mask"], "attention_mask": want_mask,
+                "offsets": pre_tokenizer is not None, "num_threads": self.num_threads,
+            }
+            if pre_tokenizer is not None:
+                out = encode_texts(self.bpe_model, self._cpp_added_tokens(), pre_tokenizer, texts, pairs, options)
+            else:
+                out = encode_words(self.bpe_model, self._word_sequences(texts + (pairs or []), lang), pairs is not None,
+                                   options)
+            return self._fast_encoding(out, options, single, overflow, return_tensors, bool(return_length),
+                                       bool(return_offsets_mapping), pairs is not None, offsets_reason)
+        if return_offsets_mapping:
+            raise NotImplementedError(f"return_offsets_mapping=True: {offsets_reason}")
 
         encoded, word_ids_of = self._encode_texts(texts + (pairs or []), lang, bypass_tokenizer,
                                                   bool(is_split_into_words))
@@ -813,7 +877,115 @@ class XLMTokenizer:
             output = {key: to_tensor([value] if not batched and key != "length" else value, return_tensors, key)
                       for key, value in output.items()}
         return BatchEncoding(output, layouts=layouts, word_ids_of=word_ids_of, id_to_token=self.convert_ids_to_tokens,
-                             n_sequences=1 if pairs is None else 2)
+                             n_sequences=1 if pairs is None else 2, offsets_of=offsets_reason)
+
+    # ------------------------------------------------------------------ C++ batch path
+
+    def _fast_path_covers(self, texts, is_split_into_words, add_special_tokens, padding):
+        """Whether one C++ call (csrc/batch_encoder.cpp) encodes this call; the Python path below
+        is the reference and takes the rest: the pure-Python backend, is_split_into_words, an
+        empty batch, and special or padding tokens that the tokenizer lacks."""
+        return (CppBPEModel is not None and isinstance(self.bpe_model, CppBPEModel) and not is_split_into_words
+                and bool(texts) and (not add_special_tokens or None not in (self.bos_token_id, self.sep_token_id))
+                and (padding is None or self.pad_token_id is not None))
+
+    def _cpp_pre_tokenizer(self, lang, bypass_tokenizer):
+        """The C++ pre-tokenizer of this call, or None where the words come from Python: the
+        whitespace split for bypass_tokenizer=True, else the Moses pipeline of `lang`
+        (csrc/moses.cpp); zh / th / ja keep their Python segmenters."""
+        if bypass_tokenizer:
+            return _whitespace_split()
+        if lang in XLMPreTokenizer.CUSTOM_LANGUAGES or not moses.available():
+            return None
+        return moses.pipeline(lang, self.do_lowercase_and_remove_accent)
+
+    def _cpp_added_tokens(self):
+        """The C++ copy of the added tokens, rebuilt after an addition."""
+        if self._cpp_added is None or self._cpp_added[0] != self._added.version:
+            self._cpp_added = (self._added.version, CppAddedTokens(dict(self._added.encoder)))
+        return self._cpp_added[1]
+
+    def _word_sequences(self, sequences, lang):
+        """Texts -> [added token id | words of the text between] per text (Python pre-tokenizer)."""
+        layouts, pieces = [], []
+        for sequence in sequences:
+            layout = []
+            for added, piece in self._pieces(sequence):
+                if added is None:
+                    layout.append(len(pieces))
+                    pieces.append(piece)
+                else:
+                    layout.append(-1 - self._added.encoder[added])
+            layouts.append(layout)
+        words = self._pre_tokenize(pieces, lang, False)
+        return [[words[item] if item >= 0 else -1 - item for item in layout] for layout in layouts]
+
+    def _fast_encoding(self, out, options, single, overflow, return_tensors, return_length, return_offsets,
+                       has_pairs, offsets_reason):
+        """encode_texts / encode_words' flat arrays -> the BatchEncoding of the Python path."""
+        import numpy as np
+
+        starts, rows, width = out["row_starts"], out["rows"], out["width"]
+        width = None if width < 0 else width  # None: rows of several lengths
+        batched = not single or overflow
+        keys = ["input_ids"] + [key for key in ("token_type_ids", "special_tokens_mask") if options[key]]
+        keys += ["attention_mask"] if options["attention_mask"] else []
+        keys += ["offset_mapping"] if return_offsets else []
+
+        def as_rows(flat, key):
+            pair = key == "offset_mapping"
+            if width is not None:
+                return flat.reshape((rows, width, 2) if pair else (rows, width))
+            return np.split(flat.reshape(-1, 2) if pair else flat, starts[1:-1])
+
+        output = {}
+        for key in keys:
+            if return_tensors is None and not batched and key != "offset_mapping":  # one row as a list
+                output[key] = out[key].tolist()
+                continue
+            value = as_rows(out[key], key)
+            if return_tensors is None or width is None:
+                value = [row.tolist() for row in value] if width is None else value.tolist()
+                if key == "offset_mapping":
+                    value = [[tuple(pair) for pair in row] for row in value]
+                if return_tensors is not None:  # rows of several lengths: what the Python path gives or raises
+                    value = to_tensor(value, return_tensors, key)
+                elif not batched:
+                    value = value[0]
+            elif return_tensors == "pt":
+                import torch
+
+                value = torch.from_numpy(value)
+            output[key] = value
+        if return_length:
+            length = out["length"].tolist() if batched else int(starts[1])
+            output["length"] = to_tensor(length, return_tensors, "length") if return_tensors else length
+        if batched and overflow:
+            samples = out["overflow_to_sample_mapping"].tolist()
+            output["overflow_to_sample_mapping"] = to_tensor(samples, return_tensors, "x") if return_tensors else \
+                samples
+
+        word_ids, word_starts = out["word_ids"], out["word_starts"]
+        offsets = out.get("offset_mapping")
+
+        def layouts():
+            side_left = options["padding_side"] == "left"
+            built = []
+            for first, a0, a1, second, b0, b1, pad in out["layouts"].reshape(-1, 7).tolist():
+                spans = [Span(first, 0, a0, a1)] + ([Span(second, 1, b0, b1)] if second >= 0 else [])
+                layout = ((1, spans[0], 1) + ((spans[1], 1) if has_pairs else ())) if options["add_special_tokens"] \
+                    else tuple(spans)
+                built.append(layout if not pad else (pad, *layout) if side_left else (*layout, pad))
+            return built
+
+        def offsets_of(row):
+            return [tuple(pair) for pair in offsets[2 * starts[row] : 2 * starts[row + 1]].reshape(-1, 2).tolist()]
+
+        return BatchEncoding(
+            output, layouts=layouts,
+            word_ids_of=lambda source: word_ids[word_starts[source] : word_starts[source + 1]].tolist(),
+            id_to_token=self.convert_ids_to_tokens, n_sequences=2 if has_pairs else 1,
+            offsets_of=offsets_of if offsets is not None else offsets_reason)
 
     def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None,
                max_length=None, stride=0, padding_side=None, return_tensors=None, lang="en", bypass_tokenizer=False):

@@ -1,0 +1,431 @@
+#include "batch_encoder.h"
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <stdexcept>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+namespace xlm_fast {
+
+// ----------------------------------------------------------------------------- pre-tokenizers
+
+WhitespaceSplit::WhitespaceSplit(const std::vector<uint32_t>& spaces) : spaces_(spaces.begin(), spaces.end()) {
+    std::sort(spaces_.begin(), spaces_.end());
+    for (char32_t code : spaces_)
+        if (code < 128) ascii_[code] = true;
+}
+
+bool WhitespaceSplit::is_space(char32_t code) const {
+    if (code < 128) return ascii_[code];
+    return std::binary_search(spaces_.begin(), spaces_.end(), code);
+}
+
+void WhitespaceSplit::operator()(std::u32string_view text, std::vector<Word>& out) const {
+    for (size_t i = 0; i < text.size();) {
+        if (is_space(text[i])) {
+            ++i;
+            continue;
+        }
+        Word& word = out.emplace_back();
+        for (; i < text.size() && !is_space(text[i]); ++i) {
+            append_code_point(text[i], word.utf8);
+            word.char_spans.push_back({static_cast<int64_t>(i), static_cast<int64_t>(i) + 1});
+        }
+    }
+}
+
+AddedTokens::AddedTokens(const std::vector<std::pair<std::u32string, int32_t>>& tokens) {
+    for (const auto& token : tokens)
+        if (!token.first.empty()) tokens_.push_back(token);
+    for (size_t i = 0; i < tokens_.size(); ++i) by_first_[tokens_[i].first[0]].push_back(i);
+    for (auto& item : by_first_)  // longest first; stable, as Python's sorted(key=len, reverse=True)
+        std::stable_sort(item.second.begin(), item.second.end(),
+                         [this](size_t a, size_t b) { return tokens_[a].first.size() > tokens_[b].first.size(); });
+}
+
+void AddedTokens::split(std::u32string_view text, std::vector<Piece>& out) const {
+    size_t piece_start = 0;
+    for (size_t i = 0; i < text.size();) {
+        const auto found = by_first_.empty() ? by_first_.end() : by_first_.find(text[i]);
+        const std::pair<std::u32string, int32_t>* match = nullptr;
+        if (found != by_first_.end())
+            for (size_t index : found->second) {
+                const std::u32string& token = tokens_[index].first;
+                if (text.substr(i, token.size()) == token) {
+                    match = &tokens_[index];
+                    break;
+                }
+            }
+        if (match == nullptr) {
+            ++i;
+            continue;
+        }
+        if (i > piece_start) out.push_back({piece_start, i, -1});
+        out.push_back({i, i + match->first.size(), match->second});
+        i += match->first.size();
+        piece_start = i;
+    }
+    if (text.size() > piece_start) out.push_back({piece_start, text.size(), -1});
+}
+
+namespace {
+
+// ----------------------------------------------------------------------------- sequences
+
+// One source sequence encoded, before special tokens and truncation.
+struct Encoded {
+    std::vector<int32_t> ids;
+    std::vector<CharSpan> offsets;  // per token, when offsets are built
+    std::vector<int64_t> word_ids;  // per token: pre-tokenizer words and added tokens, counted in order
+};
+
+// Per-thread buffers, reused across the sequences one worker encodes.
+struct Scratch {
+    BPEModel::Scratch bpe;
+    std::vector<AddedTokens::Piece> pieces;
+    std::vector<Word> words;
+    std::vector<uint32_t> char_of_byte;
+};
+
+// Text -> ids (+ offsets) and word ids. A BPE token covers code points [c0, c1] of its word;
+// its offsets run from c0's span start to c1's span end.
+void encode_text(BPEModel& model, const AddedTokens& added, const PreTokenize& pre_tokenize, std::u32string_view text,
+                 bool offsets, Scratch& scratch, Encoded& out) {
+    scratch.pieces.clear();
+    added.split(text, scratch.pieces);
+    int64_t word = 0;
+    for (const auto& piece : scratch.pieces) {
+        const auto start = static_cast<int64_t>(piece.start);
+        if (piece.id >= 0) {
+            out.ids.push_back(piece.id);
+            out.word_ids.push_back(word++);
+            if (offsets) out.offsets.push_back({start, static_cast<int64_t>(piece.end)});
+            continue;
+        }
+        scratch.words.clear();
+        pre_tokenize(text.substr(piece.start, piece.end - piece.start), scratch.words);
+        for (const Word& item : scratch.words) {
+            if (item.utf8.empty()) continue;  // no token, no word (as the Python pre-tokenizer drops it)
+            if (item.utf8.size() > kMaxWordBytes) throw std::invalid_argument("a word is too long for BPE");
+            if (!offsets) {
+                const size_t before = out.ids.size();
+                model.encode_word(item.utf8, scratch.bpe, out.ids);
+                out.word_ids.insert(out.word_ids.end(), out.ids.size() - before, word++);
+                continue;
+            }
+            std::vector<uint32_t>& char_of_byte = scratch.char_of_byte;
+            char_of_byte.clear();
+            size_t chars = 0;
+            for (size_t pos = 0; pos < item.utf8.size(); ++chars) {
+                const size_t length = utf8_length(static_cast<unsigned char>(item.utf8[pos]));
+                char_of_byte.insert(char_of_byte.end(), length, static_cast<uint32_t>(chars));
+                pos += length;
+            }
+            char_of_byte.resize(item.utf8.size());  // a truncated last sequence (invalid UTF-8) stays in range
+            if (chars != item.char_spans.size())
+                throw std::invalid_argument("pre-tokenizer: a word's char_spans must hold one span per code point");
+            const size_t last_char = item.char_spans.size() - 1;
+            model.encode_word(item.utf8, scratch.bpe);
+            const WordEncoding& encoding = scratch.bpe.encoding;
+            for (size_t t = 0; t < encoding.ids.size(); ++t) {
+                const size_t begin = encoding.spans[t].first, end = std::min<size_t>(encoding.spans[t].second,
+                                                                                      item.utf8.size());
+                const size_t c0 = begin < char_of_byte.size() ? std::min<size_t>(char_of_byte[begin], last_char)
+                                                              : last_char;
+                const int64_t from = item.char_spans[c0].start + start;
+                const int64_t to = end > begin ? item.char_spans[std::min<size_t>(char_of_byte[end - 1], last_char)].end
+                                                     + start
+                                               : from;  // an empty token (a word with a space)
+                out.ids.push_back(encoding.ids[t]);
+                out.offsets.push_back({from, to});
+                out.word_ids.push_back(word);
+            }
+            ++word;
+        }
+    }
+}
+
+void encode_word_sequence(BPEModel& model, const WordSequence& sequence, Scratch& scratch, Encoded& out) {
+    int64_t word = 0;
+    for (const auto& segment : sequence.segments) {
+        if (segment.id >= 0) {
+            out.ids.push_back(segment.id);
+            out.word_ids.push_back(word++);
+            continue;
+        }
+        for (size_t w = segment.words_begin; w < segment.words_end; ++w) {
+            const size_t before = out.ids.size();
+            model.encode_word(sequence.words[w], scratch.bpe, out.ids);
+            out.word_ids.insert(out.word_ids.end(), out.ids.size() - before, word++);
+        }
+    }
+}
+
+// Runs work(index, scratch) for index in [0, count) on up to `threads` threads (sequences
+// handed out through an atomic counter: their lengths vary a lot); rethrows the first error.
+template <typename Work>
+void parallel_for(size_t count, size_t threads, Work work) {
+    std::atomic<size_t> next{0};
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    auto worker = [&]() {
+        try {
+            Scratch scratch;
+            for (size_t i = next++; i < count; i = next++) work(i, scratch);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mutex);
+            if (!error) error = std::current_exception();
+            next = count;
+        }
+    };
+    std::vector<std::thread> pool;
+    for (size_t t = 1; t < threads; ++t) {
+        try {
+            pool.emplace_back(worker);
+        } catch (const std::system_error&) {
+            break;  // the OS refused another thread: the started ones share the work
+        }
+    }
+    worker();
+    for (auto& thread : pool) thread.join();
+    if (error) std::rethrow_exception(error);
+}
+
+// Below ~4096 code points per thread a thread's start costs more than it saves.
+size_t useful_threads(size_t work, size_t count, int num_threads) {
+    return std::max<size_t>(1, std::min({static_cast<size_t>(std::max(1, num_threads)), count, work / 4096}));
+}
+
+// ----------------------------------------------------------------------------- rows
+
+struct Range {
+    int64_t start, stop;
+    int64_t size() const { return stop - start; }
+};
+
+// [start, stop) left of `length` tokens after removing `remove` on one side.
+Range cut(int64_t length, int64_t remove, bool left) {
+    remove = std::min(remove, length);
+    return left ? Range{remove, length} : Range{0, length - remove};
+}
+
+// tokenization_utils_base.truncation_bounds; second < 0: no pair.
+std::pair<Range, Range> truncation_bounds(int64_t first, int64_t second, int64_t remove, Truncation strategy,
+                                          bool left) {
+    const Range whole_first{0, first}, whole_second{0, std::max<int64_t>(second, 0)};
+    if (strategy == Truncation::kOnlyFirst || (strategy == Truncation::kLongestFirst && second < 0))
+        return {cut(first, remove, left), whole_second};
+    if (strategy == Truncation::kLongestFirst) {
+        const int64_t first_remove = std::min(std::abs(second - first), remove);
+        const int64_t half = (remove - first_remove) / 2;
+        const int64_t ids_remove = first > second ? first_remove + half : half;
+        const int64_t pair_remove = first > second ? remove - first_remove - half : remove - half;
+        return {cut(first, ids_remove, left), second > 0 ? cut(second, pair_remove, left) : whole_second};
+    }
+    if (strategy == Truncation::kOnlySecond && second > 0) return {whole_first, cut(second, remove, left)};
+    return {whole_first, whole_second};
+}
+
+// tokenization_utils_base.overflow_windows.
+std::vector<Range> overflow_windows(int64_t length, int64_t room, int64_t stride, bool left) {
+    if (length <= room) return {{0, length}};
+    const int64_t step = room - stride;
+    std::vector<Range> windows;
+    if (!left) {
+        for (int64_t start = 0; start < length; start += step) {
+            windows.push_back({start, std::min(start + room, length)});
+            if (start + room >= length) break;
+        }
+        return windows;
+    }
+    for (int64_t stop = length; stop > 0; stop -= step) {
+        windows.push_back({std::max<int64_t>(stop - room, 0), stop});
+        if (stop <= room) break;
+    }
+    return windows;
+}
+
+// XLMTokenizer._windows: (first, second) bounds per overflow window.
+std::vector<std::pair<Range, Range>> windows_of(int64_t first, int64_t second, int64_t remove,
+                                                const EncodeOptions& options) {
+    if (options.truncation == Truncation::kLongestFirst && second >= 0)
+        throw std::invalid_argument(
+            "return_overflowing_tokens=True with a pair needs truncation='only_first' or 'only_second' (as in "
+            "transformers), got truncation='longest_first'/True");
+    if (options.truncation == Truncation::kOnlySecond && second < 0)
+        throw std::invalid_argument("truncation='only_second' with return_overflowing_tokens=True needs text_pair");
+    const bool on_second = options.truncation == Truncation::kOnlySecond;
+    const int64_t target = on_second ? second : first;
+    const int64_t room = target - remove;
+    if (room <= options.stride)
+        throw std::invalid_argument("max_length leaves " + std::to_string(std::max<int64_t>(room, 0)) +
+                                    " tokens per window to the truncated sequence, which must be more than stride=" +
+                                    std::to_string(options.stride) + ": raise max_length or lower stride");
+    std::vector<std::pair<Range, Range>> out;
+    for (const Range& window : overflow_windows(target, room, options.stride, options.truncate_left))
+        out.push_back(on_second ? std::make_pair(Range{0, first}, window)
+                                : std::make_pair(window, Range{0, std::max<int64_t>(second, 0)}));
+    return out;
+}
+
+// Appends `count` copies of `value`.
+void fill(std::vector<int64_t>& out, size_t count, int64_t value) { out.insert(out.end(), count, value); }
+
+// One row: [<s>] first [</s>] [second </s>], every asked-for field, unpadded.
+void append_row(const Encoded& first, const Encoded* second, Range a, Range b, const EncodeOptions& options,
+                BatchOutput& out) {
+    const bool special = options.add_special_tokens;
+    const size_t na = static_cast<size_t>(a.size()), nb = second ? static_cast<size_t>(b.size()) : 0;
+    auto ids = [&](const Encoded& source, Range range) {
+        out.input_ids.insert(out.input_ids.end(), source.ids.begin() + range.start, source.ids.begin() + range.stop);
+        if (options.offsets)
+            for (int64_t i = range.start; i < range.stop; ++i) {
+                out.offsets.push_back(source.offsets[i].start);
+                out.offsets.push_back(source.offsets[i].end);
+            }
+    };
+    auto special_token = [&](int32_t id) {
+        out.input_ids.push_back(id);
+        if (options.offsets) fill(out.offsets, 2, 0);
+    };
+    if (special) special_token(options.bos_id);
+    ids(first, a);
+    if (special) special_token(options.sep_id);
+    if (second) {
+        ids(*second, b);
+        if (special) special_token(options.sep_id);
+    }
+    if (options.token_type_ids) {
+        fill(out.token_type_ids, na + (special ? 2 : 0), 0);
+        if (second) fill(out.token_type_ids, nb + (special ? 1 : 0), special ? 1 : 0);
+    }
+    if (options.special_tokens_mask) {
+        if (special) out.special_tokens_mask.push_back(1);
+        fill(out.special_tokens_mask, na, 0);
+        if (special) out.special_tokens_mask.push_back(1);
+        if (second) {
+            fill(out.special_tokens_mask, nb, 0);
+            if (special) out.special_tokens_mask.push_back(1);
+        }
+    }
+}
+
+// Pads row r of `values` (width values a token) from `length` to `target` tokens with `value`.
+void pad_row(std::vector<int64_t>& values, size_t begin, size_t length, size_t target, int64_t value, bool left,
+             size_t width = 1) {
+    const size_t missing = (target - length) * width;
+    values.insert(left ? values.begin() + static_cast<std::ptrdiff_t>(begin * width) : values.end(), missing, value);
+}
+
+BatchOutput assemble(const std::vector<Encoded>& encoded, bool pairs, const EncodeOptions& options) {
+    const size_t n = pairs ? encoded.size() / 2 : encoded.size();
+    BatchOutput out;
+    out.word_starts.push_back(0);
+    for (const Encoded& source : encoded) {
+        out.word_ids.insert(out.word_ids.end(), source.word_ids.begin(), source.word_ids.end());
+        out.word_starts.push_back(static_cast<int64_t>(out.word_ids.size()));
+    }
+    // Unpadded rows first (each appended at the end of the buffers), then padding.
+    std::vector<int64_t> layouts;
+    out.row_starts.push_back(0);
+    for (size_t k = 0; k < n; ++k) {
+        const Encoded& first = encoded[k];
+        const Encoded* second = pairs ? &encoded[n + k] : nullptr;
+        const auto first_size = static_cast<int64_t>(first.ids.size());
+        const int64_t second_size = second ? static_cast<int64_t>(second->ids.size()) : -1;
+        const int64_t specials = options.add_special_tokens ? (second ? 3 : 2) : 0;
+        const int64_t total = first_size + std::max<int64_t>(second_size, 0) + specials;
+        std::vector<std::pair<Range, Range>> bounds{{Range{0, first_size}, Range{0, std::max<int64_t>(second_size, 0)}}};
+        if (options.truncation != Truncation::kNone && options.max_length > 0 && total > options.max_length) {
+            const int64_t remove = total - options.max_length;
+            if (options.overflow)
+                bounds = windows_of(first_size, second_size, remove, options);
+            else
+                bounds = {truncation_bounds(first_size, second_size, remove, options.truncation,
+                                            options.truncate_left)};
+        }
+        for (const auto& [a, b] : bounds) {
+            append_row(first, second, a, b, options, out);
+            out.row_starts.push_back(static_cast<int64_t>(out.input_ids.size()));
+            out.lengths.push_back(out.row_starts.back() - out.row_starts[out.row_starts.size() - 2]);
+            out.samples.push_back(static_cast<int64_t>(k));
+            const int64_t second_source = second ? static_cast<int64_t>(n + k) : -1;
+            out.layouts.insert(out.layouts.end(),
+                               {static_cast<int64_t>(k), a.start, a.stop, second_source, b.start, b.stop, 0});
+        }
+    }
+    const size_t rows = out.lengths.size();
+    if (options.attention_mask) fill(out.attention_mask, out.input_ids.size(), 1);
+
+    int64_t target = -1;
+    if (options.padding == Padding::kLongest)
+        target = rows ? *std::max_element(out.lengths.begin(), out.lengths.end()) : 0;
+    else if (options.padding == Padding::kMaxLength)
+        target = options.max_length;
+    if (target >= 0 && options.pad_to_multiple_of > 0 && target % options.pad_to_multiple_of)
+        target = (target / options.pad_to_multiple_of + 1) * options.pad_to_multiple_of;
+    bool padded = false;
+    for (size_t r = 0; r < rows; ++r) padded = padded || out.lengths[r] < target;
+    if (!padded) return out;
+
+    // Rebuild the buffers row by row with the padding in place.
+    BatchOutput unpadded = std::move(out);
+    out = BatchOutput{};
+    out.word_ids = std::move(unpadded.word_ids);
+    out.word_starts = std::move(unpadded.word_starts);
+    out.lengths = std::move(unpadded.lengths);
+    out.samples = std::move(unpadded.samples);
+    out.layouts = std::move(unpadded.layouts);
+    out.row_starts.push_back(0);
+    const bool left = options.pad_left;
+    auto copy = [&](const std::vector<int64_t>& from, std::vector<int64_t>& to, size_t r, size_t length, int64_t pad,
+                    size_t width) {
+        const size_t begin = to.size() / width;
+        to.insert(to.end(), from.begin() + unpadded.row_starts[r] * width,
+                  from.begin() + (unpadded.row_starts[r] + length) * width);
+        if (static_cast<int64_t>(length) < target) pad_row(to, begin, length, static_cast<size_t>(target), pad, left,
+                                                           width);
+    };
+    for (size_t r = 0; r < rows; ++r) {
+        const auto length = static_cast<size_t>(out.lengths[r]);
+        copy(unpadded.input_ids, out.input_ids, r, length, options.pad_id, 1);
+        if (options.token_type_ids) copy(unpadded.token_type_ids, out.token_type_ids, r, length, 0, 1);
+        if (options.special_tokens_mask) copy(unpadded.special_tokens_mask, out.special_tokens_mask, r, length, 1, 1);
+        if (options.attention_mask) copy(unpadded.attention_mask, out.attention_mask, r, length, 0, 1);
+        if (options.offsets) copy(unpadded.offsets, out.offsets, r, length, 0, 2);
+        out.row_starts.push_back(static_cast<int64_t>(out.input_ids.size()));
+        out.layouts[r * BatchOutput::kLayoutWidth + 6] = std::max<int64_t>(0, target - out.lengths[r]);
+    }
+    return out;
+}
+
+}  // namespace
+
+BatchOutput encode_texts(BPEModel& model, const AddedTokens& added, const PreTokenize& pre_tokenize,
+                         const std::vector<std::u32string>& texts, bool pairs, const EncodeOptions& options) {
+    std::vector<Encoded> encoded(texts.size());
+    size_t work = 0;
+    for (const auto& text : texts) work += text.size();
+    parallel_for(texts.size(), useful_threads(work, texts.size(), options.num_threads),
+                 [&](size_t i, Scratch& scratch) {
+                     encode_text(model, added, pre_tokenize, texts[i], options.offsets, scratch, encoded[i]);
+                 });
+    return assemble(encoded, pairs, options);
+}
+
+BatchOutput encode_words(BPEModel& model, const std::vector<WordSequence>& sequences, bool pairs,
+                         const EncodeOptions& options) {
+    std::vector<Encoded> encoded(sequences.size());
+    size_t work = 0;
+    for (const auto& sequence : sequences)
+        for (const auto& word : sequence.words) work += word.size() + 1;
+    parallel_for(sequences.size(), useful_threads(work, sequences.size(), options.num_threads),
+                 [&](size_t i, Scratch& scratch) { encode_word_sequence(model, sequences[i], scratch, encoded[i]); });
+    return assemble(encoded, pairs, options);
+}
+
+}  // namespace xlm_fast
