@@ -10,8 +10,9 @@ vocabulary (learned from the corpus as in the tests):
     cache anywhere, and again with each cache emptied before each pass;
   - batches returning torch tensors (built from the C++ buffers), and the whole pipeline in
     C++ (bypass_tokenizer=True: whitespace pre-tokenizer, offsets computed) for scale;
-  - where the time of one pass goes (front stages, BPE, the rest), and of the batch path
-    (Python pre-tokenizer, the one C++ call: BPE + ids/special/padding, tensor building).
+  - where the time of one pass goes, for single texts and for batches: the C++ pre-tokenizer
+    alone, the rest of the one C++ call (BPE, ids, special tokens, padding), Python around
+    the call, tensor building (the C++ pre-tokenizer against sacremoses: bench/bench_moses.py).
 Writes bench/results/tokenization_xlm.json and .md.
 
 transformers 5.x ignores `lang=` (every language runs its English Moses path), so the
@@ -220,62 +221,70 @@ def main(repeats=7):
         record("BPE: C++ core, 1 thread, no cache (vs the cached transformers row)",
                median_time(lambda: cpp.encode_batch(words, 1), repeats), base, shape=shape)
 
-    profile = profile_single_pass(ours, corpus, repeats)
-    batch_profile = profile_batches(ours, batches, repeats)
+    profile = batch_profile = {}  # the stage tables time the C++ path
+    if tokenization_xlm.CppBPEModel is not None:
+        profile = profile_single_pass(ours, corpus, repeats)
+        batch_profile = profile_batches(ours, batches, repeats)
     write_results(rows, profile, megabytes, len(texts), batch_profile)
 
 
-def profile_single_pass(ours, corpus, repeats):
-    """Seconds of one pass over the corpus (lang=en, one call per text) spent in each stage,
-    each stage timed alone on the inputs it sees inside the pipeline. Minimum of the passes
-    (not the median), so that load from other processes does not leak into the shares."""
-    pre = ours.pre_tokenizer
-    texts = [text for _, text in corpus]
-    pre("warm up", "en")  # builds the cached Moses objects for "en"
-    tokenizer, normalizer = pre._tokenizers["en"], pre._normalizers["en"]
-    unicode_punct = [tokenization_xlm.replace_unicode_punct(t) for t in texts]
-    normalized = [normalizer.normalize(t) for t in unicode_punct]
-    printable = [tokenization_xlm.remove_non_printing_char(t) for t in normalized]
-    moses_words = [pre.moses_tokenize(t, "en") for t in printable]
-    words = [pre(t, "en") for t in texts]
-    stages = {
-        "replace_unicode_punct": lambda: [tokenization_xlm.replace_unicode_punct(t) for t in texts],
-        "Moses punctuation normalizer (sacremoses)": lambda: [normalizer.normalize(t) for t in unicode_punct],
-        "remove_non_printing_char": lambda: [tokenization_xlm.remove_non_printing_char(t) for t in normalized],
-        "Moses tokenizer (sacremoses, patched sets)": lambda: [tokenizer.tokenize(t, return_str=False, escape=False)
-                                                              for t in printable],
-        "lowercase_and_remove_accent": lambda: [tokenization_xlm.lowercase_and_remove_accent(w) for w in moses_words],
-        "BPE (C++ core, warm cache)": lambda: [ours.bpe_model.encode_batch([w], 1) for w in words],
+def captured_call(ours, *args, **kwargs):
+    """The arguments (model, added tokens, pre-tokenizer, texts, pairs, options) of the one C++
+    call that ours(*args, **kwargs) makes, so that a stage profile times exactly that call."""
+    seen, real = [], tokenization_xlm.encode_texts
+
+    def spy(*call):
+        seen.append(call)
+        return real(*call)
+
+    tokenization_xlm.encode_texts = spy
+    try:
+        ours(*args, **kwargs)
+    finally:
+        tokenization_xlm.encode_texts = real
+    return seen[0]
+
+
+def stage_seconds(pre_tokenizer, calls, total, with_tensors, repeats):
+    """Seconds of one pass per stage, each timed alone (minimum of the passes, not the median,
+    so that load from other processes does not leak into the shares). `calls`: the captured
+    encode_texts arguments of each __call__ of the pass; `total` and `with_tensors`: the pass
+    through __call__ returning lists / np arrays, and torch tensors (None: not measured)."""
+    from xlm_fast._C import pre_tokenize_count
+
+    moses = min(times(lambda: [pre_tokenize_count(pre_tokenizer, call[3]) for call in calls], repeats))
+    cpp = min(times(lambda: [tokenization_xlm.encode_texts(*call) for call in calls], repeats))
+    python = min(times(total, repeats))
+    seconds = {
+        "C++ pre-tokenizer (Moses) alone": moses,
+        "BPE + ids/special tokens/truncation/padding, buffers -> arrays or lists (rest of the C++ call)": cpp - moses,
+        "Python around the call (argument checks, options, BatchEncoding)": python - cpp,
     }
-    seconds = {name: min(times(stage, repeats)) for name, stage in stages.items()}
-    total = min(times(lambda: [ours(t) for t in texts], repeats))
-    seconds["rest: special-token split, ids -> BatchEncoding, Python calls"] = total - sum(seconds.values())
-    seconds["total"] = total
+    if with_tensors is not None:
+        tensors = min(times(with_tensors, repeats))
+        seconds["tensor building (torch.from_numpy on the buffers)"] = tensors - python
+        python = tensors
+    seconds["total"] = python
     return seconds
+
+
+def profile_single_pass(ours, corpus, repeats):
+    """Seconds of one pass over the corpus (lang=en, one call per text, lists) per stage of the
+    C++ path: one encode_texts call per text."""
+    texts = [text for _, text in corpus]
+    calls = [captured_call(ours, text) for text in texts]
+    pre_tokenizer = calls[0][2]
+    return stage_seconds(pre_tokenizer, calls, lambda: [ours(text) for text in texts], None, repeats)
 
 
 def profile_batches(ours, batches, repeats):
     """Seconds of one pass over the batches (1 thread, padding=True, return_tensors='pt') per
-    stage: the Python pre-tokenizer (added-token split + Moses), the one C++ call (BPE, ids,
-    special tokens, padding into flat buffers), and the rest (tensor building from those
-    buffers, BatchEncoding, argument checks)."""
-    sequences = [ours._word_sequences(batch, "en") for _, batch in batches]
-    options = {"add_special_tokens": True, "bos_id": ours.bos_token_id, "sep_id": ours.sep_token_id,
-               "pad_id": ours.pad_token_id, "truncation": None, "max_length": None, "stride": 0,
-               "truncation_side": "right", "overflow": False, "padding": "longest", "pad_to_multiple_of": None,
-               "padding_side": "right", "token_type_ids": False, "special_tokens_mask": False, "attention_mask": True,
-               "offsets": False, "num_threads": 1}
-    seconds = {
-        "pre-tokenisation (Python: added-token split, Moses)":
-            min(times(lambda: [ours._word_sequences(batch, "en") for _, batch in batches], repeats)),
-        "BPE + ids/special tokens/padding (one C++ call per batch)":
-            min(times(lambda: [tokenization_xlm.encode_words(ours.bpe_model, words, False, options)
-                               for words in sequences], repeats)),
-    }
-    total = min(times(lambda: [ours(batch, padding=True, return_tensors="pt") for _, batch in batches], repeats))
-    seconds["rest: tensors from the buffers, BatchEncoding, argument checks"] = total - sum(seconds.values())
-    seconds["total"] = total
-    return seconds
+    stage: one encode_texts call per batch (arrays), then np arrays, then torch tensors."""
+    calls = [captured_call(ours, batch, padding=True, return_tensors="np") for _, batch in batches]
+    pre_tokenizer = calls[0][2]
+    return stage_seconds(pre_tokenizer, calls, lambda: [ours(batch, padding=True, return_tensors="np")
+                                                        for _, batch in batches],
+                         lambda: [ours(batch, padding=True, return_tensors="pt") for _, batch in batches], repeats)
 
 
 def device():
@@ -312,8 +321,8 @@ def write_results(rows, profile, megabytes, n_texts, batch_profile):
         speedup = "baseline" if row["speedup_vs_baseline"] is None else f"{row['speedup_vs_baseline']:.2f}x"
         lines.append(f"| {row['case']} | {row['shape']} | {row['median_s']:.4f} | {row['texts_per_s']:.0f} | "
                      f"{row['mb_per_s']:.3f} | {speedup} |")
-    lines += ["", "Where one pass of single-text calls (lang=en) spends its time (minimum of 7 passes per stage):", "",
-              "| stage | seconds | share |", "| --- | --- | --- |"]
+    lines += ["", "Where one pass of single-text calls (lang=en, lists) spends its time (minimum of 7 passes per "
+              "stage):", "", "| stage | seconds | share |", "| --- | --- | --- |"]
     for name, seconds in profile.items():
         lines.append(f"| {name} | {seconds:.4f} | {seconds / profile['total']:.0%} |")
     lines += ["", f"Where one pass of batches (<= {BATCH} texts, 1 thread, padding=True, return_tensors='pt') spends "

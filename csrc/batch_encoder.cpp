@@ -117,28 +117,33 @@ void encode_text(BPEModel& model, const AddedTokens& added, const PreTokenize& p
                 out.word_ids.insert(out.word_ids.end(), out.ids.size() - before, word++);
                 continue;
             }
+            // Code point of each byte; none needed when every code point is one byte (ASCII).
+            const bool one_byte_each = item.utf8.size() == item.char_spans.size();
             std::vector<uint32_t>& char_of_byte = scratch.char_of_byte;
-            char_of_byte.clear();
-            size_t chars = 0;
-            for (size_t pos = 0; pos < item.utf8.size(); ++chars) {
-                const size_t length = utf8_length(static_cast<unsigned char>(item.utf8[pos]));
-                char_of_byte.insert(char_of_byte.end(), length, static_cast<uint32_t>(chars));
-                pos += length;
+            if (!one_byte_each) {
+                char_of_byte.clear();
+                size_t chars = 0;
+                for (size_t pos = 0; pos < item.utf8.size(); ++chars) {
+                    const size_t length = utf8_length(static_cast<unsigned char>(item.utf8[pos]));
+                    char_of_byte.insert(char_of_byte.end(), length, static_cast<uint32_t>(chars));
+                    pos += length;
+                }
+                char_of_byte.resize(item.utf8.size());  // a truncated last sequence (invalid UTF-8) stays in range
+                if (chars != item.char_spans.size())
+                    throw std::invalid_argument("pre-tokenizer: a word's char_spans must hold one span per code point");
             }
-            char_of_byte.resize(item.utf8.size());  // a truncated last sequence (invalid UTF-8) stays in range
-            if (chars != item.char_spans.size())
-                throw std::invalid_argument("pre-tokenizer: a word's char_spans must hold one span per code point");
             const size_t last_char = item.char_spans.size() - 1;
+            const auto char_at = [&](size_t byte) {  // byte < utf8.size()
+                return std::min<size_t>(one_byte_each ? byte : char_of_byte[byte], last_char);
+            };
             model.encode_word(item.utf8, scratch.bpe);
             const WordEncoding& encoding = scratch.bpe.encoding;
             for (size_t t = 0; t < encoding.ids.size(); ++t) {
                 const size_t begin = encoding.spans[t].first, end = std::min<size_t>(encoding.spans[t].second,
                                                                                       item.utf8.size());
-                const size_t c0 = begin < char_of_byte.size() ? std::min<size_t>(char_of_byte[begin], last_char)
-                                                              : last_char;
+                const size_t c0 = begin < item.utf8.size() ? char_at(begin) : last_char;
                 const int64_t from = item.char_spans[c0].start + start;
-                const int64_t to = end > begin ? item.char_spans[std::min<size_t>(char_of_byte[end - 1], last_char)].end
-                                                     + start
+                const int64_t to = end > begin ? item.char_spans[char_at(end - 1)].end + start
                                                : from;  // an empty token (a word with a space)
                 out.ids.push_back(encoding.ids[t]);
                 out.offsets.push_back({from, to});
@@ -195,10 +200,15 @@ void parallel_for(size_t count, size_t threads, Work work) {
     if (error) std::rethrow_exception(error);
 }
 
-// Below ~4096 code points per thread a thread's start costs more than it saves.
-size_t useful_threads(size_t work, size_t count, int num_threads) {
-    return std::max<size_t>(1, std::min({static_cast<size_t>(std::max(1, num_threads)), count, work / 4096}));
+// Threads worth starting for `work` units of `count` sequences: each must get at least
+// `min_work` units, the work that pays for a thread's start, wake-up and join (~20-50 us).
+size_t useful_threads(size_t work, size_t min_work, size_t count, int num_threads) {
+    return std::max<size_t>(1, std::min({static_cast<size_t>(std::max(1, num_threads)), count,
+                                         work / std::max<size_t>(1, min_work)}));
 }
+
+// BPE alone (encode_words): ~0.03 us a byte (+1 a word), so 4096 bytes a thread.
+constexpr size_t kMinBpeBytesPerThread = 4096;
 
 // ----------------------------------------------------------------------------- rows
 
@@ -324,13 +334,25 @@ void pad_row(std::vector<int64_t>& values, size_t begin, size_t length, size_t t
 BatchOutput assemble(const std::vector<Encoded>& encoded, bool pairs, const EncodeOptions& options) {
     const size_t n = pairs ? encoded.size() / 2 : encoded.size();
     BatchOutput out;
+    // Room for the rows without overflow windows (a hint: the buffers grow past it if need be).
+    size_t tokens = 0;
+    for (const Encoded& source : encoded) tokens += source.ids.size() + (options.add_special_tokens ? 2 : 0);
+    out.input_ids.reserve(tokens);
+    if (options.token_type_ids) out.token_type_ids.reserve(tokens);
+    if (options.special_tokens_mask) out.special_tokens_mask.reserve(tokens);
+    if (options.offsets) out.offsets.reserve(2 * tokens);
+    out.row_starts.reserve(n + 1);
+    out.lengths.reserve(n);
+    out.samples.reserve(n);
+    out.layouts.reserve(n * BatchOutput::kLayoutWidth);
+    out.word_ids.reserve(tokens);
+    out.word_starts.reserve(encoded.size() + 1);
     out.word_starts.push_back(0);
     for (const Encoded& source : encoded) {
         out.word_ids.insert(out.word_ids.end(), source.word_ids.begin(), source.word_ids.end());
         out.word_starts.push_back(static_cast<int64_t>(out.word_ids.size()));
     }
     // Unpadded rows first (each appended at the end of the buffers), then padding.
-    std::vector<int64_t> layouts;
     out.row_starts.push_back(0);
     for (size_t k = 0; k < n; ++k) {
         const Encoded& first = encoded[k];
@@ -380,6 +402,13 @@ BatchOutput assemble(const std::vector<Encoded>& encoded, bool pairs, const Enco
     out.lengths = std::move(unpadded.lengths);
     out.samples = std::move(unpadded.samples);
     out.layouts = std::move(unpadded.layouts);
+    const auto padded_tokens = rows * static_cast<size_t>(target);
+    out.input_ids.reserve(padded_tokens);
+    if (options.token_type_ids) out.token_type_ids.reserve(padded_tokens);
+    if (options.special_tokens_mask) out.special_tokens_mask.reserve(padded_tokens);
+    if (options.attention_mask) out.attention_mask.reserve(padded_tokens);
+    if (options.offsets) out.offsets.reserve(2 * padded_tokens);
+    out.row_starts.reserve(rows + 1);
     out.row_starts.push_back(0);
     const bool left = options.pad_left;
     auto copy = [&](const std::vector<int64_t>& from, std::vector<int64_t>& to, size_t r, size_t length, int64_t pad,
@@ -406,13 +435,16 @@ BatchOutput assemble(const std::vector<Encoded>& encoded, bool pairs, const Enco
 }  // namespace
 
 BatchOutput encode_texts(BPEModel& model, const AddedTokens& added, const PreTokenize& pre_tokenize,
-                         const std::vector<std::u32string>& texts, bool pairs, const EncodeOptions& options) {
+                         size_t min_chars_per_thread, const std::vector<std::u32string>& texts, bool pairs,
+                         const EncodeOptions& options) {
     std::vector<Encoded> encoded(texts.size());
     size_t work = 0;
     for (const auto& text : texts) work += text.size();
-    parallel_for(texts.size(), useful_threads(work, texts.size(), options.num_threads),
+    parallel_for(texts.size(), useful_threads(work, min_chars_per_thread, texts.size(), options.num_threads),
                  [&](size_t i, Scratch& scratch) {
-                     encode_text(model, added, pre_tokenize, texts[i], options.offsets, scratch, encoded[i]);
+                     Encoded local;  // filled apart: neighbours in `encoded` belong to other threads
+                     encode_text(model, added, pre_tokenize, texts[i], options.offsets, scratch, local);
+                     encoded[i] = std::move(local);
                  });
     return assemble(encoded, pairs, options);
 }
@@ -423,8 +455,12 @@ BatchOutput encode_words(BPEModel& model, const std::vector<WordSequence>& seque
     size_t work = 0;
     for (const auto& sequence : sequences)
         for (const auto& word : sequence.words) work += word.size() + 1;
-    parallel_for(sequences.size(), useful_threads(work, sequences.size(), options.num_threads),
-                 [&](size_t i, Scratch& scratch) { encode_word_sequence(model, sequences[i], scratch, encoded[i]); });
+    parallel_for(sequences.size(), useful_threads(work, kMinBpeBytesPerThread, sequences.size(), options.num_threads),
+                 [&](size_t i, Scratch& scratch) {
+                     Encoded local;
+                     encode_word_sequence(model, sequences[i], scratch, local);
+                     encoded[i] = std::move(local);
+                 });
     return assemble(encoded, pairs, options);
 }
 

@@ -109,10 +109,13 @@ struct BatchOutput {
     std::vector<int64_t> word_ids, word_starts;
 };
 
-// `texts` holds n first sequences then, when `pairs`, n second ones. Throws
-// std::invalid_argument (a ValueError in Python) for options the inputs cannot meet.
+// `texts` holds n first sequences then, when `pairs`, n second ones. Up to
+// options.num_threads threads, each given at least `min_chars_per_thread` code points (what
+// pays for a thread's start with this pre-tokenizer). Throws std::invalid_argument (a
+// ValueError in Python) for options the inputs cannot meet.
 BatchOutput encode_texts(BPEModel& model, const AddedTokens& added, const PreTokenize& pre_tokenize,
-                         const std::vector<std::u32string>& texts, bool pairs, const EncodeOptions& options);
+                         size_t min_chars_per_thread, const std::vector<std::u32string>& texts, bool pairs,
+                         const EncodeOptions& options);
 BatchOutput encode_words(BPEModel& model, const std::vector<WordSequence>& sequences, bool pairs,
                          const EncodeOptions& options);
 

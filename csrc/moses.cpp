@@ -4,14 +4,18 @@
 // Every regex substitution of sacremoses becomes one `rewrite` pass: at each position a
 // matcher either consumes a match (writing its replacement) or the character is copied.
 // That is re.sub's left-to-right, non-overlapping scan; each matcher below names the
-// pattern it reproduces, including the backtracking cases.
+// pattern it reproduces, including the backtracking cases. A pass names the character that
+// every match has at a fixed offset (its trigger), so that only those positions are tried.
 #include "moses.h"
+
+#include "utf8.h"
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <exception>
 #include <map>
 #include <system_error>
@@ -26,25 +30,58 @@ namespace {
 constexpr char32_t kMaxCodePoint = 0x10FFFF;
 constexpr char32_t kCapitalSigma = 0x03A3, kSmallSigma = 0x03C3, kFinalSigma = 0x03C2;
 
+// A per-thread spare buffer: a pass writes into the buffer that the pass before it read
+// from, so that a thread allocates only while its texts grow. Buffers over kMaxSpare
+// characters are freed rather than kept.
+constexpr size_t kMaxSpare = size_t(1) << 16;
+
+SpannedText& spare() {
+    thread_local SpannedText buffer;
+    return buffer;
+}
+
+SpannedText take_spare() {
+    SpannedText buffer = std::move(spare());
+    buffer.chars.clear();
+    buffer.spans.clear();
+    return buffer;
+}
+
+void recycle(SpannedText&& used) {
+    if (used.chars.capacity() <= kMaxSpare && used.spans.capacity() <= kMaxSpare) spare() = std::move(used);
+}
+
 // Output of one pass over `in`: characters with spans, see moses.h for the span rules.
+// Most passes change nothing on most texts, so the output is kept implicit while it equals
+// a prefix of the input (every write so far a copy of the next input character) and is
+// materialised only at the first other write: an unchanged text costs no copy.
 class Writer {
 public:
-    explicit Writer(const SpannedText& in) : in_(in) {
-        out_.end = in.end;
-        out_.chars.reserve(in.chars.size() + in.chars.size() / 4 + 8);
-        out_.spans.reserve(out_.chars.capacity());
+    explicit Writer(const SpannedText& in) : in_(in) {}
+    [[gnu::always_inline]] void copy(size_t i) {  // the common case of every pass: inlined
+        if (!materialized_ && i == same_) ++same_;
+        else put(in_.chars[i], in_.spans[i]);
     }
-    void copy(size_t i) { put(in_.chars[i], in_.spans[i]); }
-    void copy(size_t i, size_t count) {
-        for (size_t k = 0; k < count; ++k) copy(i + k);
+    void copy(size_t i, size_t count) { copy_range(i, i + count); }
+    void copy_range(size_t first, size_t last) {  // input [first, last)
+        if (first >= last) return;
+        if (!materialized_ && first == same_) {
+            same_ = last;
+            return;
+        }
+        if (!materialized_) materialize();
+        out_.chars.append(in_.chars, first, last - first);
+        out_.spans.insert(out_.spans.end(), in_.spans.begin() + first, in_.spans.begin() + last);
     }
     void put(char32_t c, Span span) {
+        if (!materialized_) materialize();
         out_.chars.push_back(c);
         out_.spans.push_back(span);
     }
     // A character that replaces nothing, written before input position `next`: empty span
     // at the end of what is written so far (or, where that overlaps `next`, the overlap).
     void insert(char32_t c, size_t next) {
+        if (!materialized_) materialize();
         const int64_t next_start = next < in_.chars.size() ? in_.spans[next].start : in_.end;
         const int64_t at = out_.spans.empty() ? next_start : out_.spans.back().end;
         put(c, Span{std::min(at, next_start), at});
@@ -55,27 +92,56 @@ public:
         for (size_t k = 1; k < count; ++k) span.end = std::max(span.end, in_.spans[i + k].end);
         return span;
     }
-    SpannedText take() { return std::move(out_); }
+    // Whether the output is the whole input, unchanged.
+    bool unchanged() const { return !materialized_ && same_ == in_.chars.size(); }
+    SpannedText take() {
+        if (!materialized_) materialize();
+        return std::move(out_);
+    }
 
 private:
+    [[gnu::noinline]] void materialize() {
+        materialized_ = true;
+        out_ = take_spare();
+        out_.end = in_.end;
+        out_.chars.reserve(in_.chars.size() + in_.chars.size() / 4 + 8);
+        out_.spans.reserve(out_.chars.capacity());
+        out_.chars.assign(in_.chars, 0, same_);
+        out_.spans.assign(in_.spans.begin(), in_.spans.begin() + same_);
+    }
+
     const SpannedText& in_;
     SpannedText out_;
+    size_t same_ = 0;  // while not materialised, the output is in_[0, same_)
+    bool materialized_ = false;
 };
 
 // One re.sub-like pass. `match(in, i, out)` returns how many input characters it consumed
-// from i (after writing their replacement), 0 when nothing matches at i. `maybe` is a
-// character every match contains: a text without one is returned as is, uncopied.
+// from i (after writing their replacement), 0 when nothing matches at i. `trigger` is a
+// character that every match has at `offset` from its start: only those starts are tried
+// (the characters between are copied in bulk); trigger 0: every position is tried.
 template <class Match>
-SpannedText rewrite(SpannedText in, char32_t maybe, Match match) {
-    if (maybe != 0 && in.chars.find(maybe) == std::u32string::npos) return in;
+SpannedText rewrite(SpannedText in, char32_t trigger, size_t offset, Match match) {
     Writer out(in);
     const size_t n = in.chars.size();
-    for (size_t i = 0; i < n;) {
-        const size_t used = match(in, i, out);
-        if (used == 0) out.copy(i++);
-        else i += used;
+    size_t i = 0;
+    while (i < n) {
+        size_t start = i;
+        if (trigger != 0) {
+            const size_t found = in.chars.find(trigger, i + offset);
+            if (found == std::u32string::npos) break;
+            start = found - offset;
+            out.copy_range(i, start);
+        }
+        const size_t used = match(in, start, out);
+        if (used == 0) out.copy(start++);
+        i = start + used;
     }
-    return out.take();
+    out.copy_range(i, n);
+    if (out.unchanged()) return in;
+    SpannedText result = out.take();
+    recycle(std::move(in));
+    return result;
 }
 
 bool ascii_letter(char32_t c) { return (c >= U'a' && c <= U'z') || (c >= U'A' && c <= U'Z'); }
@@ -104,6 +170,20 @@ void append(SpannedText& text, const SpannedText& part, char32_t sep) {
     text.end = std::max(text.end, part.end);
 }
 
+// The non-empty runs of `text` between separators (a predicate on characters).
+template <class Separator>
+std::vector<SpannedText> split_words(const SpannedText& text, Separator separator) {
+    std::vector<SpannedText> words;
+    for (size_t i = 0; i < text.chars.size();) {
+        if (separator(text.chars[i])) { ++i; continue; }
+        size_t j = i;
+        while (j < text.chars.size() && !separator(text.chars[j])) ++j;
+        words.push_back(slice(text, i, j));
+        i = j;
+    }
+    return words;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -116,21 +196,23 @@ UnicodeTables::UnicodeTables(const UnicodeData& data)
       combining_(data.combining.begin(), data.combining.end()) {
     if (properties_.size() != kMaxCodePoint + 1)
         throw std::invalid_argument("properties must hold one byte per code point (0x110000)");
+    for (uint8_t& bits : properties_) bits &= uint8_t(~(kLowerChanges | kNfdOrCombining));
+    const auto mark = [this](char32_t c, Property bit) {
+        if (c <= kMaxCodePoint) properties_[c] |= bit;
+    };
+    for (const auto& entry : lowercase_) mark(entry.first, kLowerChanges);
+    for (const auto& entry : nfd_) mark(entry.first, kNfdOrCombining);
+    for (const auto& entry : combining_) mark(entry.first, kNfdOrCombining);
 }
 
-uint8_t UnicodeTables::combining(char32_t c) const {
+uint8_t UnicodeTables::combining_slow(char32_t c) const {
     const auto it = combining_.find(c);
     return it == combining_.end() ? 0 : it->second;
 }
 
-const std::u32string* UnicodeTables::lowercase(char32_t c) const {
-    const auto it = lowercase_.find(c);
-    return it == lowercase_.end() ? nullptr : &it->second;
-}
-
-const std::u32string* UnicodeTables::nfd(char32_t c) const {
-    const auto it = nfd_.find(c);
-    return it == nfd_.end() ? nullptr : &it->second;
+const std::u32string* UnicodeTables::find(const std::unordered_map<char32_t, std::u32string>& map, char32_t c) {
+    const auto it = map.find(c);
+    return it == map.end() ? nullptr : &it->second;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -149,7 +231,12 @@ MosesPipeline::MosesPipeline(std::shared_ptr<const UnicodeTables> tables, Langua
     mark(data_.is_n, kNumber);
     mark(data_.is_sc, kSymbol);
     mark(data_.is_so, kSymbol);
+    mark(data_.full_stops, kUnicodePunct);
+    for (char32_t c = 0; c <= kMaxCodePoint; ++c)
+        if (tables_->has(c, UnicodeTables::kSpace)) classes_[c] |= kSpace;
     unicode_punct_.insert(data_.unicode_punct.begin(), data_.unicode_punct.end());
+    for (const auto& entry : data_.unicode_punct)
+        if (entry.first <= kMaxCodePoint) classes_[entry.first] |= kUnicodePunct;
     romanian_.insert(data_.romanian.begin(), data_.romanian.end());
     prefixes_.insert(data_.nonbreaking_prefixes.begin(), data_.nonbreaking_prefixes.end());
     numeric_only_.insert(data_.numeric_only_prefixes.begin(), data_.numeric_only_prefixes.end());
@@ -174,10 +261,11 @@ SpannedText MosesPipeline::from_text(std::u32string_view text) {
 
 // XLM's replace_unicode_punct: "[。．]\s*" -> ". ", then the one-character table.
 SpannedText MosesPipeline::replace_unicode_punct(SpannedText text) const {
-    if (std::all_of(text.chars.begin(), text.chars.end(), [](char32_t c) { return c < 0x80; })) return text;
+    if (std::none_of(text.chars.begin(), text.chars.end(), [this](char32_t c) { return is(c, kUnicodePunct); }))
+        return text;
     const std::u32string& stops = data_.full_stops;
-    text = rewrite(std::move(text), 0, [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
-        if (stops.find(in.chars[i]) == std::u32string::npos) return 0;
+    text = rewrite(std::move(text), 0, 0, [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
+        if (!is(in.chars[i], kUnicodePunct) || stops.find(in.chars[i]) == std::u32string::npos) return 0;
         size_t j = i + 1;
         while (j < in.chars.size() && space(in.chars[j])) ++j;
         out.put(U'.', in.spans[i]);
@@ -185,7 +273,8 @@ SpannedText MosesPipeline::replace_unicode_punct(SpannedText text) const {
         else out.insert(U' ', j);
         return j - i;
     });
-    return rewrite(std::move(text), 0, [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
+    return rewrite(std::move(text), 0, 0, [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
+        if (!is(in.chars[i], kUnicodePunct)) return 0;
         const auto it = unicode_punct_.find(in.chars[i]);
         if (it == unicode_punct_.end()) return 0;
         for (char32_t c : it->second) out.put(c, in.spans[i]);
@@ -205,8 +294,8 @@ SpannedText replace_literal(SpannedText text, const std::u32string& from, const 
     size_t suffix = 0;
     while (suffix < shorter - prefix && from[from.size() - 1 - suffix] == to[to.size() - 1 - suffix]) ++suffix;
     const size_t replaced = from.size() - prefix - suffix;
-    return rewrite(std::move(text), from[0], [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
-        if (in.chars.compare(i, from.size(), from) != 0) return 0;
+    return rewrite(std::move(text), from[0], 0, [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
+        if (in.chars[i] != from[0] || in.chars.compare(i, from.size(), from) != 0) return 0;
         out.copy(i, prefix);
         for (size_t k = prefix; k < to.size() - suffix; ++k) {
             if (replaced > 0) out.put(to[k], out.run(i + prefix, replaced));
@@ -219,13 +308,44 @@ SpannedText replace_literal(SpannedText text, const std::u32string& from, const 
 
 // " +" -> " ": a run of spaces becomes one with the span of the run.
 SpannedText squeeze_spaces(SpannedText text) {
-    return rewrite(std::move(text), U' ', [](const SpannedText& in, size_t i, Writer& out) -> size_t {
+    return rewrite(std::move(text), U' ', 0, [](const SpannedText& in, size_t i, Writer& out) -> size_t {
         if (in.chars[i] != U' ') return 0;
         size_t j = i + 1;
         while (j < in.chars.size() && in.chars[j] == U' ') ++j;
+        if (j == i + 1) return 0;  // a single space stays as it is
         out.put(U' ', out.run(i, j - i));
         return j - i;
     });
+}
+
+// A superset of the characters of a text, to skip the rules that cannot match it: one bit
+// per character below 512 (ASCII, Latin-1, ...), hashed into 512 more bits above.
+class CharFilter {
+public:
+    explicit CharFilter(std::u32string_view text) {
+        for (char32_t c : text) add(c);
+    }
+    void add(char32_t c) { bits_[bit(c) / 64] |= uint64_t(1) << (bit(c) % 64); }
+    bool has(char32_t c) const { return (bits_[bit(c) / 64] >> (bit(c) % 64)) & 1; }
+    bool has_all(std::u32string_view chars) const {
+        return std::all_of(chars.begin(), chars.end(), [this](char32_t c) { return has(c); });
+    }
+
+private:
+    static uint32_t bit(char32_t c) { return c < 512 ? uint32_t(c) : 512 + ((uint32_t(c) * 2654435761u) >> 23); }
+    uint64_t bits_[16] = {};
+};
+
+// Characters that every match of `rule` contains (NormalizerRule::Kind's patterns).
+std::u32string_view trigger(const NormalizerRule& rule) {
+    switch (rule.kind) {
+    case NormalizerRule::kSpaceRun: return U" ";
+    case NormalizerRule::kParenSpacePunct: return U") ";
+    case NormalizerRule::kDigitSpacePercent: return U" %";
+    case NormalizerRule::kQuoteThenCommas: return U"\"";
+    case NormalizerRule::kDotsQuoteSpace: return U".\"";
+    default: return rule.from;  // kLiteral, kLetterQuoteLetter, kDigitNbspDigit
+    }
 }
 
 }  // namespace
@@ -234,7 +354,16 @@ SpannedText squeeze_spaces(SpannedText text) {
 SpannedText MosesPipeline::normalize_punct(SpannedText text) const {
     const UnicodeTables& u = *tables_;
     const auto decimal = [&u](char32_t c) { return u.has(c, UnicodeTables::kDecimal); };
+    // Rules only add the characters of their `to`: adding those keeps `present` a superset.
+    CharFilter present(text.chars);
+    // " +" changes only runs of two or more spaces: false while the text has none for sure
+    // (none at first, or just squeezed and no other rule tried since).
+    bool space_runs = text.chars.find(U"  ") != std::u32string::npos;
     for (const NormalizerRule& rule : data_.normalizer) {
+        if (!present.has_all(trigger(rule))) continue;
+        if (rule.kind == NormalizerRule::kSpaceRun && !space_runs) continue;
+        space_runs = rule.kind != NormalizerRule::kSpaceRun;
+        for (char32_t c : rule.to) present.add(c);
         switch (rule.kind) {
         case NormalizerRule::kLiteral:
             text = replace_literal(std::move(text), rule.from, rule.to);
@@ -243,7 +372,7 @@ SpannedText MosesPipeline::normalize_punct(SpannedText text) const {
             text = squeeze_spaces(std::move(text));
             break;
         case NormalizerRule::kParenSpacePunct:  // "\) ([.!:?;,])" -> ")\1"
-            text = rewrite(std::move(text), U')', [](const SpannedText& in, size_t i, Writer& out) -> size_t {
+            text = rewrite(std::move(text), U')', 0, [](const SpannedText& in, size_t i, Writer& out) -> size_t {
                 const std::u32string& s = in.chars;
                 if (i + 2 >= s.size() || s[i] != U')' || s[i + 1] != U' ' ||
                     std::u32string_view(U".!:?;,").find(s[i + 2]) == std::u32string_view::npos)
@@ -254,7 +383,7 @@ SpannedText MosesPipeline::normalize_punct(SpannedText text) const {
             });
             break;
         case NormalizerRule::kDigitSpacePercent:  // "(\d) %" -> "\1%"
-            text = rewrite(std::move(text), U'%', [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
+            text = rewrite(std::move(text), U'%', 2, [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
                 const std::u32string& s = in.chars;
                 if (i + 2 >= s.size() || !decimal(s[i]) || s[i + 1] != U' ' || s[i + 2] != U'%') return 0;
                 out.copy(i);
@@ -263,7 +392,8 @@ SpannedText MosesPipeline::normalize_punct(SpannedText text) const {
             });
             break;
         case NormalizerRule::kLetterQuoteLetter:  // "([a-zA-Z])<from>([a-zA-Z])" -> "\1<to>\2"
-            text = rewrite(std::move(text), rule.from[0], [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
+            text = rewrite(std::move(text), rule.from[0], 1,
+                           [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
                 const std::u32string& s = in.chars;
                 if (i + 2 >= s.size() || !ascii_letter(s[i]) || s[i + 1] != rule.from[0] || !ascii_letter(s[i + 2]))
                     return 0;
@@ -274,7 +404,7 @@ SpannedText MosesPipeline::normalize_punct(SpannedText text) const {
             });
             break;
         case NormalizerRule::kQuoteThenCommas:  // '"([,.]+)' -> '\1"' (moved: all get the match's span)
-            text = rewrite(std::move(text), U'"', [](const SpannedText& in, size_t i, Writer& out) -> size_t {
+            text = rewrite(std::move(text), U'"', 0, [](const SpannedText& in, size_t i, Writer& out) -> size_t {
                 const std::u32string& s = in.chars;
                 if (s[i] != U'"') return 0;
                 size_t j = i + 1;
@@ -287,7 +417,7 @@ SpannedText MosesPipeline::normalize_punct(SpannedText text) const {
             });
             break;
         case NormalizerRule::kDotsQuoteSpace:  // '(\.+)"(\s*[^<])' -> '"\1\2'
-            text = rewrite(std::move(text), U'"', [this](const SpannedText& in, size_t i, Writer& out) -> size_t {
+            text = rewrite(std::move(text), U'.', 0, [this](const SpannedText& in, size_t i, Writer& out) -> size_t {
                 const std::u32string& s = in.chars;
                 if (s[i] != U'.') return 0;
                 size_t quote = i + 1;
@@ -310,7 +440,7 @@ SpannedText MosesPipeline::normalize_punct(SpannedText text) const {
             });
             break;
         case NormalizerRule::kDigitNbspDigit:  // "(\d)\u00A0(\d)" -> "\1<to>\2"
-            text = rewrite(std::move(text), 0xA0, [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
+            text = rewrite(std::move(text), 0xA0, 1, [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
                 const std::u32string& s = in.chars;
                 if (i + 2 >= s.size() || !decimal(s[i]) || s[i + 1] != 0xA0 || !decimal(s[i + 2])) return 0;
                 out.copy(i);
@@ -331,7 +461,7 @@ SpannedText MosesPipeline::normalize_punct(SpannedText text) const {
 SpannedText MosesPipeline::remove_non_printing_char(SpannedText text) const {
     const auto is_c = [this](char32_t c) { return tables_->has(c, UnicodeTables::kC); };
     if (std::none_of(text.chars.begin(), text.chars.end(), is_c)) return text;
-    return rewrite(std::move(text), 0, [&](const SpannedText& in, size_t i, Writer&) -> size_t {
+    return rewrite(std::move(text), 0, 0, [&](const SpannedText& in, size_t i, Writer&) -> size_t {
         return is_c(in.chars[i]) ? 1 : 0;
     });
 }
@@ -349,47 +479,56 @@ SpannedText MosesPipeline::normalize(SpannedText text) const {
 }
 
 // handles_nonbreaking_prefixes: tokens split on whitespace, a final period split off unless
-// a prefix rule keeps it, tokens joined by single spaces.
+// a prefix rule keeps it, tokens joined by single spaces (inserted, as Writer::insert does).
 SpannedText MosesPipeline::nonbreaking_prefixes(const SpannedText& text) const {
     const std::u32string& s = text.chars;
-    std::vector<std::pair<size_t, size_t>> tokens;  // [first, last) in text
-    for (size_t i = 0; i < s.size();) {
-        if (space(s[i])) { ++i; continue; }
-        size_t j = i;
-        while (j < s.size() && !space(s[j])) ++j;
-        tokens.emplace_back(i, j);
-        i = j;
-    }
-    SpannedText out;
+    const size_t n = s.size();
+    SpannedText out = take_spare();
     out.end = text.end;
-    out.chars.reserve(s.size() + 8);
-    out.spans.reserve(s.size() + 8);
-    for (size_t t = 0; t < tokens.size(); ++t) {
-        const auto [first, last] = tokens[t];
-        SpannedText token = slice(text, first, last);
+    out.chars.reserve(n + 8);
+    out.spans.reserve(n + 8);
+    const auto copy = [&](size_t i) {
+        out.chars.push_back(s[i]);
+        out.spans.push_back(text.spans[i]);
+    };
+    const auto insert_space = [&](size_t next) {
+        const int64_t at = out.spans.back().end;
+        out.chars.push_back(U' ');
+        out.spans.push_back(Span{std::min(at, text.spans[next].start), at});
+    };
+    size_t first = 0;
+    while (first < n && space(s[first])) ++first;
+    while (first < n) {
+        size_t last = first;
+        while (last < n && !space(s[last])) ++last;
+        size_t next = last;  // the next token, n if none
+        while (next < n && space(s[next])) ++next;
+        bool split = false;
         if (last - first >= 2 && s[last - 1] == U'.') {  // "^(\S+)\.$"
-            const std::u32string prefix = s.substr(first, last - 1 - first);
-            const bool has_next = t + 1 < tokens.size();
+            const std::u32string_view prefix(s.data() + first, last - 1 - first);
+            const bool has_next = next < n;
+            const auto listed = [&prefix](const std::unordered_set<std::u32string>& set) {
+                return !set.empty() && set.count(std::u32string(prefix)) != 0;
+            };
+            const bool numeric_only = listed(numeric_only_);
             const bool keep =
-                (prefix.find(U'.') != std::u32string::npos &&
+                (prefix.find(U'.') != std::u32string_view::npos &&
                  std::any_of(prefix.begin(), prefix.end(), [this](char32_t c) { return is(c, kAlpha); })) ||
-                (prefixes_.count(prefix) != 0 && numeric_only_.count(prefix) == 0) ||
-                (has_next && is(s[tokens[t + 1].first], kLower)) ||
-                (numeric_only_.count(prefix) != 0 && has_next && s[tokens[t + 1].first] >= U'0' &&
-                 s[tokens[t + 1].first] <= U'9');
-            if (!keep) {  // prefix + " ."
-                SpannedText split = slice(text, first, last - 1);
-                append(split, slice(text, last - 1, last), U' ');
-                token = std::move(split);
-            }
+                (!numeric_only && listed(prefixes_)) || (has_next && is(s[next], kLower)) ||
+                (numeric_only && has_next && s[next] >= U'0' && s[next] <= U'9');
+            split = !keep;  // prefix + " ."
         }
-        append(out, token, out.chars.empty() ? 0 : U' ');
+        if (!out.chars.empty()) insert_space(first);
+        for (size_t i = first; i < last - 1; ++i) copy(i);
+        if (split) insert_space(last - 1);
+        copy(last - 1);
+        first = next;
     }
     return out;
 }
 
 // MosesTokenizer.tokenize(text, escape=False), no protected patterns, no aggressive dashes.
-std::vector<SpannedText> MosesPipeline::tokenize(SpannedText text) const {
+SpannedText MosesPipeline::tokenize_text(SpannedText text) const {
     const auto strip = [this](SpannedText t) {
         size_t first = 0, last = t.chars.size();
         while (first < last && space(t.chars[first])) ++first;
@@ -397,7 +536,7 @@ std::vector<SpannedText> MosesPipeline::tokenize(SpannedText text) const {
         return first == 0 && last == t.chars.size() ? t : slice(t, first, last);
     };
     const auto squeeze_whitespace = [this](SpannedText t) {  // "\s+" -> " "
-        return rewrite(std::move(t), 0, [this](const SpannedText& in, size_t i, Writer& out) -> size_t {
+        return rewrite(std::move(t), 0, 0, [this](const SpannedText& in, size_t i, Writer& out) -> size_t {
             if (!space(in.chars[i])) return 0;
             size_t j = i + 1;
             while (j < in.chars.size() && space(in.chars[j])) ++j;
@@ -408,14 +547,16 @@ std::vector<SpannedText> MosesPipeline::tokenize(SpannedText text) const {
     };
     text = squeeze_whitespace(std::move(text));
     // "[\000-\037]" -> ""
-    text = rewrite(std::move(text), 0, [](const SpannedText& in, size_t i, Writer&) -> size_t {
-        return in.chars[i] < 0x20 ? 1 : 0;
-    });
+    const auto control = [](char32_t c) { return c < 0x20; };  // none left by the normaliser's pipeline
+    if (std::any_of(text.chars.begin(), text.chars.end(), control))
+        text = rewrite(std::move(text), 0, 0, [&](const SpannedText& in, size_t i, Writer&) -> size_t {
+            return control(in.chars[i]) ? 1 : 0;
+        });
     text = strip(std::move(text));
     // "([^{IsAlnum}\s\.'\`\,\-])" -> " \1 "
-    text = rewrite(std::move(text), 0, [this](const SpannedText& in, size_t i, Writer& out) -> size_t {
+    text = rewrite(std::move(text), 0, 0, [this](const SpannedText& in, size_t i, Writer& out) -> size_t {
         const char32_t c = in.chars[i];
-        if (is(c, kAlnum) || space(c) || std::u32string_view(U".'`,-").find(c) != std::u32string_view::npos)
+        if (is(c, kAlnum | kSpace) || std::u32string_view(U".'`,-").find(c) != std::u32string_view::npos)
             return 0;
         out.insert(U' ', i);
         out.copy(i);
@@ -424,7 +565,7 @@ std::vector<SpannedText> MosesPipeline::tokenize(SpannedText text) const {
     });
     // replace_multidots: "\.{2,}" -> " " + "DOT" * k + "MULTI" (+ " " unless at the end);
     // each "DOT" carries its dot's span, "MULTI" the last dot's.
-    text = rewrite(std::move(text), U'.', [](const SpannedText& in, size_t i, Writer& out) -> size_t {
+    text = rewrite(std::move(text), U'.', 0, [](const SpannedText& in, size_t i, Writer& out) -> size_t {
         size_t j = i;
         while (j < in.chars.size() && in.chars[j] == U'.') ++j;
         if (j - i < 2) return 0;
@@ -436,7 +577,7 @@ std::vector<SpannedText> MosesPipeline::tokenize(SpannedText text) const {
         return j - i;
     });
     // "([^{IsN}])[,]" -> "\1 , "
-    text = rewrite(std::move(text), U',', [this](const SpannedText& in, size_t i, Writer& out) -> size_t {
+    text = rewrite(std::move(text), U',', 1, [this](const SpannedText& in, size_t i, Writer& out) -> size_t {
         if (i + 1 >= in.chars.size() || is(in.chars[i], kNumber) || in.chars[i + 1] != U',') return 0;
         out.copy(i);
         out.insert(U' ', i + 1);
@@ -445,7 +586,7 @@ std::vector<SpannedText> MosesPipeline::tokenize(SpannedText text) const {
         return 2;
     });
     // "[,]([^{IsN}])" -> " , \1"
-    text = rewrite(std::move(text), U',', [this](const SpannedText& in, size_t i, Writer& out) -> size_t {
+    text = rewrite(std::move(text), U',', 0, [this](const SpannedText& in, size_t i, Writer& out) -> size_t {
         if (i + 1 >= in.chars.size() || in.chars[i] != U',' || is(in.chars[i + 1], kNumber)) return 0;
         out.insert(U' ', i);
         out.copy(i);
@@ -468,7 +609,7 @@ std::vector<SpannedText> MosesPipeline::tokenize(SpannedText text) const {
     // Apostrophes. `before`/`after` test the characters around "'", `spaced` is which side
     // of it gets a space: 0 both ("\1 ' \2"), 1 before only ("\1 '\2"), 2 after only ("\1' \2").
     const auto apostrophe = [](SpannedText t, auto before, auto after, int spaced) {
-        return rewrite(std::move(t), U'\'', [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
+        return rewrite(std::move(t), U'\'', 1, [&](const SpannedText& in, size_t i, Writer& out) -> size_t {
             const std::u32string& s = in.chars;
             if (i + 2 >= s.size() || s[i + 1] != U'\'' || !before(s[i]) || !after(s[i + 2])) return 0;
             out.copy(i);
@@ -497,9 +638,12 @@ std::vector<SpannedText> MosesPipeline::tokenize(SpannedText text) const {
     } else {
         text = replace_literal(std::move(text), U"'", U" ' ");
     }
-    text = nonbreaking_prefixes(text);
-    text = strip(squeeze_whitespace(std::move(text)));
-    // "\.' ?$" -> " . ' " (no trailing space is left after the strip)
+    SpannedText joined = nonbreaking_prefixes(text);
+    recycle(std::move(text));
+    text = std::move(joined);
+    // sacremoses' "\s+" -> " " and strip() here change nothing: nonbreaking_prefixes joins
+    // whitespace-free tokens by single spaces.
+    // "\.' ?$" -> " . ' " (no trailing space is left)
     const size_t n = text.chars.size();
     if (n >= 2 && text.chars[n - 2] == U'.' && text.chars[n - 1] == U'\'') {
         SpannedText head = slice(text, 0, n - 2), dot = slice(text, n - 2, n - 1), quote = slice(text, n - 1, n);
@@ -509,7 +653,7 @@ std::vector<SpannedText> MosesPipeline::tokenize(SpannedText text) const {
         text = std::move(head);
     }
     // restore_multidots: "(?:DOT)+MULTI" -> "." * k; dot k gets the span of "DOT" k.
-    text = rewrite(std::move(text), U'M', [](const SpannedText& in, size_t i, Writer& out) -> size_t {
+    return rewrite(std::move(text), U'D', 0, [](const SpannedText& in, size_t i, Writer& out) -> size_t {
         const std::u32string& s = in.chars;
         size_t j = i;
         while (s.compare(j, 3, U"DOT") == 0) j += 3;
@@ -521,28 +665,48 @@ std::vector<SpannedText> MosesPipeline::tokenize(SpannedText text) const {
         for (size_t k = i; k < j; k += 3) out.put(U'.', out.run(k, k + 3 == j ? 8 : 3));
         return j + 5 - i;
     });
-    std::vector<SpannedText> words;
-    for (size_t i = 0; i < text.chars.size();) {
-        if (space(text.chars[i])) { ++i; continue; }
-        size_t j = i;
-        while (j < text.chars.size() && !space(text.chars[j])) ++j;
-        words.push_back(slice(text, i, j));
-        i = j;
-    }
-    return words;
+}
+
+std::vector<SpannedText> MosesPipeline::tokenize(SpannedText text) const {
+    return split_words(tokenize_text(std::move(text)), [this](char32_t c) { return space(c); });
 }
 
 // str.lower: the table, and U+03A3 by its Final_Sigma context in the same text.
-SpannedText MosesPipeline::lower(const SpannedText& text) const {
+SpannedText MosesPipeline::lower(SpannedText text) const {
     const UnicodeTables& u = *tables_;
     const std::u32string& s = text.chars;
-    SpannedText out;
+    const auto changes = [&u](char32_t c) {
+        return c < 0x80 ? (c >= U'A' && c <= U'Z') : u.has(c, UnicodeTables::kLowerChanges);
+    };
+    size_t first = size_t(std::find_if(s.begin(), s.end(), changes) - s.begin());
+    if (first == s.size()) return text;  // nothing to lower (U+03A3 is kLowerChanges too)
+    // Without U+03A3 (whose context is read from the unlowered text) characters that lower
+    // to one character are lowered in place, up to the first that lowers to several (U+0130).
+    if (s.find(kCapitalSigma, first) == std::u32string::npos) {
+        std::u32string& chars = text.chars;
+        for (; first < chars.size(); ++first) {
+            const char32_t c = chars[first];
+            if (c < 0x80) {
+                if (c >= U'A' && c <= U'Z') chars[first] = c + 32;
+            } else if (const std::u32string* lowered = u.lowercase(c)) {
+                if (lowered->size() != 1) break;
+                chars[first] = (*lowered)[0];
+            }
+        }
+        if (first == chars.size()) return text;
+    }
+    SpannedText out = take_spare();
     out.end = text.end;
-    out.chars.reserve(s.size());
-    out.spans.reserve(s.size());
-    for (size_t i = 0; i < s.size(); ++i) {
+    out.chars.reserve(s.size() + 8);
+    out.spans.reserve(s.size() + 8);
+    out.chars.assign(s, 0, first);
+    out.spans.assign(text.spans.begin(), text.spans.begin() + first);
+    for (size_t i = first; i < s.size(); ++i) {
         const char32_t c = s[i];
-        if (c == kCapitalSigma) {  // cased case-ignorable* SIGMA !(case-ignorable* cased)
+        if (c < 0x80) {
+            out.chars.push_back(c >= U'A' && c <= U'Z' ? c + 32 : c);
+            out.spans.push_back(text.spans[i]);
+        } else if (c == kCapitalSigma) {  // cased case-ignorable* SIGMA !(case-ignorable* cased)
             size_t j = i;
             while (j > 0 && u.has(s[j - 1], UnicodeTables::kCaseIgnorable)) --j;
             bool final_sigma = j > 0 && u.has(s[j - 1], UnicodeTables::kCased);
@@ -553,26 +717,33 @@ SpannedText MosesPipeline::lower(const SpannedText& text) const {
             }
             out.chars.push_back(final_sigma ? kFinalSigma : kSmallSigma);
             out.spans.push_back(text.spans[i]);
-        } else if (const std::u32string* lowered = c < 0x80 ? nullptr : u.lowercase(c)) {
+        } else if (const std::u32string* lowered = u.lowercase(c)) {
             for (char32_t l : *lowered) {
                 out.chars.push_back(l);
                 out.spans.push_back(text.spans[i]);
             }
         } else {
-            out.chars.push_back(c >= U'A' && c <= U'Z' ? c + 32 : c);
+            out.chars.push_back(c);
             out.spans.push_back(text.spans[i]);
         }
     }
+    recycle(std::move(text));
     return out;
 }
 
 // unicodedata.normalize("NFD", text) (full decomposition, then combining marks of each
 // run stably sorted by combining class), then the category-Mn characters dropped. A run
 // that the sort reorders gets the span of the whole run.
-SpannedText MosesPipeline::nfd_strip_mn(const SpannedText& text) const {
+SpannedText MosesPipeline::nfd_strip_mn(SpannedText text) const {
     const UnicodeTables& u = *tables_;
-    SpannedText decomposed;
+    const auto touched = [&u](char32_t c) {
+        return c >= 0x80 && (u.has(c, UnicodeTables::kNfdOrCombining) || u.has(c, UnicodeTables::kMn));
+    };
+    if (std::none_of(text.chars.begin(), text.chars.end(), touched)) return text;
+    SpannedText decomposed = take_spare();
     decomposed.end = text.end;
+    decomposed.chars.reserve(text.chars.size() * 2);
+    decomposed.spans.reserve(text.chars.size() * 2);
     for (size_t i = 0; i < text.chars.size(); ++i) {
         const std::u32string* parts = u.nfd(text.chars[i]);
         if (parts == nullptr) {
@@ -608,16 +779,21 @@ SpannedText MosesPipeline::nfd_strip_mn(const SpannedText& text) const {
         out.chars.push_back(s[i]);
         out.spans.push_back(decomposed.spans[i]);
     }
+    recycle(std::move(decomposed));
     return out;
+}
+
+// lowercase_and_remove_accent on words joined by spaces: lower(), NFD, drop Mn, lower().
+// Steps that would change nothing return their input (lower and nfd_strip_mn check first).
+SpannedText MosesPipeline::lowercase_text(SpannedText text) const {
+    return lower(nfd_strip_mn(lower(std::move(text))));
 }
 
 // lowercase_and_remove_accent: " ".join(words).lower(), NFD, drop Mn, lower(), split(" ").
 std::vector<SpannedText> MosesPipeline::lowercase_and_remove_accent(const std::vector<SpannedText>& words) const {
     SpannedText text;
     for (size_t w = 0; w < words.size(); ++w) append(text, words[w], w == 0 ? 0 : U' ');
-    text = lower(text);
-    if (!std::all_of(text.chars.begin(), text.chars.end(), [](char32_t c) { return c < 0x80; }))
-        text = lower(nfd_strip_mn(text));
+    text = lowercase_text(std::move(text));
     std::vector<SpannedText> out;
     size_t first = 0;
     for (size_t i = 0; i <= text.chars.size(); ++i) {
@@ -635,41 +811,34 @@ std::vector<SpannedText> MosesPipeline::finish(std::vector<SpannedText> words) c
     return words;
 }
 
-std::vector<SpannedText> MosesPipeline::words(std::u32string_view text) const {
+// The tokenizer's words are joined by single spaces, which is the text that
+// lowercase_and_remove_accent builds from them: the words are split off once, at the end
+// (on whitespace: neither str.lower nor NFD makes any, so split(" ") alike).
+SpannedText MosesPipeline::pipeline_text(std::u32string_view text) const {
     SpannedText normalized = normalize(from_text(text));
     if (data_.lang == "ro") normalized = romanian(std::move(normalized));
-    return finish(tokenize(std::move(normalized)));
+    SpannedText tokenized = tokenize_text(std::move(normalized));
+    return data_.lowercase_and_remove_accent ? lowercase_text(std::move(tokenized)) : tokenized;
 }
 
-namespace {
-
-// UTF-8 of code points; lone surrogates as their 3-byte sequences (Python's surrogatepass).
-void append_utf8(std::string& out, char32_t c) {
-    if (c < 0x80) {
-        out.push_back(char(c));
-    } else if (c < 0x800) {
-        out.push_back(char(0xC0 | (c >> 6)));
-        out.push_back(char(0x80 | (c & 0x3F)));
-    } else if (c < 0x10000) {
-        out.push_back(char(0xE0 | (c >> 12)));
-        out.push_back(char(0x80 | ((c >> 6) & 0x3F)));
-        out.push_back(char(0x80 | (c & 0x3F)));
-    } else {
-        out.push_back(char(0xF0 | (c >> 18)));
-        out.push_back(char(0x80 | ((c >> 12) & 0x3F)));
-        out.push_back(char(0x80 | ((c >> 6) & 0x3F)));
-        out.push_back(char(0x80 | (c & 0x3F)));
-    }
+std::vector<SpannedText> MosesPipeline::words(std::u32string_view text) const {
+    return split_words(pipeline_text(text), [this](char32_t c) { return space(c); });
 }
-
-}  // namespace
 
 std::vector<PreToken> MosesPipeline::operator()(std::u32string_view text) const {
-    std::vector<SpannedText> found = words(text);
-    std::vector<PreToken> tokens(found.size());
-    for (size_t w = 0; w < found.size(); ++w) {
-        for (char32_t c : found[w].chars) append_utf8(tokens[w].utf8, c);
-        tokens[w].char_spans = std::move(found[w].spans);
+    const SpannedText joined = pipeline_text(text);
+    const std::u32string& s = joined.chars;
+    std::vector<PreToken> tokens;
+    tokens.reserve(size_t(std::count(s.begin(), s.end(), U' ')) + 1);
+    for (size_t i = 0; i < s.size();) {
+        if (space(s[i])) { ++i; continue; }
+        size_t j = i;
+        while (j < s.size() && !space(s[j])) ++j;
+        PreToken& token = tokens.emplace_back();
+        token.utf8.reserve(j - i);
+        for (size_t k = i; k < j; ++k) xlm_fast::append_code_point(s[k], token.utf8);
+        token.char_spans.assign(joined.spans.begin() + i, joined.spans.begin() + j);
+        i = j;
     }
     return tokens;
 }
@@ -710,9 +879,20 @@ py::str to_str(const std::u32string& chars) {
     return py::reinterpret_steal<py::str>(object);
 }
 
+// [(start, end), ...]; built with the C API directly (a text has one tuple per character,
+// pybind11's make_tuple costs several times more per tuple).
 py::list to_spans(const std::vector<Span>& spans) {
     py::list out(spans.size());
-    for (size_t i = 0; i < spans.size(); ++i) out[i] = py::make_tuple(spans[i].start, spans[i].end);
+    for (size_t i = 0; i < spans.size(); ++i) {
+        PyObject* pair = PyTuple_New(2);
+        if (pair == nullptr) throw py::error_already_set();
+        PyList_SET_ITEM(out.ptr(), Py_ssize_t(i), pair);  // owned by the list from here on
+        for (Py_ssize_t k = 0; k < 2; ++k) {
+            PyObject* number = PyLong_FromLongLong(k == 0 ? spans[i].start : spans[i].end);
+            if (number == nullptr) throw py::error_already_set();
+            PyTuple_SET_ITEM(pair, k, number);
+        }
+    }
     return out;
 }
 
@@ -866,6 +1046,29 @@ void register_moses(py::module_& m) {
             },
             py::arg("texts"), py::arg("num_threads") = 1,
             "[(words, spans) of each text], computed on num_threads threads without the GIL.")
+        .def(
+            "time_passes",
+            [](const MosesPipeline& self, const py::list& texts, int passes) {
+                if (passes < 1) throw py::value_error("passes must be >= 1");
+                std::vector<std::u32string> owned;
+                for (const py::handle& text : texts) owned.push_back(to_u32(text.ptr(), "texts item"));
+                std::vector<double> seconds;
+                size_t words = 0;
+                {
+                    py::gil_scoped_release release;  // reads only `owned`
+                    for (int pass = 0; pass < passes; ++pass) {
+                        words = 0;
+                        const auto start = std::chrono::steady_clock::now();
+                        for (const std::u32string& text : owned) words += self(text).size();
+                        const auto stop = std::chrono::steady_clock::now();
+                        seconds.push_back(std::chrono::duration<double>(stop - start).count());
+                    }
+                }
+                return py::make_tuple(seconds, words);
+            },
+            py::arg("texts"), py::arg("passes"),
+            "(seconds of each pass, words of a pass): `passes` passes of the C++ pipeline (operator(), no Python "
+            "objects) over texts on this thread (bench/bench_moses.py).")
         .def(
             "normalize",
             [](const MosesPipeline& self, const py::object& text, const py::object& spans) {

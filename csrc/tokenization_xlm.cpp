@@ -16,6 +16,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -210,6 +211,25 @@ py::list to_list(const int32_t* ids, size_t size) {
 
 // ----------------------------------------------------------------------------- batch encoder
 
+// The interned str of a constant key (a string literal: its address identifies it), made once
+// per process, so that the option and result dicts of every call are read and written without
+// building and hashing a new str per key. Called with the GIL held only (which guards the map);
+// the strs are kept for the life of the process.
+PyObject* interned(const char* literal) {
+    static std::unordered_map<const char*, PyObject*> keys;
+    PyObject*& key = keys[literal];
+    if (key == nullptr) {
+        key = PyUnicode_InternFromString(literal);
+        if (key == nullptr) throw py::error_already_set();
+    }
+    return key;
+}
+
+// dict[key] = value for a constant key (see interned).
+void set_item(const py::dict& dict, const char* key, py::object&& value) {
+    if (PyDict_SetItem(dict.ptr(), interned(key), value.ptr()) < 0) throw py::error_already_set();
+}
+
 // Code points of a str (lone surrogates included) into `out`; false if `text` is not a str.
 bool read_code_points(PyObject* text, std::u32string& out) {
     if (!PyUnicode_Check(text)) return false;
@@ -276,7 +296,8 @@ std::vector<WordSequence> read_word_sequences(const py::handle& sequences) {
 // The options dict of XLMTokenizer's fast path (keys as in EncodeOptions; strategies as str or None).
 EncodeOptions read_options(const py::dict& options) {
     auto get = [&](const char* key) -> py::object {
-        PyObject* value = PyDict_GetItemString(options.ptr(), key);  // borrowed
+        PyObject* value = PyDict_GetItemWithError(options.ptr(), interned(key));  // borrowed
+        if (value == nullptr && PyErr_Occurred()) throw py::error_already_set();
         if (value == nullptr) throw py::key_error(std::string("options lacks ") + key);
         return py::reinterpret_borrow<py::object>(value);
     };
@@ -321,6 +342,14 @@ EncodeOptions read_options(const py::dict& options) {
     return out;
 }
 
+// options["lists"] (optional, default False): per-token fields as lists of row lists.
+bool read_lists(const py::dict& options) {
+    PyObject* value = PyDict_GetItemWithError(options.ptr(), interned("lists"));  // borrowed
+    if (value == nullptr && PyErr_Occurred()) throw py::error_already_set();
+    if (value != nullptr && !PyBool_Check(value)) throw py::type_error("options[lists] must be a bool");
+    return value == Py_True;
+}
+
 // A 1-D int64 numpy array that owns `values` (no copy).
 py::array_t<int64_t> to_array(std::vector<int64_t>&& values) {
     auto owned = std::make_unique<std::vector<int64_t>>(std::move(values));
@@ -331,8 +360,52 @@ py::array_t<int64_t> to_array(std::vector<int64_t>&& values) {
     return py::array_t<int64_t>({size}, {static_cast<py::ssize_t>(sizeof(int64_t))}, data, free);
 }
 
-// BatchOutput -> {name: 1-D int64 array}; the fields not asked for are left out.
-py::dict to_dict(BatchOutput&& output, const EncodeOptions& options) {
+// New references to Python ints, shared for the values seen most: a batch repeats the same
+// ids (frequent words, pad) thousands of times, and an int outside CPython's small-int cache
+// costs an allocation each. Direct-mapped by value, kept across calls (ints are immutable);
+// used with the GIL held only, which guards it.
+class IntCache {
+public:
+    PyObject* get(int64_t value) {
+        Slot& slot = slots_[static_cast<uint64_t>(value) % kSlots];
+        if (slot.object == nullptr || slot.value != value) {
+            PyObject* object = PyLong_FromLongLong(value);
+            if (object == nullptr) throw py::error_already_set();
+            Py_XDECREF(slot.object);
+            slot = {value, object};
+        }
+        Py_INCREF(slot.object);
+        return slot.object;
+    }
+
+private:
+    static constexpr size_t kSlots = 4096;
+    struct Slot {
+        int64_t value;
+        PyObject* object;
+    };
+    Slot slots_[kSlots] = {};
+};
+
+// Each row of a per-token buffer as a list of ints: for callers that asked for lists, no
+// array and no tolist() in Python.
+py::list row_lists(const std::vector<int64_t>& values, const std::vector<int64_t>& row_starts) {
+    static IntCache& ints = *new IntCache();  // never destroyed: no Py_DECREF after the interpreter ends
+    GcPause pause;
+    py::list rows(row_starts.size() - 1);
+    for (size_t r = 0; r + 1 < row_starts.size(); ++r) {
+        const auto begin = static_cast<size_t>(row_starts[r]), end = static_cast<size_t>(row_starts[r + 1]);
+        py::list row(end - begin);
+        for (size_t i = begin; i < end; ++i) PyList_SET_ITEM(row.ptr(), i - begin, ints.get(values[i]));
+        PyList_SET_ITEM(rows.ptr(), r, row.release().ptr());
+    }
+    return rows;
+}
+
+// BatchOutput -> {name: 1-D int64 array}; the fields not asked for are left out. `lists`:
+// input_ids, token_type_ids, special_tokens_mask and attention_mask as row_lists instead
+// (offsets stay an array: they are built on every call, but read only on demand).
+py::dict to_dict(BatchOutput&& output, const EncodeOptions& options, bool lists) {
     py::dict out;
     // Tokens per row when every row has as many, else -1 (rows of several lengths).
     int64_t width = -1;
@@ -344,42 +417,59 @@ py::dict to_dict(BatchOutput&& output, const EncodeOptions& options) {
         }
         width = size;
     }
-    out["rows"] = py::int_(output.row_starts.size() - 1);
-    out["width"] = py::int_(width);
-    out["row_starts"] = to_array(std::move(output.row_starts));
-    out["input_ids"] = to_array(std::move(output.input_ids));
-    if (options.token_type_ids) out["token_type_ids"] = to_array(std::move(output.token_type_ids));
-    if (options.special_tokens_mask) out["special_tokens_mask"] = to_array(std::move(output.special_tokens_mask));
-    if (options.attention_mask) out["attention_mask"] = to_array(std::move(output.attention_mask));
-    if (options.offsets) out["offset_mapping"] = to_array(std::move(output.offsets));
-    out["length"] = to_array(std::move(output.lengths));
-    out["overflow_to_sample_mapping"] = to_array(std::move(output.samples));
-    out["layouts"] = to_array(std::move(output.layouts));
-    out["word_ids"] = to_array(std::move(output.word_ids));
-    out["word_starts"] = to_array(std::move(output.word_starts));
+    set_item(out, "rows", py::int_(output.row_starts.size() - 1));
+    set_item(out, "width", py::int_(width));
+    auto field = [&](const char* key, std::vector<int64_t>& values) {
+        set_item(out, key, lists ? py::object(row_lists(values, output.row_starts))
+                                 : py::object(to_array(std::move(values))));
+    };
+    field("input_ids", output.input_ids);
+    if (options.token_type_ids) field("token_type_ids", output.token_type_ids);
+    if (options.special_tokens_mask) field("special_tokens_mask", output.special_tokens_mask);
+    if (options.attention_mask) field("attention_mask", output.attention_mask);
+    if (options.offsets) set_item(out, "offset_mapping", to_array(std::move(output.offsets)));
+    set_item(out, "row_starts", to_array(std::move(output.row_starts)));
+    set_item(out, "length", to_array(std::move(output.lengths)));
+    set_item(out, "overflow_to_sample_mapping", to_array(std::move(output.samples)));
+    set_item(out, "layouts", to_array(std::move(output.layouts)));
+    set_item(out, "word_ids", to_array(std::move(output.word_ids)));
+    set_item(out, "word_starts", to_array(std::move(output.word_starts)));
     return out;
 }
 
 }  // namespace
 
+// The function the batch encoder calls on each piece of text between added tokens, and the
+// code points per thread that pay for a thread's start (~10-20 us) with it.
+struct PreTokenizerFunction {
+    PreTokenize function;
+    size_t min_chars_per_thread;
+};
+
+// Measured over the whole encode_texts path (pre-tokenizer, BPE, rows; 2-core KVM machine of
+// bench/results): ~0.11 us a code point with the Moses pipeline, a second thread paying from
+// ~1,500 code points; ~0.045 us with the whitespace split, paying from ~6,000.
+constexpr size_t kMosesCharsPerThread = 768, kWhitespaceCharsPerThread = 3072;
+
 // pre_tokenizer (a WhitespaceSplit: bypass_tokenizer=True, or a MosesPipeline: the whole
-// Moses pipeline of one language) -> the function the batch encoder calls on each piece of
-// text between added tokens. Both are immutable, so the batch's threads share them.
-PreTokenize pre_tokenizer_function(const py::object& pre_tokenizer) {
+// Moses pipeline of one language) -> its PreTokenizerFunction. Both are immutable, so the
+// batch's threads share them.
+PreTokenizerFunction pre_tokenizer_function(const py::object& pre_tokenizer) {
     if (py::isinstance<WhitespaceSplit>(pre_tokenizer)) {
         const WhitespaceSplit* split = pre_tokenizer.cast<const WhitespaceSplit*>();
-        return [split](std::u32string_view text, std::vector<Word>& out) { (*split)(text, out); };
+        return {[split](std::u32string_view text, std::vector<Word>& out) { (*split)(text, out); },
+                kWhitespaceCharsPerThread};
     }
     if (py::isinstance<xlm_moses::MosesPipeline>(pre_tokenizer)) {
         const auto* moses = pre_tokenizer.cast<const xlm_moses::MosesPipeline*>();
-        return [moses](std::u32string_view text, std::vector<Word>& out) {
+        return {[moses](std::u32string_view text, std::vector<Word>& out) {
             for (xlm_moses::PreToken& token : (*moses)(text)) {
                 Word& word = out.emplace_back();
                 word.utf8 = std::move(token.utf8);
                 word.char_spans.reserve(token.char_spans.size());
                 for (const xlm_moses::Span& span : token.char_spans) word.char_spans.push_back({span.start, span.end});
             }
-        };
+        }, kMosesCharsPerThread};
     }
     throw py::type_error("pre_tokenizer must be a WhitespaceSplit or a MosesPipeline");
 }
@@ -497,18 +587,40 @@ void register_tokenization_xlm(py::module_& m) {
                 read_texts(pairs, "text_pair", owned);
                 if (owned.size() != 2 * count) throw py::value_error("text_pair must have one entry per text");
             }
-            const PreTokenize pre_tokenize = pre_tokenizer_function(pre_tokenizer);
+            const PreTokenizerFunction pre_tokenize = pre_tokenizer_function(pre_tokenizer);
             BatchOutput output;
             {
                 py::gil_scoped_release release;  // reads only C++ objects: `owned` and the immutable models
-                output = encode_texts(model, added, pre_tokenize, owned, !pairs.is_none(), checked);
+                output = encode_texts(model, added, pre_tokenize.function, pre_tokenize.min_chars_per_thread, owned,
+                                      !pairs.is_none(), checked);
             }
-            return to_dict(std::move(output), checked);
+            return to_dict(std::move(output), checked, read_lists(options));
         },
         py::arg("model"), py::arg("added_tokens"), py::arg("pre_tokenizer"), py::arg("texts"), py::arg("pairs"),
         py::arg("options"),
         "Texts (then their pairs) -> flat int64 arrays of every row: added tokens, pre-tokenizer, BPE, special "
         "tokens, truncation, padding, offsets; threaded without the GIL.");
+    m.def(
+        "pre_tokenize_count",
+        [](const py::object& pre_tokenizer, const py::object& texts) {
+            std::vector<std::u32string> owned;
+            read_texts(texts, "texts", owned);
+            const PreTokenizerFunction pre_tokenize = pre_tokenizer_function(pre_tokenizer);
+            size_t words = 0;
+            {
+                py::gil_scoped_release release;  // reads only `owned` and the immutable pre-tokenizer
+                std::vector<Word> out;
+                for (const std::u32string& text : owned) {
+                    out.clear();
+                    pre_tokenize.function(text, out);
+                    words += out.size();
+                }
+            }
+            return words;
+        },
+        py::arg("pre_tokenizer"), py::arg("texts"),
+        "The pre-tokenizer of encode_texts alone on each text (no added-token split, one thread): the number of "
+        "words. For the stage profile of bench/bench_tokenization_xlm.py.");
     m.def(
         "encode_words",
         [](BPEModel& model, const py::object& sequences, bool pairs, const py::dict& options) {
@@ -521,7 +633,7 @@ void register_tokenization_xlm(py::module_& m) {
                 py::gil_scoped_release release;  // reads only `owned` and the model
                 output = encode_words(model, owned, pairs, checked);
             }
-            return to_dict(std::move(output), checked);
+            return to_dict(std::move(output), checked, read_lists(options));
         },
         py::arg("model"), py::arg("sequences"), py::arg("pairs"), py::arg("options"),
         "Pre-tokenized sequences (added token ids and lists of words; pairs after the firsts) -> the arrays of "

@@ -166,6 +166,31 @@ def test_differential_fuzz(references, cpps):
         check_spans(text, spans)
 
 
+def test_long_texts_and_buffer_reuse(references, cpps):
+    # Texts past the per-thread spare buffer's bound (csrc/moses.cpp kMaxSpare, 65536) and
+    # short ones after them, so that passes write into buffers of earlier, longer texts.
+    rng = random.Random(99)
+    long_text = " ".join(random_text(rng) for _ in range(4000))
+    assert len(long_text) > 70000
+    for text in [long_text, "Short (text).", long_text[:5000], "ΌΣΟΣ Dr. Smith's…", ""]:
+        for lowercase in (True, False):
+            words, spans = cpps[lowercase].words_and_spans(text, "en")
+            assert words == references[lowercase](text, "en")
+            check_spans(text, spans)
+
+
+def test_time_passes_runs_the_pipeline():
+    pipeline = moses.pipeline("en", True)
+    texts = ["Hello, world!", "", "Dr. Smith's cat."]
+    seconds, words = pipeline.time_passes(texts, 3)
+    assert len(seconds) == 3 and all(s >= 0 for s in seconds)
+    assert words == sum(len(pipeline(text)[0]) for text in texts)
+    with pytest.raises(ValueError, match="passes"):
+        pipeline.time_passes(texts, 0)
+    with pytest.raises(TypeError, match="texts"):
+        pipeline.time_passes([1], 1)
+
+
 def test_bypass_tokenizer(references, cpps):
     text = " a\u00a0b\tc\ud800 "
     assert cpps[True](text, "en", bypass_tokenizer=True) == references[True](text, "en", bypass_tokenizer=True)

@@ -1532,6 +1532,54 @@ def test_fast_path_bad_input_raises(fast_and_reference):
             tokenization_xlm.encode_words(fast.bpe_model, bad, False, options)
     with pytest.raises(ValueError, match="num_threads"):
         tokenization_xlm.encode_words(fast.bpe_model, [[["a"]]], False, dict(options, num_threads=0))
+    from xlm_fast._C import pre_tokenize_count
+
+    with pytest.raises(TypeError, match="lists"):
+        tokenization_xlm.encode_words(fast.bpe_model, [[["a"]]], False, dict(options, lists=1))
+    with pytest.raises(TypeError, match=r"texts\[0\]"):
+        pre_tokenize_count(tokenization_xlm._whitespace_split(), [3])
+    with pytest.raises(TypeError, match="pre_tokenizer"):
+        pre_tokenize_count(fast.bpe_model, ["a"])
+
+
+@needs_cpp
+def test_fast_path_lists_and_pre_tokenize_count(fast_and_reference):
+    from xlm_fast._C import pre_tokenize_count
+
+    fast, _ = fast_and_reference
+    options = dict(add_special_tokens=True, bos_id=0, sep_id=1, pad_id=2, truncation=None, max_length=None, stride=0,
+                   truncation_side="right", overflow=False, padding="longest", pad_to_multiple_of=None,
+                   padding_side="left", token_type_ids=True, special_tokens_mask=False, attention_mask=True,
+                   offsets=True, num_threads=1)
+    texts = ["a b c", "d"]
+    split = tokenization_xlm._whitespace_split()
+    arrays = tokenization_xlm.encode_texts(fast.bpe_model, fast._cpp_added_tokens(), split, texts, None, options)
+    lists = tokenization_xlm.encode_texts(fast.bpe_model, fast._cpp_added_tokens(), split, texts, None,
+                                          dict(options, lists=True))
+    width = arrays["width"]
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        assert lists[key] == arrays[key].reshape(2, width).tolist()
+    assert np.array_equal(lists["offset_mapping"], arrays["offset_mapping"])  # offsets stay an array
+    assert pre_tokenize_count(split, texts + [" \t "]) == 4
+    moses_pipeline = fast._cpp_pre_tokenizer("en", False)
+    assert pre_tokenize_count(moses_pipeline, ["Hello, world!"]) == len(fast.pre_tokenizer("Hello, world!", "en"))
+
+
+@needs_cpp
+@pytest.mark.parametrize("bypass_tokenizer", [False, True])
+def test_fast_path_two_threads_same_output(files, corpus, fast_and_reference, bypass_tokenizer):
+    """A batch large enough for two threads (csrc/batch_encoder.cpp: a minimum of code points per
+    thread) gives what one thread and the Python path give, offsets included."""
+    fast, reference = fast_and_reference
+    one = XLMTokenizer(*files, bpe_backend="cpp", num_threads=1)
+    texts = [text for _, text in corpus][:128]
+    assert sum(map(len, texts)) > 2 * 3072  # over both pre-tokenizers' per-thread minimum
+    kwargs = dict(padding=True, return_special_tokens_mask=True, bypass_tokenizer=bypass_tokenizer)
+    threaded = fast(texts, return_offsets_mapping=True, **kwargs)
+    assert threaded == one(texts, return_offsets_mapping=True, **kwargs)
+    assert [threaded.word_ids(row) for row in range(len(texts))] == [
+        reference(texts, **kwargs).word_ids(row) for row in range(len(texts))]
+    _assert_same_encoding(fast(texts, **kwargs), reference(texts, **kwargs))
 
 
 def test_environment_defaults(files, monkeypatch):

@@ -137,6 +137,45 @@ def load_merges(path):
 # ----------------------------------------------------------------------------- tokenizer
 
 
+def _as_rows(out, key, rows, width):
+    """Field `key` of encode_texts' flat arrays as rows: one 2-D (3-D for offsets) view when
+    every row has `width` tokens, else a list of 1-D (2-D) arrays."""
+    flat, pair = out[key], key == "offset_mapping"
+    if width is not None:
+        return flat.reshape((rows, width, 2) if pair else (rows, width))
+    import numpy as np
+
+    return np.split(flat.reshape(-1, 2) if pair else flat, out["row_starts"][1:-1])
+
+
+class _FastMaps:
+    """The maps of a BatchEncoding of the C++ path, read from encode_texts' arrays on first use
+    (one object per call rather than closures: fewer objects for the cyclic GC to track)."""
+
+    __slots__ = ("out", "add_special_tokens", "pad_left", "has_pairs")
+
+    def __init__(self, out, add_special_tokens, pad_left, has_pairs):
+        self.out, self.add_special_tokens, self.pad_left, self.has_pairs = out, add_special_tokens, pad_left, has_pairs
+
+    def layouts(self):
+        built = []
+        for first, a0, a1, second, b0, b1, pad in self.out["layouts"].reshape(-1, 7).tolist():
+            spans = [Span(first, 0, a0, a1)] + ([Span(second, 1, b0, b1)] if second >= 0 else [])
+            layout = ((1, spans[0], 1) + ((spans[1], 1) if self.has_pairs else ())) if self.add_special_tokens \
+                else tuple(spans)
+            built.append(layout if not pad else (pad, *layout) if self.pad_left else (*layout, pad))
+        return built
+
+    def word_ids_of(self, source):
+        word_starts = self.out["word_starts"]
+        return self.out["word_ids"][word_starts[source] : word_starts[source + 1]].tolist()
+
+    def offsets_of(self, row):
+        starts = self.out["row_starts"]
+        pairs = self.out["offset_mapping"][2 * starts[row] : 2 * starts[row + 1]].reshape(-1, 2).tolist()
+        return [tuple(pair) for pair in pairs]
+
+
 class _CheckedOption:
     """An attribute whose every assignment goes through `check(name, value)`, which returns
     the value to store (in `_<name>`); `after_set(instance)` runs after each assignment."""
@@ -725,6 +764,9 @@ class XLMTokenizer:
     def _inputs(text, text_pair, is_split_into_words):
         """(first sequences, second sequences or None, whether the input was one sequence).
         A sequence is a str, or a list of str words when is_split_into_words."""
+        if type(text) is str and text_pair is None and not is_split_into_words:  # the common case, first
+            return [text], None, True
+
         def is_sequence(value):
             if is_split_into_words:
                 return isinstance(value, (list, tuple)) and all(isinstance(word, str) for word in value)
@@ -816,22 +858,25 @@ class XLMTokenizer:
         want_mask = True if return_attention_mask is None else bool(return_attention_mask)
         overflow = bool(return_overflowing_tokens)
 
+        special_ids = self.bos_token_id, self.sep_token_id, self.pad_token_id
+        covered = self._fast_path_covers(texts, is_split_into_words, add_special_tokens, padding, special_ids)
+        # (without is_split_into_words, `covered` is what the offsets depend on)
         offsets_reason = ("is_split_into_words=True has no character offsets" if is_split_into_words else
-                          OFFSETS_NEED_CPP if not self._fast_path_covers(texts, False, add_special_tokens, padding)
-                          else OFFSETS_NEED_MOSES)
-        if self._fast_path_covers(texts, is_split_into_words, add_special_tokens, padding):
+                          OFFSETS_NEED_MOSES if covered else OFFSETS_NEED_CPP)
+        if covered:
             self._check_lang(lang)
             pre_tokenizer = self._cpp_pre_tokenizer(lang, bypass_tokenizer)
             if return_offsets_mapping and pre_tokenizer is None:
                 raise NotImplementedError(f"return_offsets_mapping=True: {offsets_reason}")
+            bos_id, sep_id, pad_id = special_ids
             options = {
-                "add_special_tokens": bool(add_special_tokens), "bos_id": self.bos_token_id or 0,
-                "sep_id": self.sep_token_id or 0, "pad_id": self.pad_token_id or 0, "truncation": truncation,
-                "max_length": max_length, "stride": stride, "truncation_side": self.truncation_side,
-                "overflow": overflow, "padding": padding, "pad_to_multiple_of": pad_to_multiple_of,
-                "padding_side": padding_side or self.padding_side, "token_type_ids": want["token_type_ids"],
-                "special_tokens_mask": want["special_tokens_mask"], "attention_mask": want_mask,
-                "offsets": pre_tokenizer is not None, "num_threads": self.num_threads,
+                "add_special_tokens": bool(add_special_tokens), "bos_id": bos_id or 0, "sep_id": sep_id or 0,
+                "pad_id": pad_id or 0, "truncation": truncation, "max_length": max_length, "stride": stride,
+                "truncation_side": self.truncation_side, "overflow": overflow, "padding": padding,
+                "pad_to_multiple_of": pad_to_multiple_of, "padding_side": padding_side or self.padding_side,
+                "token_type_ids": want["token_type_ids"], "special_tokens_mask": want["special_tokens_mask"],
+                "attention_mask": want_mask, "offsets": pre_tokenizer is not None, "num_threads": self.num_threads,
+                "lists": return_tensors is None,  # the per-token fields come back as lists of row lists
             }
             if pre_tokenizer is not None:
                 out = encode_texts(self.bpe_model, self._cpp_added_tokens(), pre_tokenizer, texts, pairs, options)
@@ -881,13 +926,15 @@ class XLMTokenizer:
 
     # ------------------------------------------------------------------ C++ batch path
 
-    def _fast_path_covers(self, texts, is_split_into_words, add_special_tokens, padding):
+    def _fast_path_covers(self, texts, is_split_into_words, add_special_tokens, padding, special_ids):
         """Whether one C++ call (csrc/batch_encoder.cpp) encodes this call; the Python path below
         is the reference and takes the rest: the pure-Python backend, is_split_into_words, an
-        empty batch, and special or padding tokens that the tokenizer lacks."""
+        empty batch, and special or padding tokens that the tokenizer lacks (special_ids: the
+        bos, sep and pad ids)."""
+        bos_id, sep_id, pad_id = special_ids
         return (CppBPEModel is not None and isinstance(self.bpe_model, CppBPEModel) and not is_split_into_words
-                and bool(texts) and (not add_special_tokens or None not in (self.bos_token_id, self.sep_token_id))
-                and (padding is None or self.pad_token_id is not None))
+                and bool(texts) and (not add_special_tokens or None not in (bos_id, sep_id))
+                and (padding is None or pad_id is not None))
 
     def _cpp_pre_tokenizer(self, lang, bypass_tokenizer):
         """The C++ pre-tokenizer of this call, or None where the words come from Python: the
@@ -922,28 +969,21 @@ class XLMTokenizer:
 
     def _fast_encoding(self, out, options, single, overflow, return_tensors, return_length, return_offsets,
                        has_pairs, offsets_reason):
-        """encode_texts / encode_words' flat arrays -> the BatchEncoding of the Python path."""
-        import numpy as np
-
-        starts, rows, width = out["row_starts"], out["rows"], out["width"]
+        """encode_texts / encode_words' flat arrays (lists of row lists for the per-token fields
+        but offsets when options["lists"]) -> the BatchEncoding of the Python path."""
+        rows, width = out["rows"], out["width"]
         width = None if width < 0 else width  # None: rows of several lengths
         batched = not single or overflow
         keys = ["input_ids"] + [key for key in ("token_type_ids", "special_tokens_mask") if options[key]]
         keys += ["attention_mask"] if options["attention_mask"] else []
         keys += ["offset_mapping"] if return_offsets else []
 
-        def as_rows(flat, key):
-            pair = key == "offset_mapping"
-            if width is not None:
-                return flat.reshape((rows, width, 2) if pair else (rows, width))
-            return np.split(flat.reshape(-1, 2) if pair else flat, starts[1:-1])
-
         output = {}
         for key in keys:
-            if return_tensors is None and not batched and key != "offset_mapping":  # one row as a list
-                output[key] = out[key].tolist()
+            if options["lists"] and key != "offset_mapping":
+                output[key] = out[key] if batched else out[key][0]
                 continue
-            value = as_rows(out[key], key)
+            value = _as_rows(out, key, rows, width)
             if return_tensors is None or width is None:
                 value = [row.tolist() for row in value] if width is None else value.tolist()
                 if key == "offset_mapping":
@@ -958,34 +998,17 @@ class XLMTokenizer:
                 value = torch.from_numpy(value)
             output[key] = value
         if return_length:
-            length = out["length"].tolist() if batched else int(starts[1])
+            length = out["length"].tolist() if batched else int(out["row_starts"][1])
             output["length"] = to_tensor(length, return_tensors, "length") if return_tensors else length
         if batched and overflow:
             samples = out["overflow_to_sample_mapping"].tolist()
             output["overflow_to_sample_mapping"] = to_tensor(samples, return_tensors, "x") if return_tensors else \
                 samples
-
-        word_ids, word_starts = out["word_ids"], out["word_starts"]
-        offsets = out.get("offset_mapping")
-
-        def layouts():
-            side_left = options["padding_side"] == "left"
-            built = []
-            for first, a0, a1, second, b0, b1, pad in out["layouts"].reshape(-1, 7).tolist():
-                spans = [Span(first, 0, a0, a1)] + ([Span(second, 1, b0, b1)] if second >= 0 else [])
-                layout = ((1, spans[0], 1) + ((spans[1], 1) if has_pairs else ())) if options["add_special_tokens"] \
-                    else tuple(spans)
-                built.append(layout if not pad else (pad, *layout) if side_left else (*layout, pad))
-            return built
-
-        def offsets_of(row):
-            return [tuple(pair) for pair in offsets[2 * starts[row] : 2 * starts[row + 1]].reshape(-1, 2).tolist()]
-
+        maps = _FastMaps(out, options["add_special_tokens"], options["padding_side"] == "left", has_pairs)
         return BatchEncoding(
-            output, layouts=layouts,
-            word_ids_of=lambda source: word_ids[word_starts[source] : word_starts[source + 1]].tolist(),
-            id_to_token=self.convert_ids_to_tokens, n_sequences=2 if has_pairs else 1,
-            offsets_of=offsets_of if offsets is not None else offsets_reason)
+            output, layouts=maps.layouts, word_ids_of=maps.word_ids_of, id_to_token=self.convert_ids_to_tokens,
+            n_sequences=2 if has_pairs else 1,
+            offsets_of=maps.offsets_of if "offset_mapping" in out else offsets_reason)
 
     def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None,
                max_length=None, stride=0, padding_side=None, return_tensors=None, lang="en", bypass_tokenizer=False):
