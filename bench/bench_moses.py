@@ -18,7 +18,6 @@ bench/results/moses.json and .md.
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,10 +28,12 @@ sys.path.append(ROOT)  # after PYTHONPATH: a build elsewhere (PYTHONPATH=build_d
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import pytest  # noqa: E402
-from test_moses import read_corpus  # noqa: E402
 
 from xlm_fast import moses  # noqa: E402
 from xlm_fast.pre_tokenizer import XLMPreTokenizer  # noqa: E402
+
+from common import cpu_description  # noqa: E402
+from test_moses import read_corpus  # noqa: E402
 
 CORES = os.cpu_count() or 1
 LOWERCASE = True
@@ -92,16 +93,6 @@ def test_cpp_from_python(benchmark, corpus):
 # ----------------------------------------------------------------------------- script
 
 
-def device():
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {CORES} cores, Python {platform.python_version()}"
-
-
 def main(repeats=7):
     if not moses.available():
         sys.exit("bench_moses.py: xlm_fast._C has no MosesPipeline; nothing to measure")
@@ -140,7 +131,7 @@ def main(repeats=7):
     finally:
         gc.enable()
 
-    meta = {"device": device(), "sacremoses": sacremoses.__version__, "corpus_texts": n_texts,
+    meta = {"device": cpu_description(), "sacremoses": sacremoses.__version__, "corpus_texts": n_texts,
             "corpus_mb": round(megabytes, 4), "languages": sorted(by_lang), "lowercase_and_remove_accent": LOWERCASE,
             "threads": 1, "repeats": repeats}
     results_dir = os.path.join(HERE, "results")

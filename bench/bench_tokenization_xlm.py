@@ -22,7 +22,6 @@ Japanese is left out (KyTea is not installed).
 """
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from xlm_fast import tokenization_xlm  # noqa: E402
 from xlm_fast.bpe import BPEModel as PyBPEModel  # noqa: E402
 from xlm_fast.tokenization_xlm import XLMTokenizer  # noqa: E402
 
+from common import cpu_description  # noqa: E402
 from test_tokenization_xlm import learn_vocab, read_corpus, write_vocab_files  # noqa: E402
 
 BATCH = 64
@@ -287,22 +287,12 @@ def profile_batches(ours, batches, repeats):
                          lambda: [ours(batch, padding=True, return_tensors="pt") for _, batch in batches], repeats)
 
 
-def device():
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {CORES} cores, Python {platform.python_version()}"
-
-
 def write_results(rows, profile, megabytes, n_texts, batch_profile):
     import transformers
 
     results_dir = os.path.join(HERE, "results")
     os.makedirs(results_dir, exist_ok=True)
-    meta = {"device": device(), "transformers": transformers.__version__, "corpus_texts": n_texts,
+    meta = {"device": cpu_description(), "transformers": transformers.__version__, "corpus_texts": n_texts,
             "corpus_mb": round(megabytes, 4), "bpe_backend": "cpp" if tokenization_xlm.CppBPEModel else "python"}
     with open(os.path.join(results_dir, "tokenization_xlm.json"), "w", encoding="utf-8") as handle:
         json.dump({"meta": meta, "rows": rows, "profile_s": profile, "batch_profile_s": batch_profile}, handle,

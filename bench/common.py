@@ -87,6 +87,19 @@ def device_description() -> dict:
     }
 
 
+def cpu_description() -> str:
+    """'<CPU model>, <n> cores, Python <version>' for the CPU benchmarks' tables."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count() or 1} cores, Python {platform.python_version()}"
+
+
 def write_results(out_dir: str, stem: str, rows: list, columns: list, title: str) -> None:
     """Writes rows to out_dir/stem.json and a markdown table of `columns` to out_dir/stem.md."""
     os.makedirs(out_dir, exist_ok=True)

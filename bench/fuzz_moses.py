@@ -15,10 +15,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from test_moses import MOSES_LANGS, check_spans, random_text  # noqa: E402
-
 from xlm_fast import moses  # noqa: E402
 from xlm_fast.pre_tokenizer import XLMPreTokenizer  # noqa: E402
+
+from test_moses import MOSES_LANGS, check_spans, random_text  # noqa: E402
 
 
 def main():

@@ -1,12 +1,9 @@
 #include "batch_encoder.h"
 
+#include "parallel_for.h"
+
 #include <algorithm>
-#include <atomic>
-#include <exception>
-#include <mutex>
 #include <stdexcept>
-#include <system_error>
-#include <thread>
 #include <utility>
 
 namespace xlm_fast {
@@ -168,36 +165,6 @@ void encode_word_sequence(BPEModel& model, const WordSequence& sequence, Scratch
             out.word_ids.insert(out.word_ids.end(), out.ids.size() - before, word++);
         }
     }
-}
-
-// Runs work(index, scratch) for index in [0, count) on up to `threads` threads (sequences
-// handed out through an atomic counter: their lengths vary a lot); rethrows the first error.
-template <typename Work>
-void parallel_for(size_t count, size_t threads, Work work) {
-    std::atomic<size_t> next{0};
-    std::exception_ptr error;
-    std::mutex error_mutex;
-    auto worker = [&]() {
-        try {
-            Scratch scratch;
-            for (size_t i = next++; i < count; i = next++) work(i, scratch);
-        } catch (...) {
-            std::lock_guard<std::mutex> lock(error_mutex);
-            if (!error) error = std::current_exception();
-            next = count;
-        }
-    };
-    std::vector<std::thread> pool;
-    for (size_t t = 1; t < threads; ++t) {
-        try {
-            pool.emplace_back(worker);
-        } catch (const std::system_error&) {
-            break;  // the OS refused another thread: the started ones share the work
-        }
-    }
-    worker();
-    for (auto& thread : pool) thread.join();
-    if (error) std::rethrow_exception(error);
 }
 
 // Threads worth starting for `work` units of `count` sequences: each must get at least
@@ -440,7 +407,7 @@ BatchOutput encode_texts(BPEModel& model, const AddedTokens& added, const PreTok
     std::vector<Encoded> encoded(texts.size());
     size_t work = 0;
     for (const auto& text : texts) work += text.size();
-    parallel_for(texts.size(), useful_threads(work, min_chars_per_thread, texts.size(), options.num_threads),
+    parallel_for<Scratch>(texts.size(), useful_threads(work, min_chars_per_thread, texts.size(), options.num_threads),
                  [&](size_t i, Scratch& scratch) {
                      Encoded local;  // filled apart: neighbours in `encoded` belong to other threads
                      encode_text(model, added, pre_tokenize, texts[i], options.offsets, scratch, local);
@@ -455,7 +422,8 @@ BatchOutput encode_words(BPEModel& model, const std::vector<WordSequence>& seque
     size_t work = 0;
     for (const auto& sequence : sequences)
         for (const auto& word : sequence.words) work += word.size() + 1;
-    parallel_for(sequences.size(), useful_threads(work, kMinBpeBytesPerThread, sequences.size(), options.num_threads),
+    parallel_for<Scratch>(sequences.size(),
+                          useful_threads(work, kMinBpeBytesPerThread, sequences.size(), options.num_threads),
                  [&](size_t i, Scratch& scratch) {
                      Encoded local;
                      encode_word_sequence(model, sequences[i], scratch, local);

@@ -8,20 +8,19 @@
 // every match has at a fixed offset (its trigger), so that only those positions are tried.
 #include "moses.h"
 
+#include "parallel_for.h"
+
 #include "utf8.h"
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <exception>
 #include <map>
-#include <system_error>
 #include <tuple>
 #include <stdexcept>
-#include <thread>
 
 namespace xlm_moses {
 
@@ -855,6 +854,8 @@ namespace {
 
 using xlm_moses::MosesPipeline;
 using xlm_moses::SpannedText;
+
+struct Unused {};  // the batch binding's threads keep no state of their own
 using xlm_moses::Span;
 
 constexpr int64_t kMaxThreads = 1024;
@@ -1015,30 +1016,10 @@ void register_moses(py::module_& m) {
                 std::vector<std::vector<SpannedText>> results(count);
                 {
                     py::gil_scoped_release release;  // reads only `owned`, writes only `results`
-                    std::atomic<size_t> next{0};
-                    std::exception_ptr error;
-                    std::atomic<bool> failed{false};
-                    const auto work = [&] {
-                        for (size_t i; !failed.load() && (i = next.fetch_add(1)) < count;) {
-                            try {
-                                results[i] = self.words(owned[i]);
-                            } catch (...) {
-                                if (!failed.exchange(true)) error = std::current_exception();
-                            }
-                        }
-                    };
                     const size_t threads = std::min<size_t>(size_t(threads_wanted), std::max<size_t>(1, count));
-                    std::vector<std::thread> pool;
-                    for (size_t t = 1; t < threads; ++t) {
-                        try {
-                            pool.emplace_back(work);
-                        } catch (const std::system_error&) {
-                            break;  // the OS refused another thread: the started ones share the texts
-                        }
-                    }
-                    work();
-                    for (auto& thread : pool) thread.join();
-                    if (error) std::rethrow_exception(error);
+                    xlm_fast::parallel_for<Unused>(count, threads, [&](size_t i, Unused&) {
+                        results[i] = self.words(owned[i]);
+                    });
                 }
                 py::list out(count);
                 for (size_t i = 0; i < count; ++i) out[i] = to_python(results[i]);
