@@ -114,7 +114,8 @@ test-asan: setup
 		$(PY) setup.py -q build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
 	cd $(ASAN_DIR) && $(ASAN_ENV) $(abspath $(PY)) -c \
 		"import xlm_fast._C as c; assert c.__file__.startswith('$(abspath $(ASAN_DIR))'), c.__file__"
-	cd $(ASAN_DIR) && $(ASAN_ENV) $(abspath $(PY)) -m pytest -q -p no:cacheprovider --capture=sys $(abspath tests/test_tokenization_xlm.py)
+	cd $(ASAN_DIR) && $(ASAN_ENV) $(abspath $(PY)) -m pytest -q -p no:cacheprovider --capture=sys $(abspath tests/test_tokenization_xlm.py) \
+		$(abspath tests/test_moses.py)
 	$(ASAN_ENV) $(PY) bench/fuzz_tokenization_xlm.py --count 1000
 
 bench: setup
