@@ -1610,3 +1610,26 @@ def test_offsets_of_the_moses_path_on_the_corpus(corpus, files):
     encoding = tokenizer(plain, return_offsets_mapping=True)
     for (start, end), token in zip(encoding["offset_mapping"][1:-1], encoding.tokens()[1:-1]):
         assert plain[start:end].lower() == token.replace("</w>", "")
+
+
+def test_transformers_4_encode_plus_names(files, corpus):
+    """encode_plus / batch_encode_plus / max_len_*: transformers 4.x's names, still in its
+    users' code; the same outputs as __call__ (and as transformers 4.x gives)."""
+    ours = XLMTokenizer(*files)
+    texts = [text for lang, text in corpus[:6] if lang not in XLMPreTokenizer.CUSTOM_LANGUAGES]
+    assert ours.encode_plus(texts[0], texts[1], truncation=True, max_length=12) == ours(
+        texts[0], texts[1], truncation=True, max_length=12)
+    assert ours.batch_encode_plus(texts, padding=True) == ours(texts, padding=True)
+    pairs = list(zip(texts[:3], texts[3:6]))
+    assert ours.batch_encode_plus(pairs, padding=True, return_tensors="np")["input_ids"].tolist() == ours(
+        [a for a, _ in pairs], [b for _, b in pairs], padding=True, return_tensors="np")["input_ids"].tolist()
+    words = [text.split() for text in texts]
+    assert ours.batch_encode_plus(words, is_split_into_words=True) == ours(words, is_split_into_words=True)
+    with pytest.raises(ValueError, match="batch_text_or_text_pairs"):
+        ours.batch_encode_plus([texts[0], (texts[1], texts[2])])
+    with pytest.raises(TypeError, match="batch_text_or_text_pairs"):
+        ours.batch_encode_plus(texts[0])
+    with pytest.raises(TypeError, match="text"):
+        ours.encode_plus(texts)
+    ours.model_max_length = 64
+    assert (ours.max_len_single_sentence, ours.max_len_sentences_pair) == (62, 61)

@@ -1020,6 +1020,34 @@ class XLMTokenizer:
                     return_tensors=return_tensors, return_attention_mask=False, lang=lang,
                     bypass_tokenizer=bypass_tokenizer)["input_ids"]
 
+    # transformers 4.x's names, which its users' code still calls (transformers 5 removed them)
+    def encode_plus(self, text, text_pair=None, **kwargs):
+        """__call__ on one text (or pair)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return self(text, text_pair, **kwargs)
+
+    def batch_encode_plus(self, batch_text_or_text_pairs, **kwargs):
+        """__call__ on a batch of texts, or of (text, text_pair) pairs (all of one kind)."""
+        batch = batch_text_or_text_pairs
+        if not isinstance(batch, (list, tuple)):
+            raise TypeError(f"batch_text_or_text_pairs must be a list, got {type(batch).__name__}")
+        is_pair = [isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(t, str) for t in item)
+                   for item in batch]
+        if batch and all(is_pair) and not kwargs.get("is_split_into_words"):
+            return self([first for first, _ in batch], [second for _, second in batch], **kwargs)
+        if any(is_pair) and not kwargs.get("is_split_into_words"):
+            raise ValueError("batch_text_or_text_pairs mixes texts and (text, text_pair) pairs: pass one kind")
+        return self(list(batch), **kwargs)
+
+    @property
+    def max_len_single_sentence(self):
+        return self.model_max_length - self.num_special_tokens_to_add(pair=False)
+
+    @property
+    def max_len_sentences_pair(self):
+        return self.model_max_length - self.num_special_tokens_to_add(pair=True)
+
     # ------------------------------------------------------------------ padding
 
     def pad(self, encoded_inputs, padding=True, max_length=None, pad_to_multiple_of=None, padding_side=None,
