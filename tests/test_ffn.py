@@ -135,3 +135,103 @@ def test_rejects_bad_inputs():
     with pytest.raises(ValueError, match="residual"):
         linear_residual_layer_norm(x, weight, bias, torch.zeros(2, 3, device=DEVICE),
                                    torch.ones(16, device=DEVICE), torch.zeros(16, device=DEVICE), 1e-5)
+
+
+# ---- backward ----------------------------------------------------------------------
+# Gradients meet the forward's TOLERANCE: the saved GEMM output, dpre and each backward
+# GEMM's output are each rounded to the dtype once; the rest is fp32.
+def leaves(*tensors):
+    return [t.detach().requires_grad_() for t in tensors]
+
+
+def linear_inputs(rows_shape, in_features, out_features, dtype, seed):
+    x = random(*rows_shape, in_features, dtype=dtype, seed=seed)
+    weight = random(out_features, in_features, dtype=dtype, seed=seed + 1, scale=in_features ** -0.5)
+    bias = random(out_features, dtype=dtype, seed=seed + 2)
+    return x, weight, bias
+
+
+def activation_grad_out(x, weight, bias, activation, seed):
+    """A random dh, zero where |x @ W^T + b| is within 4 units of roundoff of its terms'
+    magnitude: there the sign, and so ReLU's derivative, is decided by how the GEMM
+    output rounds (differently in the reference), not by the inputs."""
+    grad_out = random(*x.shape[:-1], weight.shape[0], dtype=x.dtype, seed=seed)
+    if activation == "relu":
+        pre = x.double() @ weight.double().t() + bias.double()
+        magnitude = x.double().abs() @ weight.double().abs().t() + bias.double().abs()
+        grad_out[pre.abs() <= 2 * torch.finfo(x.dtype).eps * magnitude] = 0
+    return grad_out
+
+
+def reference_linear_grads(x, weight, bias, activation, grad_out, requires):
+    """fp64 autograd gradients of act(x @ W^T + b) for the inputs flagged in `requires`."""
+    inputs = [t.detach().double().requires_grad_(flag) for t, flag in zip((x, weight, bias), requires)]
+    pre = inputs[0] @ inputs[1].t() + inputs[2]
+    out = exact_gelu(pre) if activation == "gelu" else pre.clamp_min(0)
+    return torch.autograd.grad(out, [t for t in inputs if t.requires_grad], grad_out.double())
+
+
+@pytest.mark.parametrize("variant", GEMM_VARIANTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("activation", ["gelu", "relu"])
+def test_linear_activation_backward(activation, dtype, variant, monkeypatch):
+    """dx, dW, db of every GEMM; the grad-enabled forward equals the inference one bit for bit."""
+    gemm = gemm_variant(variant, monkeypatch)
+    x, weight, bias = linear_inputs((2, 7), 80, 96, dtype, seed=20)
+    grad_out = activation_grad_out(x, weight, bias, activation, seed=23)
+    inputs = leaves(x, weight, bias)
+    out = linear_activation(*inputs, activation, gemm=gemm)
+    with torch.no_grad():
+        assert torch.equal(out, linear_activation(x, weight, bias, activation, gemm=gemm))
+    grads = torch.autograd.grad(out, inputs, grad_out)
+    for grad, expected in zip(grads, reference_linear_grads(x, weight, bias, activation, grad_out, (True, True, True))):
+        assert_close(grad, expected, dtype)
+
+
+@pytest.mark.parametrize("variant", GEMM_VARIANTS)
+@pytest.mark.parametrize("rows_shape, in_features, out_features", [((1,), 64, 32), ((2, 65), 24, 50)])
+def test_linear_activation_backward_shapes(rows_shape, in_features, out_features, variant, monkeypatch):
+    """A single row; 130 rows with K (24) and N (50, rows not 16-byte aligned) off the tiles."""
+    gemm = gemm_variant(variant, monkeypatch)
+    x, weight, bias = linear_inputs(rows_shape, in_features, out_features, torch.float32, seed=30)
+    grad_out = activation_grad_out(x, weight, bias, "gelu", seed=33)
+    inputs = leaves(x, weight, bias)
+    grads = torch.autograd.grad(linear_activation(*inputs, gemm=gemm), inputs, grad_out)
+    for grad, expected in zip(grads, reference_linear_grads(x, weight, bias, "gelu", grad_out, (True, True, True))):
+        assert_close(grad, expected, torch.float32)
+
+
+@pytest.mark.parametrize("gemm", GEMMS)
+@pytest.mark.parametrize("requires", [(True, False, False), (False, True, True)])
+def test_linear_activation_backward_of_some_inputs(requires, gemm):
+    """Only the inputs that require grad get one (a frozen layer: weight and bias only)."""
+    x, weight, bias = linear_inputs((7,), 40, 24, torch.float32, seed=40)
+    grad_out = activation_grad_out(x, weight, bias, "gelu", seed=43)
+    inputs = [t.detach().requires_grad_(flag) for t, flag in zip((x, weight, bias), requires)]
+    wanted = [t for t in inputs if t.requires_grad]
+    grads = torch.autograd.grad(linear_activation(*inputs, gemm=gemm), wanted, grad_out)
+    for grad, expected in zip(grads, reference_linear_grads(x, weight, bias, "gelu", grad_out, requires)):
+        assert_close(grad, expected, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_residual_layer_norm_backward(dtype):
+    """End to end through torch.matmul's and add_layer_norm's autograd, a masked row included."""
+    dim, hidden = 48, 192
+    x, weight, bias = linear_inputs((2, 7), hidden, dim, dtype, seed=50)
+    residual = random(2, 7, dim, dtype=dtype, seed=53)
+    ln_weight, ln_bias = random(dim, dtype=dtype, seed=54), random(dim, dtype=dtype, seed=55)
+    row_mask = torch.ones(2, 7, device=DEVICE, dtype=dtype)
+    row_mask[1, -2:] = 0
+    grad_out = random(2, 7, dim, dtype=dtype, seed=56)
+    tensors = (x, weight, bias, residual, ln_weight, ln_bias)
+    inputs = leaves(*tensors)
+    out = linear_residual_layer_norm(*inputs, 1e-12, row_mask=row_mask)
+    grads = torch.autograd.grad(out, inputs, grad_out)
+
+    ref = [t.detach().double().requires_grad_() for t in tensors]
+    total = ref[3] + ref[0] @ ref[1].t() + ref[2]
+    expected = torch.nn.functional.layer_norm(total, (dim,), ref[4], ref[5], 1e-12) * row_mask.double()[..., None]
+    for grad, expected_grad in zip(grads, torch.autograd.grad(expected, ref, grad_out.double())):
+        assert_close(grad, expected_grad, dtype)
+    assert (grads[0][1, -2:] == 0).all() and (grads[3][1, -2:] == 0).all()

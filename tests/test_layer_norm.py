@@ -89,3 +89,98 @@ def test_rejects_bad_inputs():
         add_layer_norm(x, None, weight, bias, 0.0)
     with pytest.raises(TypeError, match="x"):
         add_layer_norm(x.long(), None, weight, bias, 1e-5)
+
+
+# ---- backward ----------------------------------------------------------------------
+# The gradients are computed in fp32 from the dtype's inputs and rounded to the dtype
+# once (dweight / dbias / dresidual_bias: fp32 column sums, then one rounding), so they
+# meet the forward's TOLERANCE against fp64 autograd of the reference.
+INPUT_NAMES = ("x", "residual", "residual_bias", "weight", "bias")
+
+
+def backward_inputs(shape, dtype, seed, with_residual=True, with_residual_bias=True, with_row_mask=True):
+    """Leaf tensors {name: tensor or None} for add_layer_norm (row_mask: 0 / 1, its first
+    row kept and its last row masked when there are several), and a non-contiguous dy."""
+    dim = shape[-1]
+    inputs = dict(
+        x=random(*shape, dtype=dtype, seed=seed, offset=3.0),
+        residual=random(*shape, dtype=dtype, seed=seed + 1) if with_residual else None,
+        residual_bias=random(dim, dtype=dtype, seed=seed + 2) if with_residual_bias else None,
+        weight=random(dim, dtype=dtype, seed=seed + 3, scale=0.5, offset=1.0),
+        bias=random(dim, dtype=dtype, seed=seed + 4),
+    )
+    row_mask = None
+    if with_row_mask:
+        generator = torch.Generator().manual_seed(seed + 5)
+        row_mask = (torch.rand(shape[:-1], generator=generator) > 0.3).to(device=DEVICE, dtype=dtype)
+        row_mask.view(-1)[-1] = 0
+        row_mask.view(-1)[0] = 1
+    grad_out = random(*shape[:-1], 2 * dim, dtype=dtype, seed=seed + 6)[..., ::2]  # a strided view
+    return inputs, row_mask, grad_out
+
+
+def reference_grads(inputs, row_mask, grad_out, eps, names):
+    """{name: d(sum(reference * grad_out)) / d(name)} by fp64 autograd, for `names`."""
+    leaves = {name: t.detach().double().requires_grad_(name in names) if t is not None else None
+              for name, t in inputs.items()}
+    expected = reference_add_layer_norm(leaves["x"], leaves["residual"], leaves["weight"], leaves["bias"], eps,
+                                        leaves["residual_bias"], row_mask)
+    grads = torch.autograd.grad(expected, [leaves[name] for name in names], grad_out.double())
+    return dict(zip(names, grads))
+
+
+def kernel_grads(inputs, row_mask, grad_out, eps, names):
+    """(output, {name: gradient}) of add_layer_norm, `names` requiring grad."""
+    leaves = {name: t.detach().requires_grad_(name in names) if t is not None else None
+              for name, t in inputs.items()}
+    out = add_layer_norm(leaves["x"], leaves["residual"], leaves["weight"], leaves["bias"], eps,
+                         residual_bias=leaves["residual_bias"], row_mask=row_mask)
+    grads = torch.autograd.grad(out, [leaves[name] for name in names], grad_out)
+    return out, dict(zip(names, grads))
+
+
+@pytest.mark.parametrize("shape, dtype, with_residual, with_residual_bias, with_row_mask", [
+    ((1, 64), torch.float32, True, True, True),  # a single row
+    ((7, 80), torch.float32, True, True, True),  # 3 backward programs of 3, 3, 1 rows
+    ((2, 65, 100), torch.float32, True, True, True),  # 130 rows, width not a power of two
+    ((7, 80), torch.float32, False, False, False),  # a bare LayerNorm
+    ((7, 80), torch.float32, True, False, True),
+    ((7, 80), torch.float32, False, True, False),
+    ((2, 65, 80), torch.float16, True, True, True),
+    ((7, 80), torch.bfloat16, True, True, True),
+])
+def test_backward(shape, dtype, with_residual, with_residual_bias, with_row_mask):
+    """Gradients of every input against fp64 autograd; rows with row_mask 0 get zeros."""
+    inputs, row_mask, grad_out = backward_inputs(shape, dtype, 20, with_residual, with_residual_bias, with_row_mask)
+    names = [name for name in INPUT_NAMES if inputs[name] is not None]
+    _, grads = kernel_grads(inputs, row_mask, grad_out, 1e-5, names)
+    expected = reference_grads(inputs, row_mask, grad_out, 1e-5, names)
+    for name in names:
+        assert grads[name].dtype == dtype, name
+        assert_close(grads[name], expected[name], dtype)
+    if with_row_mask:
+        assert (grads["x"][row_mask == 0] == 0).all()
+
+
+@pytest.mark.parametrize("names", [("residual", "weight"), ("weight",), ("x", "residual_bias")])
+def test_backward_of_some_inputs(names):
+    """Only the inputs that require grad get one (the others are skipped in the kernel)."""
+    inputs, row_mask, grad_out = backward_inputs((7, 48), torch.float32, 30)
+    _, grads = kernel_grads(inputs, row_mask, grad_out, 1e-12, names)
+    expected = reference_grads(inputs, row_mask, grad_out, 1e-12, names)
+    for name in names:
+        assert_close(grads[name], expected[name], torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grad_forward_equals_no_grad_forward_and_backward_is_deterministic(dtype):
+    """Saving mean / rstd changes no output bit; two backward passes agree bit for bit."""
+    inputs, row_mask, grad_out = backward_inputs((7, 80), dtype, 40)
+    out, grads = kernel_grads(inputs, row_mask, grad_out, 1e-5, INPUT_NAMES)
+    assert out.requires_grad
+    with torch.no_grad():
+        inference = add_layer_norm(inputs["x"], inputs["residual"], inputs["weight"], inputs["bias"], 1e-5,
+                                   residual_bias=inputs["residual_bias"], row_mask=row_mask)
+    assert torch.equal(out, inference)
+    _, again = kernel_grads(inputs, row_mask, grad_out, 1e-5, INPUT_NAMES)
+    assert all(torch.equal(grads[name], again[name]) for name in INPUT_NAMES)

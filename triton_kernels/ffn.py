@@ -13,6 +13,17 @@
     LayerNorm pass (triton_kernels.layer_norm), which needs the whole row anyway, so
     the (tokens, dim) sum is never written and read back.
 
+Backward of `linear_activation` (autograd.Function `_LinearActivation`): the forward
+keeps x, W and the GEMM output before bias, p = x @ W1^T rounded to the dtype (the
+library path writes the activation to a new tensor instead of over p; the Triton
+epilogue stores p beside it); one Triton pass recomputes pre = p + b1 in fp32 (the
+library forward's pre bit for bit, the Triton one's up to p's rounding) and writes
+dpre = dh * act'(pre), rounded once; then dx = dpre @ W1, dW1 = dpre^T @ x, db1 = the
+fp32 column sum of dpre (library GEMMs). Saving p costs what eager PyTorch saves for
+its activation's backward, the (tokens, 4 * dim) GEMM output; recomputing the GEMM
+instead would add half of lin1's backward FLOPs.
+`linear_residual_layer_norm` is differentiable through torch.matmul and add_layer_norm.
+
 Which GEMM for lin1 (the issue: whichever measures faster on the H100). At the
 benchmark shapes (16k tokens, dim 2048) the GEMMs are ~95% of the forward's floor
 (DESIGN.md: 28.3 of ~30 ms). The library path pays one extra read + write of lin1's
@@ -27,6 +38,7 @@ until bench/bench_ffn.py says otherwise.
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from ._utils import check_floating, check_same_device, interpreting, persistent_grid_size, tma_supported
 from .layer_norm import add_layer_norm
@@ -45,6 +57,15 @@ def _activation(y, GELU: tl.constexpr):
 
 
 @triton.jit
+def _activation_derivative(y, GELU: tl.constexpr):
+    """d act / dy of fp32 y: Phi(y) + y * phi(y) for erf GELU, 1 where y > 0 else 0 for ReLU."""
+    if GELU:
+        cdf = 0.5 * (1.0 + tl.math.erf(y * 0.7071067811865476))
+        return cdf + y * tl.exp(-0.5 * y * y) * 0.3989422804014327  # 1 / sqrt(2 pi)
+    return tl.where(y > 0.0, 1.0, 0.0)
+
+
+@triton.jit
 def _grouped_tile(tile, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     """(row tile, column tile) of output tile number `tile`, numbered so that GROUP_M
     consecutive row tiles share each column tile: W's column tiles stay in L2."""
@@ -60,10 +81,12 @@ def _matmul_bias_activation_kernel(
     w_ptr,  # (N, K) nn.Linear weight, last dim contiguous: read as W^T tiles (BLOCK_K, BLOCK_N)
     bias_ptr,  # (N,)
     out_ptr,  # (M, N) contiguous: act(x @ W^T + bias)
+    pre_ptr,  # (M, N) contiguous out: x @ W^T before bias, for the backward; written when STORE_PRE
     M, N, K,
     stride_xm,  # x row stride in elements
     stride_wn,  # weight row stride in elements
     GELU: tl.constexpr,  # exact erf GELU when True, ReLU otherwise
+    STORE_PRE: tl.constexpr,  # gradients wanted: store the GEMM output before bias too
     EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: the K loop needs no bounds mask
     UPCAST_OPERANDS: tl.constexpr,  # feed tl.dot fp32 copies (bf16 under the interpreter)
     DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no TF32), "tf32" otherwise
@@ -97,10 +120,13 @@ def _matmul_bias_activation_kernel(
         x_tile += BLOCK_K
         w_tile += BLOCK_K
 
+    tile = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    tile_valid = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    if STORE_PRE:
+        tl.store(pre_ptr + tile, acc.to(pre_ptr.dtype.element_ty), mask=tile_valid)
     acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
     y = _activation(acc, GELU)
-    out = out_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
-    tl.store(out, y.to(out_ptr.dtype.element_ty), mask=(offs_m < M)[:, None] & (offs_n < N)[None, :])
+    tl.store(out_ptr + tile, y.to(out_ptr.dtype.element_ty), mask=tile_valid)
 
 
 @triton.jit
@@ -108,10 +134,12 @@ def _matmul_bias_activation_tma_kernel(
     x_desc,  # TMA descriptor of x (M, K), blocks (BLOCK_M, BLOCK_K)
     w_desc,  # TMA descriptor of the nn.Linear weight (N, K), blocks (BLOCK_N, BLOCK_K)
     out_desc,  # TMA descriptor of out (M, N), blocks (BLOCK_M, BLOCK_N): act(x @ W^T + bias)
+    pre_desc,  # TMA descriptor of pre (M, N), blocks (BLOCK_M, BLOCK_N): x @ W^T; stored when STORE_PRE
     bias_ptr,  # (N,)
     M, N, K,
     num_programs,  # persistent grid size (at most the GPU's multiprocessor count)
     GELU: tl.constexpr,  # exact erf GELU when True, ReLU otherwise
+    STORE_PRE: tl.constexpr,  # gradients wanted: store the GEMM output before bias too
     UPCAST_OPERANDS: tl.constexpr,  # feed tl.dot fp32 copies (bf16 under the interpreter)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,  # row tiles visited together so that W's column tiles stay in L2
@@ -137,6 +165,8 @@ def _matmul_bias_activation_tma_kernel(
                 b = b.to(tl.float32)
             acc = tl.dot(a, tl.trans(b), acc)  # 16-bit inputs only: their products are exact
 
+        if STORE_PRE:
+            pre_desc.store([off_m, off_n], acc.to(pre_desc.dtype))
         offs_n = off_n + tl.arange(0, BLOCK_N)
         acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
         out_desc.store([off_m, off_n], _activation(acc, GELU).to(out_desc.dtype))
@@ -165,12 +195,15 @@ def _tma_eligible(*tensors: torch.Tensor) -> bool:
     return aligned and tensors[0].dtype != torch.float32 and tma_supported(tensors[0].device)
 
 
-def _triton_linear_activation(x2d, weight, bias, activation):
+def _triton_linear_activation(x2d, weight, bias, activation, store_pre):
+    """(act(x2d @ weight^T + bias), x2d @ weight^T rounded to the dtype or None unless
+    store_pre), both (M, N) contiguous."""
     M, K = x2d.shape
     N = weight.shape[0]
     out = torch.empty((M, N), dtype=x2d.dtype, device=x2d.device)
+    pre = torch.empty_like(out) if store_pre else None
     if M == 0:
-        return out
+        return out, pre
     config = _gemm_launch_config(x2d.dtype)
     if _tma_eligible(x2d, weight, out):
         from triton.tools.tensor_descriptor import TensorDescriptor
@@ -182,28 +215,32 @@ def _triton_linear_activation(x2d, weight, bias, activation):
             TensorDescriptor.from_tensor(x2d, [block_m, block_k]),
             TensorDescriptor.from_tensor(weight, [block_n, block_k]),
             TensorDescriptor.from_tensor(out, [block_m, block_n]),
+            TensorDescriptor.from_tensor(pre if store_pre else out, [block_m, block_n]),
             bias, M, N, K, programs,
             GELU=activation == "gelu",
+            STORE_PRE=store_pre,
             UPCAST_OPERANDS=interpreting() and x2d.dtype == torch.bfloat16,
             **config,
         )
-        return out
+        return out, pre
     grid = (triton.cdiv(M, config["BLOCK_M"]) * triton.cdiv(N, config["BLOCK_N"]),)
     _matmul_bias_activation_kernel[grid](
-        x2d, weight, bias, out, M, N, K, x2d.stride(0), weight.stride(0),
+        x2d, weight, bias, out, pre if store_pre else out, M, N, K, x2d.stride(0), weight.stride(0),
         GELU=activation == "gelu",
+        STORE_PRE=store_pre,
         EVEN_K=K % config["BLOCK_K"] == 0,
         UPCAST_OPERANDS=interpreting() and x2d.dtype == torch.bfloat16,
         DOT_PRECISION="ieee" if x2d.dtype == torch.float32 else "tf32",
         **config,
     )
-    return out
+    return out, pre
 
 
 @triton.jit
 def _bias_activation_kernel(
-    y_ptr,  # (rows, n_cols) GEMM output x @ W^T, contiguous; overwritten with act(y + bias)
+    y_ptr,  # (rows, n_cols) GEMM output x @ W^T, contiguous
     bias_ptr,  # (n_cols,) linear bias
+    out_ptr,  # (rows, n_cols) contiguous out: act(y + bias); y_ptr itself in inference (in place)
     n_elements,  # rows * n_cols
     n_cols,  # output features
     GELU: tl.constexpr,  # exact erf GELU when True, ReLU otherwise
@@ -214,19 +251,59 @@ def _bias_activation_kernel(
     y = tl.load(y_ptr + offs, mask=valid, other=0.0).to(tl.float32)
     y += tl.load(bias_ptr + offs % n_cols, mask=valid, other=0.0).to(tl.float32)
     y = _activation(y, GELU)
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=valid)
+    tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=valid)
 
 
-def _bias_activation_(y2d, bias, activation):
-    n_elements = y2d.numel()
+@triton.jit
+def _activation_backward_kernel(
+    grad_ptr,  # (rows, n_cols) dL/dh, contiguous
+    y_ptr,  # (rows, n_cols) saved GEMM output x @ W^T before bias, contiguous
+    bias_ptr,  # (n_cols,) linear bias
+    out_ptr,  # (rows, n_cols) contiguous out: dL/dpre = dh * act'(y + bias)
+    n_elements,  # rows * n_cols
+    n_cols,  # output features
+    GELU: tl.constexpr,  # exact erf GELU when True, ReLU otherwise
+    BLOCK: tl.constexpr,  # elements per program
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < n_elements
+    pre = tl.load(y_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    pre += tl.load(bias_ptr + offs % n_cols, mask=valid, other=0.0).to(tl.float32)  # as the forward's epilogue
+    grad = tl.load(grad_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offs, (grad * _activation_derivative(pre, GELU)).to(out_ptr.dtype.element_ty), mask=valid)
+
+
+def _elementwise_launch(n_elements):
+    """(grid, BLOCK, num_warps) of the elementwise epilogue kernels."""
     block = 1024 if interpreting() else 2048
-    _bias_activation_kernel[(triton.cdiv(n_elements, block),)](
-        y2d, bias, n_elements, y2d.shape[1],
+    return (triton.cdiv(n_elements, block),), block, 1 if interpreting() else 8
+
+
+def _bias_activation(y2d, bias, activation, out2d):
+    """out2d = act(y2d + bias); out2d may be y2d (in place)."""
+    grid, block, num_warps = _elementwise_launch(y2d.numel())
+    _bias_activation_kernel[grid](
+        y2d, bias, out2d, y2d.numel(), y2d.shape[1],
         GELU=activation == "gelu",
         BLOCK=block,
-        num_warps=1 if interpreting() else 8,
+        num_warps=num_warps,
     )
-    return y2d
+    return out2d
+
+
+def _activation_backward(grad2d, y2d, bias, activation):
+    """dh * act'(y2d + bias) (rows, n_cols) in dh's dtype, from the saved y2d = x @ W^T."""
+    out = torch.empty_like(y2d, dtype=grad2d.dtype)
+    if out.numel() == 0:
+        return out
+    grid, block, num_warps = _elementwise_launch(out.numel())
+    _activation_backward_kernel[grid](
+        grad2d, y2d, bias, out, out.numel(), y2d.shape[1],
+        GELU=activation == "gelu",
+        BLOCK=block,
+        num_warps=num_warps,
+    )
+    return out
 
 
 def _check_linear(x, weight, bias):
@@ -243,13 +320,53 @@ def _check_linear(x, weight, bias):
         raise TypeError(f"x, weight and bias must have one dtype, got {x.dtype}, {weight.dtype}, {bias.dtype}")
 
 
+def _linear_activation_forward(x, weight, bias, activation, gemm, save_pre):
+    """(act(x @ weight^T + bias) (..., N), and when save_pre the GEMM output before bias
+    x @ weight^T as (M, N) in x's dtype, else None). bias contiguous."""
+    n = weight.shape[0]
+    if gemm == "triton":
+        x2d = x.reshape(-1, x.shape[-1])
+        x2d = x2d if x2d.stride(-1) == 1 else x2d.contiguous()
+        weight = weight if weight.stride(-1) == 1 else weight.contiguous()
+        out, pre = _triton_linear_activation(x2d, weight, bias, activation, save_pre)
+        return out.view(*x.shape[:-1], n), pre
+    y = torch.matmul(x, weight.t())  # library GEMM, no bias: the epilogue adds it in fp32
+    y2d = y.view(-1, n)
+    out2d = torch.empty_like(y2d) if save_pre else y2d  # in place unless y is kept for the backward
+    _bias_activation(y2d, bias, activation, out2d)
+    return out2d.view(y.shape), (y2d if save_pre else None)
+
+
+class _LinearActivation(torch.autograd.Function):
+    """linear_activation with its backward (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, activation, gemm):
+        out, pre = _linear_activation_forward(x, weight, bias, activation, gemm, save_pre=True)
+        ctx.save_for_backward(x, weight, bias, pre)
+        ctx.activation = activation
+        return out
+
+    @staticmethod
+    @once_differentiable  # the backward is not itself differentiable
+    def backward(ctx, grad_out):
+        x, weight, bias, pre = ctx.saved_tensors
+        needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        grad_pre = _activation_backward(grad_out.reshape(pre.shape).contiguous(), pre, bias, ctx.activation)  # (M, N)
+        grad_x = torch.matmul(grad_pre, weight).view(x.shape) if needs_x else None
+        grad_weight = torch.matmul(grad_pre.t(), x.reshape(-1, x.shape[-1])) if needs_weight else None
+        grad_bias = grad_pre.sum(dim=0, dtype=torch.float32).to(bias.dtype) if needs_bias else None
+        return grad_x, grad_weight, grad_bias, None, None
+
+
 def linear_activation(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str = "gelu",
                       *, gemm: str = None):
     """act(x @ weight^T + bias) with act in ("gelu" = exact erf GELU, "relu").
 
     x: (..., in_features); weight: (out_features, in_features); bias: (out_features,);
     one dtype among fp16 / bf16 / fp32. gemm: "library" or "triton" (see the module
-    docstring); None takes DEFAULT_GEMM. Returns (..., out_features) in that dtype.
+    docstring); None takes DEFAULT_GEMM. Returns (..., out_features) in that dtype,
+    differentiable in x, weight and bias.
     """
     gemm = DEFAULT_GEMM if gemm is None else gemm
     _check_linear(x, weight, bias)
@@ -258,15 +375,12 @@ def linear_activation(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     if gemm not in GEMMS:
         raise ValueError(f"gemm must be one of {GEMMS}, got {gemm!r}")
     check_same_device(x=x, weight=weight, bias=bias)
-    if gemm == "triton":
-        x2d = x.reshape(-1, x.shape[-1])
-        x2d = x2d if x2d.stride(-1) == 1 else x2d.contiguous()
-        weight = weight if weight.stride(-1) == 1 else weight.contiguous()
-        out = _triton_linear_activation(x2d, weight, bias.contiguous(), activation)
-        return out.view(*x.shape[:-1], weight.shape[0])
-    y = torch.matmul(x, weight.t())  # library GEMM, no bias: the epilogue adds it in fp32
-    _bias_activation_(y.view(-1, weight.shape[0]), bias.contiguous(), activation)
-    return y
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        return _LinearActivation.apply(x, weight, bias.contiguous(), activation, gemm)
+    # inference: the activation overwrites the GEMM output (library) or nothing else is
+    # stored (Triton), and no autograd.Function call (~4 us of CPU per call)
+    out, _ = _linear_activation_forward(x, weight, bias.contiguous(), activation, gemm, save_pre=False)
+    return out
 
 
 def linear_residual_layer_norm(

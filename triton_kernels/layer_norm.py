@@ -1,28 +1,63 @@
-"""Residual add + LayerNorm + padding-mask multiply in one pass over each row.
+"""Residual add + LayerNorm + padding-mask multiply in one pass over each row, and its
+backward.
 
 XLM blocks are post-LayerNorm: x = LN(x + sublayer(x)), and after the feed-forward
 LN the hidden state is multiplied by the padding mask. One program reads a row of x,
 the residual branch (and optionally its bias, so the linear layer producing it can
 skip its own bias pass), normalises in fp32 and writes
     y = LayerNorm(x + residual + residual_bias) * row_mask.
+
+Backward, with s = x + residual + residual_bias, xhat = (s - mean) * rstd and
+g = dy * row_mask (row_mask is a padding mask: it gets no gradient):
+    ds = rstd * (g * w - mean(g * w) - xhat * mean(g * w * xhat))
+       = dx = dresidual;  dresidual_bias = sum over rows of ds;
+    dweight = sum over rows of g * xhat;  dbias = sum over rows of g.
+The forward saves mean and rstd (fp32, 8 bytes per row) and keeps x and residual;
+the backward recomputes s from them rather than the forward storing it: x is kept
+alive by the layers that read it anyway and residual costs the same memory as s, so
+recomputing saves the forward a (rows, dim) store for one more read in the backward.
+Column sums are partial sums per program (each a block of rows) in fp32, then a
+torch.sum over the programs: deterministic, no atomics.
 """
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
-from ._utils import check_floating, check_same_device, interpreting, row_mask_for_kernel
+from ._utils import check_floating, check_same_device, interpreting, persistent_grid_size, row_mask_for_kernel
 
 
 @triton.jit
-def normalize_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr):
+def layer_norm_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr):
     """LayerNorm of one fp32 row x (BLOCK_N,) whose columns past n_cols are zeros:
-    (x - mean) / sqrt(var + eps) * weight + bias, statistics over the n_cols real ones."""
+    returns ((x - mean) / sqrt(var + eps) * weight + bias, mean, rstd = 1 / sqrt(var + eps)),
+    statistics over the n_cols real columns."""
     mean = tl.sum(x, axis=0) / n_cols
     centered = tl.where(col_valid, x - mean, 0.0)
     variance = tl.sum(centered * centered, axis=0) / n_cols
     weight = tl.load(weight_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
     bias = tl.load(bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
-    return centered / tl.sqrt(variance + eps) * weight + bias
+    return centered / tl.sqrt(variance + eps) * weight + bias, mean, 1.0 / tl.sqrt(variance + eps)
+
+
+@triton.jit
+def normalize_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr):
+    """The normalised row of layer_norm_row alone."""
+    y, _, _ = layer_norm_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr)
+    return y
+
+
+@triton.jit
+def _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols, col_valid,
+              HAS_RESIDUAL: tl.constexpr, HAS_RESIDUAL_BIAS: tl.constexpr):
+    """fp32 row x + residual + residual_bias (BLOCK_N,), zeros past n_cols; the forward and
+    the backward add in this one order, so the backward's s is the forward's bit for bit."""
+    x = tl.load(x_ptr + row * stride_x_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        x += tl.load(residual_ptr + row * stride_residual_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL_BIAS:
+        x += tl.load(residual_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+    return x
 
 
 @triton.jit
@@ -34,6 +69,8 @@ def _add_layer_norm_kernel(
     bias_ptr,  # (n_cols,) LayerNorm bias
     row_mask_ptr,  # (rows,) padding mask multiplied into the output; read when HAS_ROW_MASK
     out_ptr,  # (rows, n_cols) output, contiguous
+    mean_ptr,  # (rows,) fp32 out: row means, for the backward; written when STORE_STATS
+    rstd_ptr,  # (rows,) fp32 out: 1 / sqrt(var + eps) per row; written when STORE_STATS
     stride_x_row,  # x row stride in elements
     stride_residual_row,  # residual row stride in elements
     n_cols,  # hidden size
@@ -41,22 +78,82 @@ def _add_layer_norm_kernel(
     HAS_RESIDUAL: tl.constexpr,
     HAS_RESIDUAL_BIAS: tl.constexpr,
     HAS_ROW_MASK: tl.constexpr,
+    STORE_STATS: tl.constexpr,  # gradients wanted: save mean / rstd (inference skips the stores)
     BLOCK_N: tl.constexpr,  # n_cols padded to a power of two
 ):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
     col_valid = cols < n_cols
 
-    x = tl.load(x_ptr + row * stride_x_row + cols, mask=col_valid, other=0.0).to(tl.float32)
-    if HAS_RESIDUAL:
-        x += tl.load(residual_ptr + row * stride_residual_row + cols, mask=col_valid, other=0.0).to(tl.float32)
-    if HAS_RESIDUAL_BIAS:
-        x += tl.load(residual_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
-
-    y = normalize_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr)
+    x = _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols, col_valid,
+                  HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
+    y, mean, rstd = layer_norm_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr)
     if HAS_ROW_MASK:
         y = y * tl.load(row_mask_ptr + row).to(tl.float32)
     tl.store(out_ptr + row * n_cols + cols, y.to(out_ptr.dtype.element_ty), mask=col_valid)
+    if STORE_STATS:
+        tl.store(mean_ptr + row, mean)
+        tl.store(rstd_ptr + row, rstd)
+
+
+@triton.jit
+def _add_layer_norm_backward_kernel(
+    grad_out_ptr,  # (rows, n_cols) dL/dy, last dim contiguous
+    x_ptr,  # (rows, n_cols) forward input rows, last dim contiguous
+    residual_ptr,  # (rows, n_cols) forward residual branch; read when HAS_RESIDUAL
+    residual_bias_ptr,  # (n_cols,) forward residual bias; read when HAS_RESIDUAL_BIAS
+    weight_ptr,  # (n_cols,) LayerNorm gain
+    row_mask_ptr,  # (rows,) padding mask; read when HAS_ROW_MASK
+    mean_ptr,  # (rows,) fp32 row means saved by the forward
+    rstd_ptr,  # (rows,) fp32 1 / sqrt(var + eps) saved by the forward
+    grad_sum_ptr,  # (rows, n_cols) out, contiguous: ds = dx = dresidual; written when STORE_GRAD_SUM
+    partial_weight_ptr,  # (programs, n_cols) fp32 out: this program's rows' sum of g * xhat
+    partial_bias_ptr,  # (programs, n_cols) fp32 out: this program's rows' sum of g
+    partial_residual_bias_ptr,  # (programs, n_cols) fp32 out: rows' sum of ds; written when RESIDUAL_BIAS_GRAD
+    stride_grad_out_row,  # grad_out row stride in elements
+    stride_x_row,  # x row stride in elements
+    stride_residual_row,  # residual row stride in elements
+    n_rows,  # rows of x
+    n_cols,  # hidden size
+    rows_per_program,  # consecutive rows each program walks
+    HAS_RESIDUAL: tl.constexpr,
+    HAS_RESIDUAL_BIAS: tl.constexpr,
+    HAS_ROW_MASK: tl.constexpr,
+    STORE_GRAD_SUM: tl.constexpr,  # x or residual wants its gradient
+    RESIDUAL_BIAS_GRAD: tl.constexpr,  # residual_bias wants its gradient
+    BLOCK_N: tl.constexpr,  # n_cols padded to a power of two
+):
+    program = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_valid = cols < n_cols
+    weight = tl.load(weight_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+    sum_weight = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    sum_bias = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    sum_residual_bias = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    first_row = program.to(tl.int64) * rows_per_program
+    for row in range(first_row, tl.minimum(first_row + rows_per_program, n_rows)):
+        s = _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols,
+                      col_valid, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
+        rstd = tl.load(rstd_ptr + row)
+        xhat = tl.where(col_valid, (s - tl.load(mean_ptr + row)) * rstd, 0.0)
+        g = tl.load(grad_out_ptr + row * stride_grad_out_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+        if HAS_ROW_MASK:
+            g = g * tl.load(row_mask_ptr + row).to(tl.float32)
+        g_weight = g * weight  # zeros past n_cols, as xhat
+        mean_g_weight = tl.sum(g_weight, axis=0) / n_cols
+        mean_g_weight_xhat = tl.sum(g_weight * xhat, axis=0) / n_cols
+        grad_sum = (g_weight - mean_g_weight - xhat * mean_g_weight_xhat) * rstd
+        if STORE_GRAD_SUM:
+            tl.store(grad_sum_ptr + row * n_cols + cols, grad_sum.to(grad_sum_ptr.dtype.element_ty), mask=col_valid)
+        sum_weight += g * xhat
+        sum_bias += g
+        if RESIDUAL_BIAS_GRAD:
+            sum_residual_bias += grad_sum
+    partial = program.to(tl.int64) * n_cols + cols  # this program's row of the partials
+    tl.store(partial_weight_ptr + partial, sum_weight, mask=col_valid)
+    tl.store(partial_bias_ptr + partial, sum_bias, mask=col_valid)
+    if RESIDUAL_BIAS_GRAD:
+        tl.store(partial_residual_bias_ptr + partial, sum_residual_bias, mask=col_valid)
 
 
 def _num_warps(block_n: int) -> int:
@@ -65,9 +162,15 @@ def _num_warps(block_n: int) -> int:
     return max(1, min(16, block_n // 256))
 
 
-def _add_layer_norm(x2d, residual2d, residual_bias, weight, bias, eps, row_mask):
+def _add_layer_norm_forward(x2d, residual2d, residual_bias, weight, bias, row_mask, eps, store_stats):
+    """(out, mean, rstd): out (rows, n_cols) in x's dtype; mean / rstd (rows,) fp32 when
+    store_stats, else None."""
     n_rows, n_cols = x2d.shape
     out = torch.empty((n_rows, n_cols), dtype=x2d.dtype, device=x2d.device)
+    mean = rstd = None
+    if store_stats:
+        mean = torch.empty(n_rows, dtype=torch.float32, device=x2d.device)
+        rstd = torch.empty(n_rows, dtype=torch.float32, device=x2d.device)
     block_n = triton.next_power_of_2(n_cols)
     _add_layer_norm_kernel[(n_rows,)](
         x2d,
@@ -77,6 +180,8 @@ def _add_layer_norm(x2d, residual2d, residual_bias, weight, bias, eps, row_mask)
         bias,
         row_mask if row_mask is not None else weight,
         out,
+        mean if store_stats else out,
+        rstd if store_stats else out,
         x2d.stride(0),
         residual2d.stride(0) if residual2d is not None else 0,
         n_cols,
@@ -84,10 +189,90 @@ def _add_layer_norm(x2d, residual2d, residual_bias, weight, bias, eps, row_mask)
         HAS_RESIDUAL=residual2d is not None,
         HAS_RESIDUAL_BIAS=residual_bias is not None,
         HAS_ROW_MASK=row_mask is not None,
+        STORE_STATS=store_stats,
         BLOCK_N=block_n,
         num_warps=_num_warps(block_n),
     )
-    return out
+    return out, mean, rstd
+
+
+def _backward_programs(device: torch.device, n_rows: int) -> int:
+    """Programs of the backward: several per multiprocessor, so that one program's loads
+    overlap another's arithmetic (not yet timed on a GPU); 3 under the interpreter."""
+    programs = persistent_grid_size(device) if interpreting() else 4 * persistent_grid_size(device)
+    return max(1, min(n_rows, programs))
+
+
+def _add_layer_norm_backward(grad_out2d, x2d, residual2d, residual_bias, weight, row_mask, mean, rstd,
+                             store_grad_sum, residual_bias_grad):
+    """(grad_sum (rows, n_cols) in x's dtype or None, dweight, dbias, dresidual_bias or
+    None): the column sums in fp32, for the caller to cast."""
+    n_rows, n_cols = x2d.shape
+    programs = _backward_programs(x2d.device, n_rows)
+    grad_sum = torch.empty((n_rows, n_cols), dtype=x2d.dtype, device=x2d.device) if store_grad_sum else None
+    partials = torch.zeros((3 if residual_bias_grad else 2, programs, n_cols), dtype=torch.float32,
+                           device=x2d.device)
+    if n_rows > 0:
+        block_n = triton.next_power_of_2(n_cols)
+        _add_layer_norm_backward_kernel[(programs,)](
+            grad_out2d,
+            x2d,
+            residual2d if residual2d is not None else x2d,
+            residual_bias if residual_bias is not None else weight,
+            weight,
+            row_mask if row_mask is not None else weight,
+            mean,
+            rstd,
+            grad_sum if store_grad_sum else x2d,
+            partials[0],
+            partials[1],
+            partials[2] if residual_bias_grad else partials[0],
+            grad_out2d.stride(0),
+            x2d.stride(0),
+            residual2d.stride(0) if residual2d is not None else 0,
+            n_rows,
+            n_cols,
+            triton.cdiv(n_rows, programs),
+            HAS_RESIDUAL=residual2d is not None,
+            HAS_RESIDUAL_BIAS=residual_bias is not None,
+            HAS_ROW_MASK=row_mask is not None,
+            STORE_GRAD_SUM=store_grad_sum,
+            RESIDUAL_BIAS_GRAD=residual_bias_grad,
+            BLOCK_N=block_n,
+            num_warps=_num_warps(block_n),
+        )
+    sums = partials.sum(dim=1)  # (2 or 3, n_cols): a fixed-order reduction over the programs
+    return grad_sum, sums[0], sums[1], sums[2] if residual_bias_grad else None
+
+
+class _AddLayerNorm(torch.autograd.Function):
+    """add_layer_norm on (rows, n_cols) tensors, with its backward."""
+
+    @staticmethod
+    def forward(ctx, x2d, residual2d, residual_bias, weight, bias, row_mask, eps):
+        out, mean, rstd = _add_layer_norm_forward(x2d, residual2d, residual_bias, weight, bias, row_mask, eps,
+                                                  store_stats=True)
+        ctx.save_for_backward(x2d, residual2d, residual_bias, weight, row_mask, mean, rstd)
+        return out
+
+    @staticmethod
+    @once_differentiable  # the backward is not itself differentiable
+    def backward(ctx, grad_out):
+        x2d, residual2d, residual_bias, weight, row_mask, mean, rstd = ctx.saved_tensors
+        needs_x, needs_residual, needs_residual_bias, needs_weight, needs_bias = ctx.needs_input_grad[:5]
+        grad_sum, grad_weight, grad_bias, grad_residual_bias = _add_layer_norm_backward(
+            _rows(grad_out, x2d.shape[1]), x2d, residual2d, residual_bias, weight, row_mask, mean, rstd,
+            store_grad_sum=needs_x or needs_residual, residual_bias_grad=needs_residual_bias,
+        )
+        return (
+            grad_sum if needs_x else None,
+            grad_sum if needs_residual else None,  # the gradient of a sum is each term's
+            grad_residual_bias.to(residual_bias.dtype) if needs_residual_bias else None,
+            grad_weight.to(weight.dtype) if needs_weight else None,
+            grad_bias.to(weight.dtype) if needs_bias else None,
+            None,  # row_mask: a padding mask, no gradient
+            None,  # eps
+        )
 
 
 def _rows(tensor: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -110,8 +295,9 @@ def add_layer_norm(
 
     x: (..., dim) fp16 / bf16 / fp32. residual: same shape and dtype as x, or None.
     weight, bias: (dim,) LayerNorm parameters. residual_bias: (dim,) or None.
-    row_mask: one value per row of x, e.g. the (batch, seq) padding mask, or None.
-    Returns a new tensor shaped and typed like x.
+    row_mask: one value per row of x, e.g. the (batch, seq) padding mask, or None; it
+    gets no gradient. Returns a new tensor shaped and typed like x, differentiable in
+    x, residual, residual_bias, weight and bias.
     """
     check_floating("x", x)
     if x.dim() < 1 or x.shape[-1] == 0:
@@ -135,13 +321,18 @@ def add_layer_norm(
     mask_flat = row_mask_for_kernel("row_mask", row_mask, n_rows) if row_mask is not None else None
     check_same_device(x=x, residual=residual, weight=weight, bias=bias, residual_bias=residual_bias, row_mask=mask_flat)
 
-    out = _add_layer_norm(
+    args = (
         _rows(x, n_cols),
         _rows(residual, n_cols) if residual is not None else None,
         residual_bias.contiguous() if residual_bias is not None else None,
         weight.contiguous(),
         bias.contiguous(),
-        float(eps),
         mask_flat,
+        float(eps),
     )
+    differentiable = (x, residual, residual_bias, weight, bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in differentiable):
+        out = _AddLayerNorm.apply(*args)
+    else:  # inference: no mean / rstd stores, and no autograd.Function call (~4 us of CPU per call)
+        out, _, _ = _add_layer_norm_forward(*args, store_stats=False)
     return out.view(x.shape)
