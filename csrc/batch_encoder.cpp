@@ -21,17 +21,20 @@ bool WhitespaceSplit::is_space(char32_t code) const {
     return std::binary_search(spaces_.begin(), spaces_.end(), code);
 }
 
-void WhitespaceSplit::operator()(std::u32string_view text, std::vector<Word>& out) const {
+void WhitespaceSplit::operator()(std::u32string_view text, PreTokenized& out) const {
+    out.text.chars.assign(text.begin(), text.end());
+    out.text.spans.resize(text.size());
+    for (size_t i = 0; i < text.size(); ++i) out.text.spans[i] = {static_cast<int64_t>(i), static_cast<int64_t>(i) + 1};
+    out.text.end = static_cast<int64_t>(text.size());
+    out.words.clear();
     for (size_t i = 0; i < text.size();) {
         if (is_space(text[i])) {
             ++i;
             continue;
         }
-        Word& word = out.emplace_back();
-        for (; i < text.size() && !is_space(text[i]); ++i) {
-            append_code_point(text[i], word.utf8);
-            word.char_spans.push_back({static_cast<int64_t>(i), static_cast<int64_t>(i) + 1});
-        }
+        const size_t begin = i;
+        while (i < text.size() && !is_space(text[i])) ++i;
+        out.words.push_back({begin, i});
     }
 }
 
@@ -76,7 +79,7 @@ namespace {
 // One source sequence encoded, before special tokens and truncation.
 struct Encoded {
     std::vector<int32_t> ids;
-    std::vector<CharSpan> offsets;  // per token, when offsets are built
+    std::vector<Span> offsets;      // per token, when offsets are built
     std::vector<int64_t> word_ids;  // per token: pre-tokenizer words and added tokens, counted in order
 };
 
@@ -84,8 +87,9 @@ struct Encoded {
 struct Scratch {
     BPEModel::Scratch bpe;
     std::vector<AddedTokens::Piece> pieces;
-    std::vector<Word> words;
-    std::vector<uint32_t> char_of_byte;
+    PreTokenized words;
+    std::string utf8;                    // the word being encoded
+    std::vector<uint32_t> char_of_byte;  // its code point (index in the word) of each byte
 };
 
 // Text -> ids (+ offsets) and word ids. A BPE token covers code points [c0, c1] of its word;
@@ -103,44 +107,41 @@ void encode_text(BPEModel& model, const AddedTokens& added, const PreTokenize& p
             if (offsets) out.offsets.push_back({start, static_cast<int64_t>(piece.end)});
             continue;
         }
-        scratch.words.clear();
         pre_tokenize(text.substr(piece.start, piece.end - piece.start), scratch.words);
-        for (const Word& item : scratch.words) {
-            if (item.utf8.empty()) continue;  // no token, no word (as the Python pre-tokenizer drops it)
-            if (item.utf8.size() > kMaxWordBytes) throw std::invalid_argument("a word is too long for BPE");
+        const SpannedText& pre = scratch.words.text;
+        for (const PreTokenized::Bounds& bounds : scratch.words.words) {
+            const size_t chars = bounds.end - bounds.begin;  // > 0
+            std::string& utf8 = scratch.utf8;
+            utf8.clear();
+            for (size_t c = bounds.begin; c < bounds.end; ++c) append_code_point(pre.chars[c], utf8);
+            if (utf8.size() > kMaxWordBytes) throw std::invalid_argument("a word is too long for BPE");
             if (!offsets) {
                 const size_t before = out.ids.size();
-                model.encode_word(item.utf8, scratch.bpe, out.ids);
+                model.encode_word(utf8, scratch.bpe, out.ids);
                 out.word_ids.insert(out.word_ids.end(), out.ids.size() - before, word++);
                 continue;
             }
             // Code point of each byte; none needed when every code point is one byte (ASCII).
-            const bool one_byte_each = item.utf8.size() == item.char_spans.size();
+            const bool one_byte_each = utf8.size() == chars;
             std::vector<uint32_t>& char_of_byte = scratch.char_of_byte;
             if (!one_byte_each) {
                 char_of_byte.clear();
-                size_t chars = 0;
-                for (size_t pos = 0; pos < item.utf8.size(); ++chars) {
-                    const size_t length = utf8_length(static_cast<unsigned char>(item.utf8[pos]));
-                    char_of_byte.insert(char_of_byte.end(), length, static_cast<uint32_t>(chars));
-                    pos += length;
-                }
-                char_of_byte.resize(item.utf8.size());  // a truncated last sequence (invalid UTF-8) stays in range
-                if (chars != item.char_spans.size())
-                    throw std::invalid_argument("pre-tokenizer: a word's char_spans must hold one span per code point");
+                for (size_t c = 0; c < chars; ++c)
+                    char_of_byte.insert(char_of_byte.end(), utf8_size(pre.chars[bounds.begin + c]),
+                                        static_cast<uint32_t>(c));
             }
-            const size_t last_char = item.char_spans.size() - 1;
+            const Span* char_spans = pre.spans.data() + bounds.begin;
             const auto char_at = [&](size_t byte) {  // byte < utf8.size()
-                return std::min<size_t>(one_byte_each ? byte : char_of_byte[byte], last_char);
+                return one_byte_each ? byte : size_t(char_of_byte[byte]);
             };
-            model.encode_word(item.utf8, scratch.bpe);
+            model.encode_word(utf8, scratch.bpe);
             const WordEncoding& encoding = scratch.bpe.encoding;
             for (size_t t = 0; t < encoding.ids.size(); ++t) {
                 const size_t begin = encoding.spans[t].first, end = std::min<size_t>(encoding.spans[t].second,
-                                                                                      item.utf8.size());
-                const size_t c0 = begin < item.utf8.size() ? char_at(begin) : last_char;
-                const int64_t from = item.char_spans[c0].start + start;
-                const int64_t to = end > begin ? item.char_spans[char_at(end - 1)].end + start
+                                                                                      utf8.size());
+                const size_t c0 = begin < utf8.size() ? char_at(begin) : chars - 1;
+                const int64_t from = char_spans[c0].start + start;
+                const int64_t to = end > begin ? char_spans[char_at(end - 1)].end + start
                                                : from;  // an empty token (a word with a space)
                 out.ids.push_back(encoding.ids[t]);
                 out.offsets.push_back({from, to});

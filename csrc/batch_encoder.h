@@ -14,31 +14,21 @@
 #include <vector>
 
 #include "bpe.h"
+#include "spanned_text.h"
 
 namespace xlm_fast {
 
-// [start, end) code-point offsets into the caller's text.
-struct CharSpan {
-    int64_t start;
-    int64_t end;
-};
-
-// A word for BPE (UTF-8) and the span of the original text each of its code points came from.
-struct Word {
-    std::string utf8;
-    std::vector<CharSpan> char_spans;  // one per code point of utf8
-};
-
-// Pre-tokenizer of a text piece (code points, no added tokens in it): appends its words, spans
-// relative to the piece. Must be thread-safe: the workers of a batch call it concurrently.
-using PreTokenize = std::function<void(std::u32string_view, std::vector<Word>&)>;
+// Pre-tokenizer of a text piece (code points, no added tokens in it): its words into `out`
+// (buffers reused), spans relative to the piece. Must be thread-safe: the workers of a batch
+// call it concurrently, each with its own `out`.
+using PreTokenize = std::function<void(std::u32string_view, PreTokenized&)>;
 
 // bypass_tokenizer=True: Python's str.split() (split on whitespace, no other change).
 class WhitespaceSplit {
 public:
     // `spaces`: every code point for which Python's str.isspace() is True.
     explicit WhitespaceSplit(const std::vector<uint32_t>& spaces);
-    void operator()(std::u32string_view text, std::vector<Word>& out) const;
+    void operator()(std::u32string_view text, PreTokenized& out) const;
 
 private:
     bool is_space(char32_t code) const;

@@ -824,22 +824,18 @@ std::vector<SpannedText> MosesPipeline::words(std::u32string_view text) const {
     return split_words(pipeline_text(text), [this](char32_t c) { return space(c); });
 }
 
-std::vector<PreToken> MosesPipeline::operator()(std::u32string_view text) const {
-    const SpannedText joined = pipeline_text(text);
-    const std::u32string& s = joined.chars;
-    std::vector<PreToken> tokens;
-    tokens.reserve(size_t(std::count(s.begin(), s.end(), U' ')) + 1);
+void MosesPipeline::operator()(std::u32string_view text, PreTokenized& out) const {
+    recycle(std::move(out.text));
+    out.text = pipeline_text(text);
+    out.words.clear();
+    const std::u32string& s = out.text.chars;
     for (size_t i = 0; i < s.size();) {
         if (space(s[i])) { ++i; continue; }
         size_t j = i;
         while (j < s.size() && !space(s[j])) ++j;
-        PreToken& token = tokens.emplace_back();
-        token.utf8.reserve(j - i);
-        for (size_t k = i; k < j; ++k) xlm_fast::append_code_point(s[k], token.utf8);
-        token.char_spans.assign(joined.spans.begin() + i, joined.spans.begin() + j);
+        out.words.push_back({i, j});
         i = j;
     }
-    return tokens;
 }
 
 }  // namespace xlm_moses
@@ -853,6 +849,7 @@ namespace py = pybind11;
 namespace {
 
 using xlm_moses::MosesPipeline;
+using xlm_moses::PreTokenized;
 using xlm_moses::SpannedText;
 
 struct Unused {};  // the batch binding's threads keep no state of their own
@@ -1037,10 +1034,14 @@ void register_moses(py::module_& m) {
                 size_t words = 0;
                 {
                     py::gil_scoped_release release;  // reads only `owned`
+                    PreTokenized out;
                     for (int pass = 0; pass < passes; ++pass) {
                         words = 0;
                         const auto start = std::chrono::steady_clock::now();
-                        for (const std::u32string& text : owned) words += self(text).size();
+                        for (const std::u32string& text : owned) {
+                            self(text, out);
+                            words += out.words.size();
+                        }
                         const auto stop = std::chrono::steady_clock::now();
                         seconds.push_back(std::chrono::duration<double>(stop - start).count());
                     }

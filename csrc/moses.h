@@ -34,18 +34,13 @@
 #include <utility>
 #include <vector>
 
+#include "spanned_text.h"
+
 namespace xlm_moses {
 
-struct Span { int64_t start; int64_t end; };          // [start, end) code-point offsets into the original text
-struct PreToken { std::string utf8; std::vector<Span> char_spans; };  // a word for BPE; one span per code point of utf8
-
-// Text being rewritten: code points and one source span per code point. `end` is the
-// source offset just past the text (the place of an insertion into an empty buffer).
-struct SpannedText {
-    std::u32string chars;
-    std::vector<Span> spans;
-    int64_t end = 0;
-};
+using xlm_fast::PreTokenized;
+using xlm_fast::Span;
+using xlm_fast::SpannedText;  // the text being rewritten
 
 // Language-independent Unicode data, as Python (the reference) sees it.
 struct UnicodeData {
@@ -127,8 +122,9 @@ class MosesPipeline {
 public:
     MosesPipeline(std::shared_ptr<const UnicodeTables> tables, LanguageData data);
 
-    // The whole pipeline for a Moses language (every language but zh/th/ja).
-    std::vector<PreToken> operator()(std::u32string_view text) const;
+    // The whole pipeline for a Moses language (every language but zh/th/ja): the words that
+    // go into BPE as runs of out.text (out's buffers are reused).
+    void operator()(std::u32string_view text, PreTokenized& out) const;
 
     // The steps, for zh/th/ja (segmenter in Python between them) and for rule-by-rule tests.
     // Spans of the input are the caller's (e.g. of a segmented text joined with spaces).

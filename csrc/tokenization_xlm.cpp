@@ -16,7 +16,6 @@
 #include <limits>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -211,25 +210,6 @@ py::list to_list(const int32_t* ids, size_t size) {
 
 // ----------------------------------------------------------------------------- batch encoder
 
-// The interned str of a constant key (a string literal: its address identifies it), made once
-// per process, so that the option and result dicts of every call are read and written without
-// building and hashing a new str per key. Called with the GIL held only (which guards the map);
-// the strs are kept for the life of the process.
-PyObject* interned(const char* literal) {
-    static std::unordered_map<const char*, PyObject*> keys;
-    PyObject*& key = keys[literal];
-    if (key == nullptr) {
-        key = PyUnicode_InternFromString(literal);
-        if (key == nullptr) throw py::error_already_set();
-    }
-    return key;
-}
-
-// dict[key] = value for a constant key (see interned).
-void set_item(const py::dict& dict, const char* key, py::object&& value) {
-    if (PyDict_SetItem(dict.ptr(), interned(key), value.ptr()) < 0) throw py::error_already_set();
-}
-
 // Code points of a str (lone surrogates included) into `out`; false if `text` is not a str.
 bool read_code_points(PyObject* text, std::u32string& out) {
     if (!PyUnicode_Check(text)) return false;
@@ -293,13 +273,12 @@ std::vector<WordSequence> read_word_sequences(const py::handle& sequences) {
     return out;
 }
 
-// The options dict of XLMTokenizer's fast path (keys as in EncodeOptions; strategies as str or None).
+// The options dict of XLMTokenizer's fast path (keys as in EncodeOptions; strategies as str or None), read
+// once per configuration (the EncodeOptions class below).
 EncodeOptions read_options(const py::dict& options) {
     auto get = [&](const char* key) -> py::object {
-        PyObject* value = PyDict_GetItemWithError(options.ptr(), interned(key));  // borrowed
-        if (value == nullptr && PyErr_Occurred()) throw py::error_already_set();
-        if (value == nullptr) throw py::key_error(std::string("options lacks ") + key);
-        return py::reinterpret_borrow<py::object>(value);
+        if (!options.contains(key)) throw py::key_error(std::string("options lacks ") + key);
+        return py::object(options[key]);
     };
     auto flag = [&](const char* key) {
         const py::object value = get(key);
@@ -342,24 +321,6 @@ EncodeOptions read_options(const py::dict& options) {
     return out;
 }
 
-// options["lists"] (optional, default False): per-token fields as lists of row lists.
-bool read_lists(const py::dict& options) {
-    PyObject* value = PyDict_GetItemWithError(options.ptr(), interned("lists"));  // borrowed
-    if (value == nullptr && PyErr_Occurred()) throw py::error_already_set();
-    if (value != nullptr && !PyBool_Check(value)) throw py::type_error("options[lists] must be a bool");
-    return value == Py_True;
-}
-
-// A 1-D int64 numpy array that owns `values` (no copy).
-py::array_t<int64_t> to_array(std::vector<int64_t>&& values) {
-    auto owned = std::make_unique<std::vector<int64_t>>(std::move(values));
-    const auto size = static_cast<py::ssize_t>(owned->size());
-    int64_t* data = owned->data();
-    py::capsule free(owned.get(), [](void* pointer) { delete static_cast<std::vector<int64_t>*>(pointer); });
-    owned.release();  // the capsule owns it now
-    return py::array_t<int64_t>({size}, {static_cast<py::ssize_t>(sizeof(int64_t))}, data, free);
-}
-
 // New references to Python ints, shared for the values seen most: a batch repeats the same
 // ids (frequent words, pad) thousands of times, and an int outside CPython's small-int cache
 // costs an allocation each. Direct-mapped by value, kept across calls (ints are immutable);
@@ -387,14 +348,60 @@ private:
     Slot slots_[kSlots] = {};
 };
 
-// Each row of a per-token buffer as a list of ints: for callers that asked for lists, no
-// array and no tolist() in Python.
-py::list row_lists(const std::vector<int64_t>& values, const std::vector<int64_t>& row_starts) {
+// encode_texts / encode_words' result: every row in C++ buffers, of which Python converts only
+// what it reads (most calls read input_ids and attention_mask; the word and offset maps are
+// read on demand, if ever). Immutable once built.
+class EncodedRows {
+public:
+    explicit EncodedRows(BatchOutput&& output) : output_(std::move(output)) {
+        const auto& starts = output_.row_starts;
+        for (size_t r = 0; r + 1 < starts.size(); ++r) {
+            const int64_t size = starts[r + 1] - starts[r];
+            if (r > 0 && size != width_) {
+                width_ = -1;
+                break;
+            }
+            width_ = size;
+        }
+    }
+    size_t rows() const { return output_.row_starts.size() - 1; }
+    int64_t width() const { return width_; }  // tokens of every row, -1 when rows differ in length
+
+    // A buffer by its name in the BatchEncoding (or in BatchOutput, for the maps' buffers).
+    const std::vector<int64_t>& buffer(const std::string& name) const {
+        if (name == "input_ids") return output_.input_ids;
+        if (name == "attention_mask") return output_.attention_mask;
+        if (name == "token_type_ids") return output_.token_type_ids;
+        if (name == "special_tokens_mask") return output_.special_tokens_mask;
+        if (name == "offset_mapping") return output_.offsets;
+        if (name == "length") return output_.lengths;
+        if (name == "overflow_to_sample_mapping") return output_.samples;
+        if (name == "row_starts") return output_.row_starts;
+        if (name == "layouts") return output_.layouts;
+        throw py::key_error(name);
+    }
+    // Each row of a per-token field as a list of ints.
+    py::list row_lists(const std::string& name) const;
+    // Word ids of the tokens of source `source` (an encoded sequence) before truncation.
+    py::list word_ids(int64_t source) const;
+    // (start, end) of every token of row `row`.
+    py::list offsets(int64_t row) const;
+
+private:
+    BatchOutput output_;
+    int64_t width_ = -1;
+};
+
+py::list EncodedRows::row_lists(const std::string& name) const {
     static IntCache& ints = *new IntCache();  // never destroyed: no Py_DECREF after the interpreter ends
+    const std::vector<int64_t>& values = buffer(name);
+    if (name == "offset_mapping" || values.size() != output_.input_ids.size())
+        throw py::value_error(name + " is not a per-token field of this encoding");
     GcPause pause;
-    py::list rows(row_starts.size() - 1);
-    for (size_t r = 0; r + 1 < row_starts.size(); ++r) {
-        const auto begin = static_cast<size_t>(row_starts[r]), end = static_cast<size_t>(row_starts[r + 1]);
+    const auto& starts = output_.row_starts;
+    py::list rows(starts.size() - 1);
+    for (size_t r = 0; r + 1 < starts.size(); ++r) {
+        const auto begin = static_cast<size_t>(starts[r]), end = static_cast<size_t>(starts[r + 1]);
         py::list row(end - begin);
         for (size_t i = begin; i < end; ++i) PyList_SET_ITEM(row.ptr(), i - begin, ints.get(values[i]));
         PyList_SET_ITEM(rows.ptr(), r, row.release().ptr());
@@ -402,38 +409,22 @@ py::list row_lists(const std::vector<int64_t>& values, const std::vector<int64_t
     return rows;
 }
 
-// BatchOutput -> {name: 1-D int64 array}; the fields not asked for are left out. `lists`:
-// input_ids, token_type_ids, special_tokens_mask and attention_mask as row_lists instead
-// (offsets stay an array: they are built on every call, but read only on demand).
-py::dict to_dict(BatchOutput&& output, const EncodeOptions& options, bool lists) {
-    py::dict out;
-    // Tokens per row when every row has as many, else -1 (rows of several lengths).
-    int64_t width = -1;
-    for (size_t r = 0; r + 1 < output.row_starts.size(); ++r) {
-        const int64_t size = output.row_starts[r + 1] - output.row_starts[r];
-        if (r > 0 && size != width) {
-            width = -1;
-            break;
-        }
-        width = size;
-    }
-    set_item(out, "rows", py::int_(output.row_starts.size() - 1));
-    set_item(out, "width", py::int_(width));
-    auto field = [&](const char* key, std::vector<int64_t>& values) {
-        set_item(out, key, lists ? py::object(row_lists(values, output.row_starts))
-                                 : py::object(to_array(std::move(values))));
-    };
-    field("input_ids", output.input_ids);
-    if (options.token_type_ids) field("token_type_ids", output.token_type_ids);
-    if (options.special_tokens_mask) field("special_tokens_mask", output.special_tokens_mask);
-    if (options.attention_mask) field("attention_mask", output.attention_mask);
-    if (options.offsets) set_item(out, "offset_mapping", to_array(std::move(output.offsets)));
-    set_item(out, "row_starts", to_array(std::move(output.row_starts)));
-    set_item(out, "length", to_array(std::move(output.lengths)));
-    set_item(out, "overflow_to_sample_mapping", to_array(std::move(output.samples)));
-    set_item(out, "layouts", to_array(std::move(output.layouts)));
-    set_item(out, "word_ids", to_array(std::move(output.word_ids)));
-    set_item(out, "word_starts", to_array(std::move(output.word_starts)));
+py::list EncodedRows::word_ids(int64_t source) const {
+    const auto& starts = output_.word_starts;
+    if (source < 0 || static_cast<size_t>(source) + 1 >= starts.size())
+        throw py::index_error("source " + std::to_string(source) + " is out of range");
+    py::list out;
+    for (int64_t i = starts[source]; i < starts[source + 1]; ++i) out.append(output_.word_ids[i]);
+    return out;
+}
+
+py::list EncodedRows::offsets(int64_t row) const {
+    if (output_.offsets.empty() && !output_.input_ids.empty()) throw py::value_error("this encoding has no offsets");
+    const auto& starts = output_.row_starts;
+    if (row < 0 || static_cast<size_t>(row) >= rows()) throw py::index_error("row " + std::to_string(row) + " is out of range");
+    py::list out;
+    for (int64_t i = starts[row]; i < starts[row + 1]; ++i)
+        out.append(py::make_tuple(output_.offsets[2 * i], output_.offsets[2 * i + 1]));
     return out;
 }
 
@@ -457,19 +448,12 @@ constexpr size_t kMosesCharsPerThread = 768, kWhitespaceCharsPerThread = 3072;
 PreTokenizerFunction pre_tokenizer_function(const py::object& pre_tokenizer) {
     if (py::isinstance<WhitespaceSplit>(pre_tokenizer)) {
         const WhitespaceSplit* split = pre_tokenizer.cast<const WhitespaceSplit*>();
-        return {[split](std::u32string_view text, std::vector<Word>& out) { (*split)(text, out); },
+        return {[split](std::u32string_view text, PreTokenized& out) { (*split)(text, out); },
                 kWhitespaceCharsPerThread};
     }
     if (py::isinstance<xlm_moses::MosesPipeline>(pre_tokenizer)) {
         const auto* moses = pre_tokenizer.cast<const xlm_moses::MosesPipeline*>();
-        return {[moses](std::u32string_view text, std::vector<Word>& out) {
-            for (xlm_moses::PreToken& token : (*moses)(text)) {
-                Word& word = out.emplace_back();
-                word.utf8 = std::move(token.utf8);
-                word.char_spans.reserve(token.char_spans.size());
-                for (const xlm_moses::Span& span : token.char_spans) word.char_spans.push_back({span.start, span.end});
-            }
-        }, kMosesCharsPerThread};
+        return {[moses](std::u32string_view text, PreTokenized& out) { (*moses)(text, out); }, kMosesCharsPerThread};
     }
     throw py::type_error("pre_tokenizer must be a WhitespaceSplit or a MosesPipeline");
 }
@@ -575,11 +559,35 @@ void register_tokenization_xlm(py::module_& m) {
                  return std::make_unique<AddedTokens>(items);
              }),
              py::arg("tokens"));
+    py::class_<EncodeOptions>(m, "EncodeOptions",
+                              "The options of encode_texts / encode_words, read and checked once from a dict (keys as "
+                              "in csrc/batch_encoder.h's EncodeOptions; strategies as str or None).")
+        .def(py::init([](const py::dict& options) { return read_options(options); }), py::arg("options"));
+    py::class_<EncodedRows>(m, "EncodedRows",
+                            "The rows of one encode_texts / encode_words call, in C++ buffers: `array(name)` views a "
+                            "buffer as a 1-D int64 array (no copy), `row_lists(name)` gives a per-token field as lists "
+                            "of row lists; word_ids(source) and offsets(row) serve the BatchEncoding's maps.")
+        .def_property_readonly("rows", &EncodedRows::rows)
+        .def_property_readonly("width",
+                               [](const EncodedRows& self) -> py::object {
+                                   return self.width() < 0 ? py::object(py::none()) : py::object(py::int_(self.width()));
+                               },
+                               "Tokens of every row, None when the rows differ in length.")
+        .def(
+            "array",
+            [](const py::object& self, const std::string& name) {
+                const std::vector<int64_t>& values = self.cast<const EncodedRows&>().buffer(name);
+                return py::array_t<int64_t>({static_cast<py::ssize_t>(values.size())},
+                                            {static_cast<py::ssize_t>(sizeof(int64_t))}, values.data(), self);
+            },
+            py::arg("name"), "A buffer as a 1-D int64 array that keeps this object alive (no copy).")
+        .def("row_lists", &EncodedRows::row_lists, py::arg("name"))
+        .def("word_ids", &EncodedRows::word_ids, py::arg("source"))
+        .def("offsets", &EncodedRows::offsets, py::arg("row"));
     m.def(
         "encode_texts",
         [](BPEModel& model, const AddedTokens& added, const py::object& pre_tokenizer, const py::object& texts,
-           const py::object& pairs, const py::dict& options) {
-            const EncodeOptions checked = read_options(options);
+           const py::object& pairs, const EncodeOptions& checked) {
             std::vector<std::u32string> owned;
             read_texts(texts, "text", owned);
             const size_t count = owned.size();
@@ -594,7 +602,7 @@ void register_tokenization_xlm(py::module_& m) {
                 output = encode_texts(model, added, pre_tokenize.function, pre_tokenize.min_chars_per_thread, owned,
                                       !pairs.is_none(), checked);
             }
-            return to_dict(std::move(output), checked, read_lists(options));
+            return EncodedRows(std::move(output));
         },
         py::arg("model"), py::arg("added_tokens"), py::arg("pre_tokenizer"), py::arg("texts"), py::arg("pairs"),
         py::arg("options"),
@@ -609,11 +617,10 @@ void register_tokenization_xlm(py::module_& m) {
             size_t words = 0;
             {
                 py::gil_scoped_release release;  // reads only `owned` and the immutable pre-tokenizer
-                std::vector<Word> out;
+                PreTokenized out;
                 for (const std::u32string& text : owned) {
-                    out.clear();
                     pre_tokenize.function(text, out);
-                    words += out.size();
+                    words += out.words.size();
                 }
             }
             return words;
@@ -623,8 +630,7 @@ void register_tokenization_xlm(py::module_& m) {
         "words. For the stage profile of bench/bench_tokenization_xlm.py.");
     m.def(
         "encode_words",
-        [](BPEModel& model, const py::object& sequences, bool pairs, const py::dict& options) {
-            const EncodeOptions checked = read_options(options);
+        [](BPEModel& model, const py::object& sequences, bool pairs, const EncodeOptions& checked) {
             if (checked.offsets) throw py::value_error("encode_words: pre-tokenized words carry no offsets");
             const std::vector<WordSequence> owned = read_word_sequences(sequences);
             if (pairs && owned.size() % 2) throw py::value_error("sequences: pairs need an even count");
@@ -633,7 +639,7 @@ void register_tokenization_xlm(py::module_& m) {
                 py::gil_scoped_release release;  // reads only `owned` and the model
                 output = encode_words(model, owned, pairs, checked);
             }
-            return to_dict(std::move(output), checked, read_lists(options));
+            return EncodedRows(std::move(output));
         },
         py::arg("model"), py::arg("sequences"), py::arg("pairs"), py::arg("options"),
         "Pre-tokenized sequences (added token ids and lists of words; pairs after the firsts) -> the arrays of "

@@ -17,6 +17,9 @@ inline size_t utf8_length(unsigned char lead) {
     return 4;
 }
 
+// Byte length of code point `code` in UTF-8 (surrogates: 3, as append_code_point writes them).
+inline size_t utf8_size(uint32_t code) { return code < 0x80 ? 1 : code < 0x800 ? 2 : code < 0x10000 ? 3 : 4; }
+
 // Code point of the `length`-byte UTF-8 sequence at `text`.
 inline uint32_t code_point(const char* text, size_t length) {
     const auto* bytes = reinterpret_cast<const unsigned char*>(text);

@@ -1515,6 +1515,8 @@ def test_offsets_unavailable_paths_say_why(fast_and_reference, files):
 
 @needs_cpp
 def test_fast_path_bad_input_raises(fast_and_reference):
+    from xlm_fast._C import EncodeOptions, pre_tokenize_count
+
     fast, _ = fast_and_reference
     with pytest.raises(TypeError, match=r"text\[1\]"):
         fast(["ok", 3], bypass_tokenizer=True)
@@ -1524,18 +1526,18 @@ def test_fast_path_bad_input_raises(fast_and_reference):
                    offsets=False, num_threads=1)
     with pytest.raises(TypeError, match=r"text\[1\]"):
         tokenization_xlm.encode_texts(fast.bpe_model, fast._cpp_added_tokens(), tokenization_xlm._whitespace_split(),
-                                      ["a", b"b"], None, options)
+                                      ["a", b"b"], None, EncodeOptions(options))
     with pytest.raises(KeyError):
-        tokenization_xlm.encode_words(fast.bpe_model, [[["a"]]], False, {})
+        EncodeOptions({})
     for bad in ([[3.5]], [[[1]]], [["a"]], 5, [[-1]]):
         with pytest.raises((TypeError, ValueError)):
-            tokenization_xlm.encode_words(fast.bpe_model, bad, False, options)
+            tokenization_xlm.encode_words(fast.bpe_model, bad, False, EncodeOptions(options))
     with pytest.raises(ValueError, match="num_threads"):
-        tokenization_xlm.encode_words(fast.bpe_model, [[["a"]]], False, dict(options, num_threads=0))
-    from xlm_fast._C import pre_tokenize_count
-
-    with pytest.raises(TypeError, match="lists"):
-        tokenization_xlm.encode_words(fast.bpe_model, [[["a"]]], False, dict(options, lists=1))
+        EncodeOptions(dict(options, num_threads=0))
+    with pytest.raises(TypeError, match="stride"):
+        EncodeOptions(dict(options, stride=1.0))
+    with pytest.raises(TypeError):  # a dict is no EncodeOptions
+        tokenization_xlm.encode_words(fast.bpe_model, [[["a"]]], False, options)
     with pytest.raises(TypeError, match=r"texts\[0\]"):
         pre_tokenize_count(tokenization_xlm._whitespace_split(), [3])
     with pytest.raises(TypeError, match="pre_tokenizer"):
@@ -1543,23 +1545,35 @@ def test_fast_path_bad_input_raises(fast_and_reference):
 
 
 @needs_cpp
-def test_fast_path_lists_and_pre_tokenize_count(fast_and_reference):
-    from xlm_fast._C import pre_tokenize_count
+def test_encoded_rows_and_pre_tokenize_count(fast_and_reference):
+    """The EncodedRows of one C++ call: arrays, row lists and maps agree."""
+    from xlm_fast._C import EncodeOptions, pre_tokenize_count
 
     fast, _ = fast_and_reference
-    options = dict(add_special_tokens=True, bos_id=0, sep_id=1, pad_id=2, truncation=None, max_length=None, stride=0,
-                   truncation_side="right", overflow=False, padding="longest", pad_to_multiple_of=None,
-                   padding_side="left", token_type_ids=True, special_tokens_mask=False, attention_mask=True,
-                   offsets=True, num_threads=1)
+    options = EncodeOptions(dict(add_special_tokens=True, bos_id=0, sep_id=1, pad_id=2, truncation=None,
+                                 max_length=None, stride=0, truncation_side="right", overflow=False,
+                                 padding="longest", pad_to_multiple_of=None, padding_side="left", token_type_ids=True,
+                                 special_tokens_mask=False, attention_mask=True, offsets=True, num_threads=1))
     texts = ["a b c", "d"]
     split = tokenization_xlm._whitespace_split()
-    arrays = tokenization_xlm.encode_texts(fast.bpe_model, fast._cpp_added_tokens(), split, texts, None, options)
-    lists = tokenization_xlm.encode_texts(fast.bpe_model, fast._cpp_added_tokens(), split, texts, None,
-                                          dict(options, lists=True))
-    width = arrays["width"]
+    out = tokenization_xlm.encode_texts(fast.bpe_model, fast._cpp_added_tokens(), split, texts, None, options)
+    assert out.rows == 2 and out.width is not None
     for key in ("input_ids", "token_type_ids", "attention_mask"):
-        assert lists[key] == arrays[key].reshape(2, width).tolist()
-    assert np.array_equal(lists["offset_mapping"], arrays["offset_mapping"])  # offsets stay an array
+        assert out.row_lists(key) == out.array(key).reshape(2, out.width).tolist()
+    offsets = out.array("offset_mapping").reshape(2, out.width, 2).tolist()
+    assert [out.offsets(row) for row in range(2)] == [[tuple(pair) for pair in row] for row in offsets]
+    assert out.word_ids(1) == [0]  # "d": one word of one token
+    with pytest.raises(KeyError):
+        out.array("no such field")
+    with pytest.raises(ValueError, match="per-token"):
+        out.row_lists("length")
+    with pytest.raises(IndexError):
+        out.offsets(2)
+    with pytest.raises(IndexError):
+        out.word_ids(-1)
+    array, ids = out.array("input_ids"), out.row_lists("input_ids")
+    del out
+    assert array.reshape(2, -1).tolist() == ids  # the view keeps its buffer alive
     assert pre_tokenize_count(split, texts + [" \t "]) == 4
     moses_pipeline = fast._cpp_pre_tokenizer("en", False)
     assert pre_tokenize_count(moses_pipeline, ["Hello, world!"]) == len(fast.pre_tokenizer("Hello, world!", "en"))
@@ -1633,3 +1647,64 @@ def test_transformers_4_encode_plus_names(files, corpus):
         ours.encode_plus(texts)
     ours.model_max_length = 64
     assert (ours.max_len_single_sentence, ours.max_len_sentences_pair) == (62, 61)
+
+
+# ----------------------------------------------------------------------------- call plans
+
+
+@pytest.mark.parametrize("backend", ["cpp", "python"])
+def test_call_plan_follows_state_changes(files, backend):
+    """__call__ reuses the checked options of an earlier call with the same arguments
+    (XLMTokenizer._call_plan); every change of the tokenizer's state that they depend on is seen."""
+    if backend == "cpp" and tokenization_xlm.CppBPEModel is None:
+        pytest.skip("extension not built")
+    tokenizer = XLMTokenizer(*files, bpe_backend=backend)
+    texts = ["Hello world, this is a test.", "x"]
+
+    def fresh():  # the same state, no plans yet
+        other = pickle.loads(pickle.dumps(tokenizer))
+        assert not other._plans
+        return other
+
+    def check(**kwargs):
+        assert tokenizer(texts, **kwargs) == fresh()(texts, **kwargs)
+
+    before = tokenizer(texts, padding=True, truncation=True)
+    tokenizer.padding_side = "left"
+    check(padding=True, truncation=True)
+    assert tokenizer(texts, padding=True)["input_ids"] != before["input_ids"]
+    tokenizer.model_max_length = 4
+    check(padding=True, truncation=True)
+    assert len(tokenizer(texts, truncation=True)["input_ids"][0]) == 4
+    tokenizer.truncation_side = "left"
+    check(truncation=True)
+    tokenizer.pad_token = "<special4>"
+    check(padding=True)
+    assert tokenizer(texts, padding=True)["input_ids"][1][0] == tokenizer.convert_tokens_to_ids("<special4>")
+    tokenizer.bos_token = "<special5>"
+    check()
+    tokenizer.add_tokens(["world,"])
+    check()
+    tokenizer.do_lowercase_and_remove_accent = False
+    check()
+    assert tokenizer("Hello")["input_ids"] != XLMTokenizer(*files, bpe_backend=backend)("Hello")["input_ids"]
+
+
+def test_call_plan_keeps_argument_checks(files):
+    """A plan is reused only for arguments of the same types: an equal value of another type
+    is checked again (and refused where the first call's type is the only one accepted)."""
+    tokenizer = XLMTokenizer(*files)
+    tokenizer("a b", padding=True, max_length=5, stride=0, truncation="only_first")
+    with pytest.raises(ValueError, match="padding"):
+        tokenizer("a b", padding=1, max_length=5, stride=0, truncation="only_first")
+    with pytest.raises(ValueError, match="max_length"):
+        tokenizer("a b", padding=True, max_length=5.0, stride=0, truncation="only_first")
+    with pytest.raises(ValueError, match="stride"):
+        tokenizer("a b", padding=True, max_length=5, stride=False, truncation="only_first")
+    with pytest.raises(ValueError, match="padding"):  # unhashable: checked on every call
+        tokenizer("a b", padding=["longest"])
+    with pytest.raises(ValueError, match="lang"):  # languages are checked on every call
+        XLMTokenizer(*files, lang2id={"en": 0})("a b", lang="fr")
+    for _ in range(tokenization_xlm.MAX_CALL_PLANS + 3):  # the plans stay bounded
+        tokenizer("a", max_length=len(tokenizer._plans) + 5, truncation=True)
+    assert len(tokenizer._plans) <= tokenization_xlm.MAX_CALL_PLANS

@@ -12,12 +12,16 @@ Pipeline per text (same steps and order as transformers' slow XLMTokenizer):
   -> special tokens, truncation, overflow windows, padding, tensors
      (xlm_fast.tokenization_utils_base, whose BatchEncoding also maps tokens to words).
 
-With the extension built, __call__ makes one C++ call per batch (xlm_fast._C.encode_texts /
-encode_words, csrc/batch_encoder.cpp): everything after the Python pre-tokenizer (BPE, ids,
-special tokens, truncation, overflow windows, padding), and with bypass_tokenizer=True the
-added-token split and the whitespace pre-tokenizer too, with character offsets; the output
-comes back as flat numpy buffers, which become tensors without a copy. is_split_into_words
-and the pure-Python BPE backend take the Python path, which is the reference.
+With the extension built, __call__ makes one C++ call per batch (xlm_fast._C.encode_texts,
+csrc/batch_encoder.cpp): the added-token split, the pre-tokenizer (the whole Moses pipeline
+of csrc/moses.h, or the whitespace split of bypass_tokenizer=True), BPE, ids, special tokens,
+truncation, overflow windows and padding, with character offsets. zh / th / ja keep their
+Python segmenters, whose words go to the same C++ call without offsets (encode_words); the output
+stays in C++ buffers (xlm_fast._C.EncodedRows), of which only the fields asked for become
+lists, or arrays and tensors without a copy. The options of a call are checked and resolved
+once per set of arguments (a _CallPlan, reused while the tokenizer's state is unchanged), so
+a single-text call costs little Python. is_split_into_words and the pure-Python BPE backend
+take the Python path, which is the reference.
 
 Unlike transformers 5.x, whose tokenize() drops `lang`/`bypass_tokenizer` before they
 reach the language-specific code, `lang=` here selects the pipeline as documented.
@@ -64,7 +68,7 @@ from .worker_pool import _PreTokenizerPool
 try:
     from ._C import AddedTokens as CppAddedTokens
     from ._C import BPEModel as CppBPEModel
-    from ._C import WhitespaceSplit, encode_texts, encode_words
+    from ._C import EncodeOptions, WhitespaceSplit, encode_texts, encode_words
 except ImportError:  # extension not built: the pure-Python twin gives the same ids
     CppBPEModel = None
 
@@ -75,6 +79,8 @@ DEFAULT_ADDITIONAL_SPECIAL_TOKENS = [f"<special{i}>" for i in range(10)]
 SPECIAL_TOKENS_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # transformers' model_max_length when none is configured (LARGE_INTEGER is its "no limit" threshold).
 VERY_LARGE_INTEGER = int(1e30)
+# __call__ keeps the plans of this many option sets (all forgotten when full: a program uses a few).
+MAX_CALL_PLANS = 64
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 # Environment defaults: bpe_backend ("auto", "cpp", "python") and num_threads.
 BACKEND_ENV, THREADS_ENV = "XLM_FAST_TOKENIZER_BACKEND", "XLM_FAST_NUM_THREADS"
@@ -138,19 +144,19 @@ def load_merges(path):
 
 
 def _as_rows(out, key, rows, width):
-    """Field `key` of encode_texts' flat arrays as rows: one 2-D (3-D for offsets) view when
-    every row has `width` tokens, else a list of 1-D (2-D) arrays."""
-    flat, pair = out[key], key == "offset_mapping"
+    """Field `key` of an EncodedRows as rows: one 2-D (3-D for offsets) view when every row
+    has `width` tokens, else a list of 1-D (2-D) arrays."""
+    flat, pair = out.array(key), key == "offset_mapping"
     if width is not None:
         return flat.reshape((rows, width, 2) if pair else (rows, width))
     import numpy as np
 
-    return np.split(flat.reshape(-1, 2) if pair else flat, out["row_starts"][1:-1])
+    return np.split(flat.reshape(-1, 2) if pair else flat, out.array("row_starts")[1:-1])
 
 
 class _FastMaps:
-    """The maps of a BatchEncoding of the C++ path, read from encode_texts' arrays on first use
-    (one object per call rather than closures: fewer objects for the cyclic GC to track)."""
+    """The row layouts of a BatchEncoding of the C++ path, read from its EncodedRows on first
+    use (one object per call rather than a closure: fewer objects for the cyclic GC to track)."""
 
     __slots__ = ("out", "add_special_tokens", "pad_left", "has_pairs")
 
@@ -159,21 +165,28 @@ class _FastMaps:
 
     def layouts(self):
         built = []
-        for first, a0, a1, second, b0, b1, pad in self.out["layouts"].reshape(-1, 7).tolist():
+        for first, a0, a1, second, b0, b1, pad in self.out.array("layouts").reshape(-1, 7).tolist():
             spans = [Span(first, 0, a0, a1)] + ([Span(second, 1, b0, b1)] if second >= 0 else [])
             layout = ((1, spans[0], 1) + ((spans[1], 1) if self.has_pairs else ())) if self.add_special_tokens \
                 else tuple(spans)
             built.append(layout if not pad else (pad, *layout) if self.pad_left else (*layout, pad))
         return built
 
-    def word_ids_of(self, source):
-        word_starts = self.out["word_starts"]
-        return self.out["word_ids"][word_starts[source] : word_starts[source + 1]].tolist()
 
-    def offsets_of(self, row):
-        starts = self.out["row_starts"]
-        pairs = self.out["offset_mapping"][2 * starts[row] : 2 * starts[row + 1]].reshape(-1, 2).tolist()
-        return [tuple(pair) for pair in pairs]
+class _CallPlan:
+    """What __call__ does for one set of options, worked out once (XLMTokenizer._call_plan): the
+    checked and resolved options, and for the C++ path its EncodeOptions (None: the Python path
+    runs), pre-tokenizer (None: words from the Python pre-tokenizer), added tokens and fields."""
+
+    __slots__ = ("add_special_tokens", "padding", "truncation", "max_length", "stride", "is_split_into_words",
+                 "pad_to_multiple_of", "padding_side", "return_tensors", "want", "want_mask", "overflow",
+                 "return_offsets", "return_length", "lang", "bypass_tokenizer", "batched", "has_pairs",
+                 "offsets_reason", "cpp_options", "pre_tokenizer", "added_tokens", "fields")
+
+    def __init__(self, **options):
+        self.cpp_options = self.pre_tokenizer = self.added_tokens = self.fields = None
+        for name, value in options.items():
+            setattr(self, name, value)
 
 
 class _CheckedOption:
@@ -343,6 +356,7 @@ class XLMTokenizer:
         self.num_workers = kwargs.pop("num_workers", 1)
         self._backend = kwargs.pop("bpe_backend", os.environ.get(BACKEND_ENV, "auto"))
         self._cpp_added = None  # (added-vocabulary version, its xlm_fast._C.AddedTokens)
+        self._plans = {}  # __call__'s _CallPlans by arguments and state (_call_plan)
         self.name_or_path = kwargs.pop("name_or_path", "")
         added_tokens_decoder = parse_added_tokens_decoder(kwargs.pop("added_tokens_decoder", None) or {})
         self.init_kwargs = kwargs  # other transformers options, kept for save_pretrained
@@ -358,9 +372,10 @@ class XLMTokenizer:
                          special_tokens=True)
         self.bpe_model = self._make_bpe_model(self._backend)
 
-    def __getstate__(self):  # the C++ core, the process pool and its lock are rebuilt, not pickled
+    def __getstate__(self):  # the C++ core, call plans, the process pool and its lock are rebuilt, not pickled
         state = dict(self.__dict__)
         state["bpe_model"] = state["_pool"] = state["_pool_lock"] = state["_cpp_added"] = None
+        state["_plans"] = {}
         return state
 
     def __setstate__(self, state):
@@ -846,6 +861,48 @@ class XLMTokenizer:
         and it pads and converts to tensors. As in both, a pair with truncation='longest_first'
         cannot return overflowing tokens."""
         texts, pairs, single = self._inputs(text, text_pair, bool(is_split_into_words))
+        self._check_lang(lang)
+        arguments = (add_special_tokens, padding, truncation, max_length, stride, is_split_into_words,
+                     pad_to_multiple_of, padding_side, return_tensors, return_token_type_ids, return_attention_mask,
+                     return_overflowing_tokens, return_special_tokens_mask, return_offsets_mapping, return_length,
+                     lang, bypass_tokenizer)
+        plan = self._call_plan(arguments, single, pairs is not None)
+        if plan.cpp_options is None or not texts:
+            return self._python_call(texts, pairs, single, plan)
+        if plan.pre_tokenizer is not None:
+            out = encode_texts(self.bpe_model, plan.added_tokens, plan.pre_tokenizer, texts, pairs, plan.cpp_options)
+        else:
+            out = encode_words(self.bpe_model, self._word_sequences(texts + (pairs or []), lang), pairs is not None,
+                               plan.cpp_options)
+        return self._fast_encoding(out, plan)
+
+    # ------------------------------------------------------------------ call plans
+
+    def _call_plan(self, arguments, single, has_pairs):
+        """The _CallPlan of __call__'s `arguments` (all but the texts) with this tokenizer's
+        current state, made and checked once, then reused for the same values of the same types
+        (True and 1 are equal but are not the same argument) and the same state."""
+        state = (self.bos_token, self.sep_token, self.pad_token, self._added.version, self._padding_side,
+                 self._truncation_side, self._model_max_length, self._num_threads,
+                 self.pre_tokenizer.do_lowercase_and_remove_accent)
+        try:
+            key = (arguments, tuple(map(type, arguments)), single, has_pairs, state)
+            plan = self._plans.get(key)
+        except TypeError:  # an unhashable argument: checked (and refused or read) on the way below
+            key = plan = None
+        if plan is None:
+            plan = self._make_call_plan(*arguments, single=single, has_pairs=has_pairs)
+            if key is not None:
+                if len(self._plans) >= MAX_CALL_PLANS:
+                    self._plans.clear()
+                self._plans[key] = plan
+        return plan
+
+    def _make_call_plan(self, add_special_tokens, padding, truncation, max_length, stride, is_split_into_words,
+                        pad_to_multiple_of, padding_side, return_tensors, return_token_type_ids,
+                        return_attention_mask, return_overflowing_tokens, return_special_tokens_mask,
+                        return_offsets_mapping, return_length, lang, bypass_tokenizer, *, single, has_pairs):
+        """__call__'s options checked and resolved (strategies, defaults, the path that runs)."""
         if padding_side is not None:
             check_side("padding_side", padding_side)
         if pad_to_multiple_of is not None:
@@ -854,86 +911,92 @@ class XLMTokenizer:
             raise ValueError(f"stride must be a non-negative int, got {stride!r}")
         return_tensors = check_return_tensors(return_tensors)
         padding, truncation, max_length = check_strategies(padding, truncation, max_length, self.model_max_length)
-        want = {"token_type_ids": bool(return_token_type_ids), "special_tokens_mask": bool(return_special_tokens_mask)}
-        want_mask = True if return_attention_mask is None else bool(return_attention_mask)
-        overflow = bool(return_overflowing_tokens)
-
+        plan = _CallPlan(
+            add_special_tokens=bool(add_special_tokens), padding=padding, truncation=truncation,
+            max_length=max_length, stride=stride, is_split_into_words=bool(is_split_into_words),
+            pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side or self.padding_side,
+            return_tensors=return_tensors, want={"token_type_ids": bool(return_token_type_ids),
+                                                 "special_tokens_mask": bool(return_special_tokens_mask)},
+            want_mask=True if return_attention_mask is None else bool(return_attention_mask),
+            overflow=bool(return_overflowing_tokens), return_offsets=bool(return_offsets_mapping),
+            return_length=bool(return_length), lang=lang, bypass_tokenizer=bypass_tokenizer,
+            batched=not single or bool(return_overflowing_tokens), has_pairs=has_pairs)
         special_ids = self.bos_token_id, self.sep_token_id, self.pad_token_id
-        covered = self._fast_path_covers(texts, is_split_into_words, add_special_tokens, padding, special_ids)
+        covered = self._fast_path_covers(plan.is_split_into_words, plan.add_special_tokens, padding, special_ids)
         # (without is_split_into_words, `covered` is what the offsets depend on)
-        offsets_reason = ("is_split_into_words=True has no character offsets" if is_split_into_words else
-                          OFFSETS_NEED_MOSES if covered else OFFSETS_NEED_CPP)
+        plan.offsets_reason = ("is_split_into_words=True has no character offsets" if is_split_into_words else
+                               OFFSETS_NEED_MOSES if covered else OFFSETS_NEED_CPP)
         if covered:
-            self._check_lang(lang)
-            pre_tokenizer = self._cpp_pre_tokenizer(lang, bypass_tokenizer)
-            if return_offsets_mapping and pre_tokenizer is None:
-                raise NotImplementedError(f"return_offsets_mapping=True: {offsets_reason}")
+            plan.pre_tokenizer = self._cpp_pre_tokenizer(lang, bypass_tokenizer)
+            if plan.pre_tokenizer is not None:
+                plan.added_tokens = self._cpp_added_tokens()
+        if return_offsets_mapping and plan.pre_tokenizer is None:
+            raise NotImplementedError(f"return_offsets_mapping=True: {plan.offsets_reason}")
+        if covered:
             bos_id, sep_id, pad_id = special_ids
-            options = {
-                "add_special_tokens": bool(add_special_tokens), "bos_id": bos_id or 0, "sep_id": sep_id or 0,
+            plan.cpp_options = EncodeOptions({
+                "add_special_tokens": plan.add_special_tokens, "bos_id": bos_id or 0, "sep_id": sep_id or 0,
                 "pad_id": pad_id or 0, "truncation": truncation, "max_length": max_length, "stride": stride,
-                "truncation_side": self.truncation_side, "overflow": overflow, "padding": padding,
-                "pad_to_multiple_of": pad_to_multiple_of, "padding_side": padding_side or self.padding_side,
-                "token_type_ids": want["token_type_ids"], "special_tokens_mask": want["special_tokens_mask"],
-                "attention_mask": want_mask, "offsets": pre_tokenizer is not None, "num_threads": self.num_threads,
-                "lists": return_tensors is None,  # the per-token fields come back as lists of row lists
-            }
-            if pre_tokenizer is not None:
-                out = encode_texts(self.bpe_model, self._cpp_added_tokens(), pre_tokenizer, texts, pairs, options)
-            else:
-                out = encode_words(self.bpe_model, self._word_sequences(texts + (pairs or []), lang), pairs is not None,
-                                   options)
-            return self._fast_encoding(out, options, single, overflow, return_tensors, bool(return_length),
-                                       bool(return_offsets_mapping), pairs is not None, offsets_reason)
-        if return_offsets_mapping:
-            raise NotImplementedError(f"return_offsets_mapping=True: {offsets_reason}")
+                "truncation_side": self.truncation_side, "overflow": plan.overflow, "padding": padding,
+                "pad_to_multiple_of": pad_to_multiple_of, "padding_side": plan.padding_side,
+                "token_type_ids": plan.want["token_type_ids"],
+                "special_tokens_mask": plan.want["special_tokens_mask"], "attention_mask": plan.want_mask,
+                "offsets": plan.pre_tokenizer is not None, "num_threads": self.num_threads})
+            plan.fields = ["input_ids"] + [key for key in ("token_type_ids", "special_tokens_mask") if plan.want[key]]
+            plan.fields += ["attention_mask"] if plan.want_mask else []
+        return plan
 
-        encoded, word_ids_of = self._encode_texts(texts + (pairs or []), lang, bypass_tokenizer,
-                                                  bool(is_split_into_words))
+    # ------------------------------------------------------------------ Python path (the reference)
+
+    def _python_call(self, texts, pairs, single, plan):
+        encoded, word_ids_of = self._encode_texts(texts + (pairs or []), plan.lang, plan.bypass_tokenizer,
+                                                  plan.is_split_into_words)
         rows, samples = [], []
         for index, first in enumerate(encoded[: len(texts)]):
             second = None if pairs is None else encoded[len(texts) + index]
             sources = (index, None if pairs is None else len(texts) + index)
-            sample_rows = self._rows(first, second, sources, add_special_tokens, truncation, max_length, stride,
-                                     overflow, want)
+            sample_rows = self._rows(first, second, sources, plan.add_special_tokens, plan.truncation,
+                                     plan.max_length, plan.stride, plan.overflow, plan.want)
             rows.extend(sample_rows)
             samples.extend([index] * len(sample_rows))
 
         lengths = [len(fields["input_ids"]) for fields, _ in rows]
-        target = pad_target(lengths, padding, max_length, pad_to_multiple_of)
-        side = padding_side or self.padding_side
+        target = pad_target(lengths, plan.padding, plan.max_length, plan.pad_to_multiple_of)
+        side = plan.padding_side
         layouts = []
         for fields, layout in rows:
-            _, added = pad_fields(fields, target, side, self._pad_values(), "input_ids", want_mask)
+            _, added = pad_fields(fields, target, side, self._pad_values(), "input_ids", plan.want_mask)
             layouts.append(layout if not added else (added, *layout) if side == "left" else (*layout, added))
-        batched = not single or overflow
-        if return_length:  # transformers: padded length for one text, unpadded in a batch
+        if plan.return_length:  # transformers: padded length for one text, unpadded in a batch
             for (fields, _), length in zip(rows, lengths):
-                fields["length"] = length if batched else len(fields["input_ids"])
+                fields["length"] = length if plan.batched else len(fields["input_ids"])
 
-        keys = rows[0][0].keys() if rows else ["input_ids"] + (["attention_mask"] if want_mask else [])
-        if batched:
+        keys = rows[0][0].keys() if rows else ["input_ids"] + (["attention_mask"] if plan.want_mask else [])
+        if plan.batched:
             output = {key: [fields[key] for fields, _ in rows] for key in keys}
-            if overflow:
+            if plan.return_offsets:  # no rows (an empty batch): offsets need no pre-tokenizer
+                output["offset_mapping"] = []
+            if plan.overflow:
                 output["overflow_to_sample_mapping"] = samples
         else:
             output = dict(rows[0][0])
-        if return_tensors is not None:
-            output = {key: to_tensor([value] if not batched and key != "length" else value, return_tensors, key)
+        if plan.return_tensors is not None:
+            output = {key: to_tensor([value] if not plan.batched and key != "length" else value,
+                                     plan.return_tensors, key)
                       for key, value in output.items()}
         return BatchEncoding(output, layouts=layouts, word_ids_of=word_ids_of, id_to_token=self.convert_ids_to_tokens,
-                             n_sequences=1 if pairs is None else 2, offsets_of=offsets_reason)
+                             n_sequences=2 if plan.has_pairs else 1, offsets_of=plan.offsets_reason)
 
     # ------------------------------------------------------------------ C++ batch path
 
-    def _fast_path_covers(self, texts, is_split_into_words, add_special_tokens, padding, special_ids):
-        """Whether one C++ call (csrc/batch_encoder.cpp) encodes this call; the Python path below
-        is the reference and takes the rest: the pure-Python backend, is_split_into_words, an
-        empty batch, and special or padding tokens that the tokenizer lacks (special_ids: the
-        bos, sep and pad ids)."""
+    def _fast_path_covers(self, is_split_into_words, add_special_tokens, padding, special_ids):
+        """Whether one C++ call (csrc/batch_encoder.cpp) encodes a call with these options; the
+        Python path is the reference and takes the rest: the pure-Python backend,
+        is_split_into_words, an empty batch (decided per call), and special or padding tokens
+        that the tokenizer lacks (special_ids: the bos, sep and pad ids)."""
         bos_id, sep_id, pad_id = special_ids
         return (CppBPEModel is not None and isinstance(self.bpe_model, CppBPEModel) and not is_split_into_words
-                and bool(texts) and (not add_special_tokens or None not in (bos_id, sep_id))
+                and (not add_special_tokens or None not in (bos_id, sep_id))
                 and (padding is None or pad_id is not None))
 
     def _cpp_pre_tokenizer(self, lang, bypass_tokenizer):
@@ -967,21 +1030,14 @@ class XLMTokenizer:
         words = self._pre_tokenize(pieces, lang, False)
         return [[words[item] if item >= 0 else -1 - item for item in layout] for layout in layouts]
 
-    def _fast_encoding(self, out, options, single, overflow, return_tensors, return_length, return_offsets,
-                       has_pairs, offsets_reason):
-        """encode_texts / encode_words' flat arrays (lists of row lists for the per-token fields
-        but offsets when options["lists"]) -> the BatchEncoding of the Python path."""
-        rows, width = out["rows"], out["width"]
-        width = None if width < 0 else width  # None: rows of several lengths
-        batched = not single or overflow
-        keys = ["input_ids"] + [key for key in ("token_type_ids", "special_tokens_mask") if options[key]]
-        keys += ["attention_mask"] if options["attention_mask"] else []
-        keys += ["offset_mapping"] if return_offsets else []
-
+    def _fast_encoding(self, out, plan):
+        """encode_texts / encode_words' EncodedRows -> the BatchEncoding of the Python path."""
+        rows, width, batched, return_tensors = out.rows, out.width, plan.batched, plan.return_tensors
         output = {}
-        for key in keys:
-            if options["lists"] and key != "offset_mapping":
-                output[key] = out[key] if batched else out[key][0]
+        for key in plan.fields + (["offset_mapping"] if plan.return_offsets else []):
+            if return_tensors is None and key != "offset_mapping":
+                value = out.row_lists(key)
+                output[key] = value if batched else value[0]
                 continue
             value = _as_rows(out, key, rows, width)
             if return_tensors is None or width is None:
@@ -997,18 +1053,18 @@ class XLMTokenizer:
 
                 value = torch.from_numpy(value)
             output[key] = value
-        if return_length:
-            length = out["length"].tolist() if batched else int(out["row_starts"][1])
+        if plan.return_length:  # transformers: padded length for one text, unpadded in a batch
+            length = out.array("length").tolist() if batched else int(out.array("row_starts")[1])
             output["length"] = to_tensor(length, return_tensors, "length") if return_tensors else length
-        if batched and overflow:
-            samples = out["overflow_to_sample_mapping"].tolist()
+        if batched and plan.overflow:
+            samples = out.array("overflow_to_sample_mapping").tolist()
             output["overflow_to_sample_mapping"] = to_tensor(samples, return_tensors, "x") if return_tensors else \
                 samples
-        maps = _FastMaps(out, options["add_special_tokens"], options["padding_side"] == "left", has_pairs)
+        maps = _FastMaps(out, plan.add_special_tokens, plan.padding_side == "left", plan.has_pairs)
         return BatchEncoding(
-            output, layouts=maps.layouts, word_ids_of=maps.word_ids_of, id_to_token=self.convert_ids_to_tokens,
-            n_sequences=2 if has_pairs else 1,
-            offsets_of=maps.offsets_of if "offset_mapping" in out else offsets_reason)
+            output, layouts=maps.layouts, word_ids_of=out.word_ids, id_to_token=self.convert_ids_to_tokens,
+            n_sequences=2 if plan.has_pairs else 1,
+            offsets_of=out.offsets if plan.pre_tokenizer is not None else plan.offsets_reason)
 
     def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None,
                max_length=None, stride=0, padding_side=None, return_tensors=None, lang="en", bypass_tokenizer=False):
