@@ -92,8 +92,38 @@ struct Scratch {
     std::vector<uint32_t> char_of_byte;  // its code point (index in the word) of each byte
 };
 
-// Text -> ids (+ offsets) and word ids. A BPE token covers code points [c0, c1] of its word;
-// its offsets run from c0's span start to c1's span end.
+// BPE of one word of `chars` code points (> 0) whose spans are char_spans[0 .. chars), shifted
+// by `shift`: ids, offsets and word ids appended. A BPE token covers code points [c0, c1] of
+// the word; its offsets run from c0's span start to c1's span end.
+void encode_word_with_offsets(BPEModel& model, std::string_view utf8, size_t chars, const Span* char_spans,
+                              int64_t shift, int64_t word, Scratch& scratch, Encoded& out) {
+    // Code point of each byte; none needed when every code point is one byte (ASCII).
+    const bool one_byte_each = utf8.size() == chars;
+    std::vector<uint32_t>& char_of_byte = scratch.char_of_byte;
+    if (!one_byte_each) {
+        char_of_byte.clear();
+        for (size_t pos = 0, c = 0; pos < utf8.size(); ++c) {
+            const size_t length = std::min(utf8_length(static_cast<unsigned char>(utf8[pos])), utf8.size() - pos);
+            char_of_byte.insert(char_of_byte.end(), length, static_cast<uint32_t>(std::min(c, chars - 1)));
+            pos += length;
+        }
+    }
+    const auto char_at = [&](size_t byte) { return one_byte_each ? byte : size_t(char_of_byte[byte]); };  // < size
+    model.encode_word(utf8, scratch.bpe);
+    const WordEncoding& encoding = scratch.bpe.encoding;
+    for (size_t t = 0; t < encoding.ids.size(); ++t) {
+        const size_t begin = encoding.spans[t].first, end = std::min<size_t>(encoding.spans[t].second, utf8.size());
+        const size_t c0 = begin < utf8.size() ? char_at(begin) : chars - 1;
+        const int64_t from = char_spans[c0].start + shift;
+        const int64_t to = end > begin ? char_spans[char_at(end - 1)].end + shift
+                                       : from;  // an empty token (a word with a space)
+        out.ids.push_back(encoding.ids[t]);
+        out.offsets.push_back({from, to});
+        out.word_ids.push_back(word);
+    }
+}
+
+// Text -> ids (+ offsets) and word ids.
 void encode_text(BPEModel& model, const AddedTokens& added, const PreTokenize& pre_tokenize, std::u32string_view text,
                  bool offsets, Scratch& scratch, Encoded& out) {
     scratch.pieces.clear();
@@ -110,59 +140,47 @@ void encode_text(BPEModel& model, const AddedTokens& added, const PreTokenize& p
         pre_tokenize(text.substr(piece.start, piece.end - piece.start), scratch.words);
         const SpannedText& pre = scratch.words.text;
         for (const PreTokenized::Bounds& bounds : scratch.words.words) {
-            const size_t chars = bounds.end - bounds.begin;  // > 0
             std::string& utf8 = scratch.utf8;
             utf8.clear();
             for (size_t c = bounds.begin; c < bounds.end; ++c) append_code_point(pre.chars[c], utf8);
             if (utf8.size() > kMaxWordBytes) throw std::invalid_argument("a word is too long for BPE");
-            if (!offsets) {
-                const size_t before = out.ids.size();
-                model.encode_word(utf8, scratch.bpe, out.ids);
-                out.word_ids.insert(out.word_ids.end(), out.ids.size() - before, word++);
+            if (offsets) {
+                encode_word_with_offsets(model, utf8, bounds.end - bounds.begin, pre.spans.data() + bounds.begin,
+                                         start, word++, scratch, out);
                 continue;
             }
-            // Code point of each byte; none needed when every code point is one byte (ASCII).
-            const bool one_byte_each = utf8.size() == chars;
-            std::vector<uint32_t>& char_of_byte = scratch.char_of_byte;
-            if (!one_byte_each) {
-                char_of_byte.clear();
-                for (size_t c = 0; c < chars; ++c)
-                    char_of_byte.insert(char_of_byte.end(), utf8_size(pre.chars[bounds.begin + c]),
-                                        static_cast<uint32_t>(c));
-            }
-            const Span* char_spans = pre.spans.data() + bounds.begin;
-            const auto char_at = [&](size_t byte) {  // byte < utf8.size()
-                return one_byte_each ? byte : size_t(char_of_byte[byte]);
-            };
-            model.encode_word(utf8, scratch.bpe);
-            const WordEncoding& encoding = scratch.bpe.encoding;
-            for (size_t t = 0; t < encoding.ids.size(); ++t) {
-                const size_t begin = encoding.spans[t].first, end = std::min<size_t>(encoding.spans[t].second,
-                                                                                      utf8.size());
-                const size_t c0 = begin < utf8.size() ? char_at(begin) : chars - 1;
-                const int64_t from = char_spans[c0].start + start;
-                const int64_t to = end > begin ? char_spans[char_at(end - 1)].end + start
-                                               : from;  // an empty token (a word with a space)
-                out.ids.push_back(encoding.ids[t]);
-                out.offsets.push_back({from, to});
-                out.word_ids.push_back(word);
-            }
-            ++word;
+            const size_t before = out.ids.size();
+            model.encode_word(utf8, scratch.bpe, out.ids);
+            out.word_ids.insert(out.word_ids.end(), out.ids.size() - before, word++);
         }
     }
 }
 
-void encode_word_sequence(BPEModel& model, const WordSequence& sequence, Scratch& scratch, Encoded& out) {
+// Words -> ids (+ offsets when the sequence has spans) and word ids.
+void encode_word_sequence(BPEModel& model, const WordSequence& sequence, bool offsets, Scratch& scratch,
+                          Encoded& out) {
     int64_t word = 0;
+    const Span* spans = sequence.spans.data();  // of the next word's first code point
     for (const auto& segment : sequence.segments) {
         if (segment.id >= 0) {
             out.ids.push_back(segment.id);
             out.word_ids.push_back(word++);
+            if (offsets) out.offsets.push_back({segment.start, segment.start + segment.length});
             continue;
         }
         for (size_t w = segment.words_begin; w < segment.words_end; ++w) {
+            const std::string& utf8 = sequence.words[w];
+            if (offsets) {
+                size_t chars = 0;
+                for (size_t pos = 0; pos < utf8.size(); pos += utf8_length(static_cast<unsigned char>(utf8[pos])))
+                    ++chars;
+                if (chars > 0) encode_word_with_offsets(model, utf8, chars, spans, 0, word, scratch, out);
+                spans += chars;
+                ++word;
+                continue;
+            }
             const size_t before = out.ids.size();
-            model.encode_word(sequence.words[w], scratch.bpe, out.ids);
+            model.encode_word(utf8, scratch.bpe, out.ids);
             out.word_ids.insert(out.word_ids.end(), out.ids.size() - before, word++);
         }
     }
@@ -427,7 +445,7 @@ BatchOutput encode_words(BPEModel& model, const std::vector<WordSequence>& seque
                           useful_threads(work, kMinBpeBytesPerThread, sequences.size(), options.num_threads),
                  [&](size_t i, Scratch& scratch) {
                      Encoded local;
-                     encode_word_sequence(model, sequences[i], scratch, local);
+                     encode_word_sequence(model, sequences[i], options.offsets, scratch, local);
                      encoded[i] = std::move(local);
                  });
     return assemble(encoded, pairs, options);

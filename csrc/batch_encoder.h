@@ -55,14 +55,17 @@ private:
 };
 
 // One sequence as the Python pre-tokenizer left it: segments that are an added token's id or
-// a run of words (id -1). No character spans: such sequences carry no offsets.
+// a run of words (id -1), and optionally the source span of every code point of the words.
 struct WordSequence {
     struct Segment {
         int32_t id;
         size_t words_begin, words_end;  // into `words`
+        int64_t start;                  // source offset of an added token (its span: start + its length)
+        int64_t length;
     };
     std::vector<Segment> segments;
     std::vector<std::string> words;
+    std::vector<Span> spans;  // per code point of `words`, in order; empty: no offsets
 };
 
 enum class Truncation { kNone, kLongestFirst, kOnlyFirst, kOnlySecond };

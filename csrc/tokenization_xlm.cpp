@@ -252,7 +252,7 @@ std::vector<WordSequence> read_word_sequences(const py::handle& sequences) {
             const auto segment_label = [&]() { return label + "[" + std::to_string(j) + "]"; };
             if (PyLong_Check(segment)) {
                 sequence.segments.push_back(
-                    {static_cast<int32_t>(checked_int(segment, segment_label, 0, kMaxId)), 0, 0});
+                    {static_cast<int32_t>(checked_int(segment, segment_label, 0, kMaxId)), 0, 0, 0, 0});
                 continue;
             }
             const py::object words =
@@ -267,10 +267,52 @@ std::vector<WordSequence> read_word_sequences(const py::handle& sequences) {
                     throw py::value_error(segment_label() + "[" + std::to_string(w) + "] is longer than " +
                                           std::to_string(kMaxWordBytes) + " UTF-8 bytes");
             }
-            sequence.segments.push_back({-1, begin, sequence.words.size()});
+            sequence.segments.push_back({-1, begin, sequence.words.size(), 0, 0});
         }
     }
     return out;
+}
+
+// spans[i] (a 1-D int64 array-like): [start, end) for each added token and each code point of
+// each word of sequences[i], in order -> the sequence's span fields. Checked against the words.
+void read_word_spans(const py::handle& spans, std::vector<WordSequence>& sequences) {
+    const py::object items = as_sequence(spans.ptr(), PySequence_Tuple, []() {
+        return std::string("spans must be a list of 1-D int arrays, one per sequence");
+    });
+    if (static_cast<size_t>(PyTuple_GET_SIZE(items.ptr())) != sequences.size())
+        throw py::value_error("spans must have one entry per sequence");
+    for (size_t i = 0; i < sequences.size(); ++i) {
+        const auto values = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(
+            PyTuple_GET_ITEM(items.ptr(), i));
+        if (!values || values.ndim() != 1) throw py::type_error("spans[" + std::to_string(i) + "] must be a 1-D int array");
+        WordSequence& sequence = sequences[i];
+        const int64_t* next = values.data();
+        const int64_t* const last = next + values.size();
+        const auto take = [&]() -> Span {
+            if (last - next < 2)
+                throw py::value_error("spans[" + std::to_string(i) + "] must hold 2 values per added token and per "
+                                      "code point of the sequence's words");
+            const Span span{next[0], next[1]};
+            next += 2;
+            if (span.start < 0 || span.end < span.start)
+                throw py::value_error("spans[" + std::to_string(i) + "] holds an invalid span");
+            return span;
+        };
+        for (auto& segment : sequence.segments) {
+            if (segment.id >= 0) {
+                const Span span = take();
+                segment.start = span.start;
+                segment.length = span.end - span.start;
+                continue;
+            }
+            for (size_t w = segment.words_begin; w < segment.words_end; ++w) {
+                const std::string& word = sequence.words[w];
+                for (size_t pos = 0; pos < word.size(); pos += utf8_length(static_cast<unsigned char>(word[pos])))
+                    sequence.spans.push_back(take());
+            }
+        }
+        if (next != last) throw py::value_error("spans[" + std::to_string(i) + "] has values past its words");
+    }
 }
 
 // The options dict of XLMTokenizer's fast path (keys as in EncodeOptions; strategies as str or None), read
@@ -630,9 +672,12 @@ void register_tokenization_xlm(py::module_& m) {
         "words. For the stage profile of bench/bench_tokenization_xlm.py.");
     m.def(
         "encode_words",
-        [](BPEModel& model, const py::object& sequences, bool pairs, const EncodeOptions& checked) {
-            if (checked.offsets) throw py::value_error("encode_words: pre-tokenized words carry no offsets");
-            const std::vector<WordSequence> owned = read_word_sequences(sequences);
+        [](BPEModel& model, const py::object& sequences, bool pairs, const EncodeOptions& checked,
+           const py::object& spans) {
+            if (checked.offsets == spans.is_none())
+                throw py::value_error("encode_words: options.offsets needs spans, and spans need options.offsets");
+            std::vector<WordSequence> owned = read_word_sequences(sequences);
+            if (!spans.is_none()) read_word_spans(spans, owned);
             if (pairs && owned.size() % 2) throw py::value_error("sequences: pairs need an even count");
             BatchOutput output;
             {
@@ -641,7 +686,8 @@ void register_tokenization_xlm(py::module_& m) {
             }
             return EncodedRows(std::move(output));
         },
-        py::arg("model"), py::arg("sequences"), py::arg("pairs"), py::arg("options"),
-        "Pre-tokenized sequences (added token ids and lists of words; pairs after the firsts) -> the arrays of "
-        "encode_texts, without offsets.");
+        py::arg("model"), py::arg("sequences"), py::arg("pairs"), py::arg("options"), py::arg("spans") = py::none(),
+        "Pre-tokenized sequences (added token ids and lists of words; pairs after the firsts) -> the rows of "
+        "encode_texts; offsets from `spans` (one flat array per sequence: [start, end) of each added token and each "
+        "code point of each word, in order) when options.offsets.");
 }

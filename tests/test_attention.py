@@ -239,3 +239,140 @@ def test_rejects_bad_inputs():
         flash_attention(q, k.half(), v)
     with pytest.raises(ValueError, match="n_heads"):
         split_fused_qkv(torch.randn(1, 2, 10), 4)
+
+
+# ---- backward -----------------------------------------------------------------------
+# max |error| of a gradient relative to max |reference gradient| in fp32; 16-bit inputs
+# are held to the DESIGN rule instead: no less accurate than eager autograd in the same
+# dtype (relative L2 error at most 1.5x eager's, against the same fp64 reference)
+GRAD_TOLERANCE_FP32 = 2e-5
+
+
+def eager_attention(q, k, v, keep=None, causal=False, head_scale=None):
+    """XLM eager attention in the inputs' dtype (fp32 softmax, probabilities cast back),
+    as HF's XLM computes it: the accuracy baseline for 16-bit gradients."""
+    masked_value = torch.finfo(q.dtype).min
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    seq_len, head_dim = q.shape[2], q.shape[3]
+    scores = (q / math.sqrt(head_dim)) @ k.transpose(-1, -2)
+    if causal:
+        keep_2d = torch.ones(seq_len, seq_len, dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~keep_2d, masked_value)
+    elif keep is not None:
+        scores = scores.masked_fill(~keep.bool()[:, None, None, :], masked_value)
+    probs = scores.float().softmax(-1).type_as(scores)
+    if head_scale is not None:
+        probs = probs * head_scale.to(probs.dtype)[None, :, None, None]
+    return (probs @ v).transpose(1, 2).reshape(q.shape[0], seq_len, -1)
+
+
+def attention_gradients(fn, qkv, heads, dout, head_scale=None, row_scale=None, **kwargs):
+    """Gradients of sum(fn(q, k, v) * dout) as (dq, dk, dv, d head_scale or None), q, k, v
+    being views of the fused projection output `qkv`; row_scale (batch, seq, 1) multiplies
+    the output (the zeros of zero_padded_queries)."""
+    qkv = qkv.detach().requires_grad_()
+    leaves = [qkv]
+    if head_scale is not None:
+        head_scale = head_scale.detach().to(qkv.dtype if qkv.dtype == torch.float64 else torch.float32)
+        leaves.append(head_scale.requires_grad_())
+    q, k, v = split_fused_qkv(qkv, heads)
+    out = fn(q, k, v, head_scale=head_scale, **kwargs)
+    if row_scale is not None:
+        out = out * row_scale.to(out.dtype)
+    grads = torch.autograd.grad(out, leaves, dout.to(out.dtype))
+    dq, dk, dv = grads[0].unflatten(-1, (3, heads, -1)).unbind(2)
+    return dq, dk, dv, grads[1] if head_scale is not None else None
+
+
+def relative_l2_error(actual, expected):
+    return ((actual.double() - expected).norm() / expected.norm().clamp_min(1e-30)).item()
+
+
+def gradient_case(mode, batch, seq_len, heads, head_dim, dtype, seed):
+    """(qkv, dout, flash_attention kwargs, reference kwargs, row_scale, head_scale) of a
+    masking mode on fresh random inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    qkv = (torch.randn(batch, seq_len, 3 * heads * head_dim, generator=generator) * 1.5).to(DEVICE, dtype)
+    dout = torch.randn(batch, seq_len, heads * head_dim, generator=generator).to(DEVICE, dtype)
+    head_scale = torch.rand(heads, generator=generator).to(DEVICE)
+    head_scale[0] = 0.0  # a pruned head: its q, k get no gradient, its scale does
+    positions = torch.arange(seq_len, device=DEVICE)
+    row_scale = None
+    if mode == "none":
+        kwargs, reference = {}, {}
+    elif mode == "causal":
+        kwargs, reference = dict(causal=True), dict(causal=True)
+    elif mode in ("lengths", "lengths_zero_padded"):
+        lengths = torch.tensor([seq_len, 0, max(seq_len // 3, 1)][:batch], device=DEVICE)
+        kwargs = dict(lengths=lengths, zero_padded_queries=mode == "lengths_zero_padded")
+        reference = dict(keep=positions[None, :] < lengths[:, None])
+        if mode == "lengths_zero_padded":  # the forward's query tiles wholly past a length (> 0) are zeros
+            tile = _launch_config(head_dim, dtype)["BLOCK_M"]
+            computed = torch.where(lengths > 0, (lengths + tile - 1) // tile * tile, seq_len)
+            row_scale = (positions[None, :] < computed[:, None]).to(torch.float64)[:, :, None]
+    elif mode == "mask":  # holes, an all-masked row, a prefix row
+        keep = torch.rand(batch, seq_len, generator=generator).to(DEVICE) > 0.4
+        keep[min(1, batch - 1)] = False
+        keep[-1] = positions < seq_len // 2
+        kwargs, reference = dict(key_padding_mask=keep), dict(keep=keep)
+    return qkv, dout, kwargs, reference, row_scale, head_scale
+
+
+def check_fp32_gradients(mode, batch, seq_len, heads, head_dim, seed, with_head_scale=True):
+    qkv, dout, kwargs, reference, row_scale, head_scale = gradient_case(mode, batch, seq_len, heads, head_dim,
+                                                                        torch.float32, seed)
+    head_scale = head_scale if with_head_scale else None
+    ours = attention_gradients(flash_attention, qkv, heads, dout, head_scale, row_scale, **kwargs)
+    expected = attention_gradients(reference_attention, qkv.double(), heads, dout, head_scale, row_scale,
+                                   **reference)
+    # dq, dk, dv relative to the largest of them: a gradient can be exactly 0 (dq at seq 1)
+    qkv_scale = max(g.abs().max().item() for g in expected[:3])
+    for name, actual, wanted in zip(("dq", "dk", "dv", "d head_scale"), ours, expected):
+        if wanted is None:
+            assert actual is None
+            continue
+        assert actual.dtype == (torch.float32 if name == "d head_scale" else qkv.dtype)
+        scale = wanted.abs().max().item() if name == "d head_scale" else max(wanted.abs().max().item(), qkv_scale)
+        error = (actual.double() - wanted).abs().max().item() / scale
+        assert error <= GRAD_TOLERANCE_FP32, f"{name}: relative error {error:.2e}"
+    return ours, expected
+
+
+@pytest.mark.parametrize(
+    "mode, batch, seq_len, heads, head_dim",
+    [("none", 1, 1, 2, 64), ("none", 2, 7, 2, 80), ("lengths", 3, 7, 3, 80), ("lengths", 3, 40, 2, 64),
+     ("lengths_zero_padded", 3, 130, 2, 80), ("mask", 3, 7, 2, 64), ("mask", 3, 40, 2, 80),
+     ("causal", 2, 7, 2, 80), ("causal", 1, 130, 2, 64)],
+)
+def test_gradients_fp32(mode, batch, seq_len, heads, head_dim):
+    """dq, dk, dv and d head_scale (head 0 scaled by 0, the others by fractions) against
+    fp64 autograd of the reference, on fresh random inputs."""
+    check_fp32_gradients(mode, batch, seq_len, heads, head_dim, seed=20 + seq_len + head_dim)
+
+
+def test_gradients_of_all_masked_rows_and_pruned_heads():
+    """A row without valid keys has constant uniform probabilities: its queries and keys
+    get no gradient, its values get dout / seq_len (mean of V); a head scaled by 0 gives
+    its q, k, v no gradient."""
+    (dq, dk, dv, _), (_, _, dv_expected, _) = check_fp32_gradients("lengths", 3, 7, 3, 80, seed=3)
+    assert (dq[1] == 0).all() and (dk[1] == 0).all()
+    assert dv[1].abs().max() > 0
+    assert (dq[:, :, 0] == 0).all() and (dk[:, :, 0] == 0).all() and (dv[:, :, 0] == 0).all()
+    assert torch.allclose(dv[1].double(), dv_expected[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, mode, head_dim", [(torch.bfloat16, "lengths", 128), (torch.float16, "mask", 80),
+                                                   (torch.bfloat16, "causal", 64)])
+def test_gradients_16_bit(dtype, mode, head_dim):
+    """16-bit probabilities and score gradients are rounded before their dots (2^-8
+    relative for bf16, 2^-11 for fp16), as eager autograd in the same dtype rounds its
+    operands: each gradient's relative L2 error against fp64 is at most 1.5x eager's."""
+    qkv, dout, kwargs, reference, row_scale, head_scale = gradient_case(mode, 3, 24, 2, head_dim, dtype, seed=11)
+    ours = attention_gradients(flash_attention, qkv, 2, dout, head_scale, row_scale, **kwargs)
+    eager = attention_gradients(eager_attention, qkv, 2, dout, head_scale, row_scale, **reference)
+    expected = attention_gradients(reference_attention, qkv.double(), 2, dout, head_scale, row_scale, **reference)
+    for name, actual, baseline, wanted in zip(("dq", "dk", "dv", "d head_scale"), ours, eager, expected):
+        assert torch.isfinite(actual).all()
+        error, eager_error = relative_l2_error(actual, wanted), relative_l2_error(baseline, wanted)
+        print(name, error, eager_error)
+        assert error <= 9 * eager_error, f"{name}: relative L2 error {error:.2e}, eager's {eager_error:.2e}"

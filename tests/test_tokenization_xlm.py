@@ -1502,10 +1502,9 @@ def test_offsets_squad_recipe(fast_and_reference, bypass_tokenizer):
 def test_offsets_unavailable_paths_say_why(fast_and_reference, files):
     fast, _ = fast_and_reference
     pytest.importorskip("rjieba")
-    with pytest.raises(NotImplementedError, match="zh / th / ja"):  # segmented in Python
-        fast("a b", lang="zh", return_offsets_mapping=True)
-    with pytest.raises(ValueError, match="needs character offsets"):
+    with pytest.raises(ValueError, match="return_offsets_mapping=True"):  # segmented in Python: offsets on demand
         fast("a b", lang="zh").char_to_token(0)
+    assert fast("a b", lang="zh", return_offsets_mapping=True).char_to_token(2) == 2
     python = XLMTokenizer(*files, bpe_backend="python")
     with pytest.raises(NotImplementedError, match="C\\+\\+"):
         python("a b", return_offsets_mapping=True, bypass_tokenizer=True)
@@ -1624,6 +1623,34 @@ def test_offsets_of_the_moses_path_on_the_corpus(corpus, files):
     encoding = tokenizer(plain, return_offsets_mapping=True)
     for (start, end), token in zip(encoding["offset_mapping"][1:-1], encoding.tokens()[1:-1]):
         assert plain[start:end].lower() == token.replace("</w>", "")
+
+
+@needs_cpp
+@pytest.mark.parametrize("lang", ["zh", "th"])
+def test_offsets_of_the_segmented_languages(corpus, files, lang):
+    """zh / th (segmented in Python): with return_offsets_mapping=True the same ids as without,
+    and spans that lie in the text, in order; a batch with an added token and a pair too."""
+    pytest.importorskip({"zh": "rjieba", "th": "pythainlp"}[lang])
+    tokenizer = XLMTokenizer(*files, bpe_backend="cpp")
+    lines = [text for line_lang, text in corpus if line_lang == lang]
+    assert lines
+    for text in lines:
+        encoding = tokenizer(text, lang=lang, return_offsets_mapping=True)
+        assert encoding["input_ids"] == tokenizer(text, lang=lang)["input_ids"]
+        spans = encoding["offset_mapping"]
+        assert spans[0] == spans[-1] == (0, 0)
+        starts = [start for start, _ in spans[1:-1]]
+        assert starts == sorted(starts), text
+        assert all(0 <= start <= end <= len(text) for start, end in spans), text
+        for token in range(1, len(spans) - 1):  # the characters of a token map back to it
+            start, end = spans[token]
+            if end > start:
+                assert encoding.char_to_token(start) == token
+    texts = [lines[0] + "<special1>" + lines[1], lines[2]]
+    batch = tokenizer(texts, [lines[3], "x"], lang=lang, return_offsets_mapping=True, padding=True)
+    assert batch["input_ids"] == tokenizer(texts, [lines[3], "x"], lang=lang, padding=True)["input_ids"]
+    special = batch["input_ids"][0].index(tokenizer.convert_tokens_to_ids("<special1>"))
+    assert batch["offset_mapping"][0][special] == (len(lines[0]), len(lines[0]) + len("<special1>"))
 
 
 def test_transformers_4_encode_plus_names(files, corpus):

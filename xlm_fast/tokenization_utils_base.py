@@ -228,9 +228,10 @@ class BatchEncoding(dict):
     token_to_word, token_to_sequence, word_to_tokens) for every row.
 
     `is_fast` is False, as for transformers' slow (Python) tokenizers: there are no
-    `tokenizers.Encoding` objects. Where the tokenizer computed character offsets (the C++ path
-    with bypass_tokenizer=True), token_to_chars, char_to_token, word_to_chars and char_to_word
-    work from them as in transformers' fast encodings; elsewhere they raise. Unlike transformers' slow
+    `tokenizers.Encoding` objects. Where the tokenizer computed character offsets (the C++ path:
+    on every call for the Moses languages and bypass_tokenizer=True, with
+    return_offsets_mapping=True for zh / th / ja), token_to_chars, char_to_token, word_to_chars
+    and char_to_word work from them as in transformers' fast encodings; elsewhere they raise. Unlike transformers' slow
     tokenizers, which raise for word_ids() and the like, these maps are given anyway: a word
     is a word of the input when is_split_into_words=True, and otherwise a word of the
     pre-tokenizer's output (Moses / jieba / ... before BPE); an added or special token written

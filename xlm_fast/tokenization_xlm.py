@@ -86,9 +86,8 @@ DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 BACKEND_ENV, THREADS_ENV = "XLM_FAST_TOKENIZER_BACKEND", "XLM_FAST_NUM_THREADS"
 OFFSETS_NEED_CPP = ("return_offsets_mapping=True and the character maps (char_to_token, token_to_chars, ...) need "
                     "the C++ tokenizer core (xlm_fast._C built, bpe_backend 'cpp' or 'auto')")
-OFFSETS_NEED_MOSES = ("character offsets come from the C++ pre-tokenizer, which covers the Moses languages and "
-                      "bypass_tokenizer=True; the jieba / PyThaiNLP / KyTea segmenters of zh / th / ja run in "
-                      "Python and do not track where their words come from in the text")
+OFFSETS_NEED_MOSES = ("zh / th / ja are segmented in Python (jieba / PyThaiNLP / KyTea), whose words carry "
+                      "character offsets only when the call passes return_offsets_mapping=True")
 DEMO_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "it", "ja", "pl", "ro", "ru", "th", "tr", "uk", "vi",
                   "zh")
 
@@ -176,15 +175,17 @@ class _FastMaps:
 class _CallPlan:
     """What __call__ does for one set of options, worked out once (XLMTokenizer._call_plan): the
     checked and resolved options, and for the C++ path its EncodeOptions (None: the Python path
-    runs), pre-tokenizer (None: words from the Python pre-tokenizer), added tokens and fields."""
+    runs), pre-tokenizer (None: words from the Python pre-tokenizer, with their spans when
+    word_spans), added tokens and fields."""
 
     __slots__ = ("add_special_tokens", "padding", "truncation", "max_length", "stride", "is_split_into_words",
                  "pad_to_multiple_of", "padding_side", "return_tensors", "want", "want_mask", "overflow",
                  "return_offsets", "return_length", "lang", "bypass_tokenizer", "batched", "has_pairs",
-                 "offsets_reason", "cpp_options", "pre_tokenizer", "added_tokens", "fields")
+                 "offsets_reason", "cpp_options", "pre_tokenizer", "added_tokens", "fields", "word_spans")
 
     def __init__(self, **options):
         self.cpp_options = self.pre_tokenizer = self.added_tokens = self.fields = None
+        self.word_spans = False
         for name, value in options.items():
             setattr(self, name, value)
 
@@ -871,6 +872,9 @@ class XLMTokenizer:
             return self._python_call(texts, pairs, single, plan)
         if plan.pre_tokenizer is not None:
             out = encode_texts(self.bpe_model, plan.added_tokens, plan.pre_tokenizer, texts, pairs, plan.cpp_options)
+        elif plan.word_spans:
+            sequences, spans = self._spanned_word_sequences(texts + (pairs or []), lang)
+            out = encode_words(self.bpe_model, sequences, pairs is not None, plan.cpp_options, spans)
         else:
             out = encode_words(self.bpe_model, self._word_sequences(texts + (pairs or []), lang), pairs is not None,
                                plan.cpp_options)
@@ -930,7 +934,10 @@ class XLMTokenizer:
             plan.pre_tokenizer = self._cpp_pre_tokenizer(lang, bypass_tokenizer)
             if plan.pre_tokenizer is not None:
                 plan.added_tokens = self._cpp_added_tokens()
-        if return_offsets_mapping and plan.pre_tokenizer is None:
+            # zh / th / ja: words from Python; their spans too when offsets are asked for (they cost
+            # a Python tuple per character, so only then)
+            plan.word_spans = plan.pre_tokenizer is None and plan.return_offsets and moses.available()
+        if return_offsets_mapping and plan.pre_tokenizer is None and not plan.word_spans:
             raise NotImplementedError(f"return_offsets_mapping=True: {plan.offsets_reason}")
         if covered:
             bos_id, sep_id, pad_id = special_ids
@@ -941,7 +948,7 @@ class XLMTokenizer:
                 "pad_to_multiple_of": pad_to_multiple_of, "padding_side": plan.padding_side,
                 "token_type_ids": plan.want["token_type_ids"],
                 "special_tokens_mask": plan.want["special_tokens_mask"], "attention_mask": plan.want_mask,
-                "offsets": plan.pre_tokenizer is not None, "num_threads": self.num_threads})
+                "offsets": plan.pre_tokenizer is not None or plan.word_spans, "num_threads": self.num_threads})
             plan.fields = ["input_ids"] + [key for key in ("token_type_ids", "special_tokens_mask") if plan.want[key]]
             plan.fields += ["attention_mask"] if plan.want_mask else []
         return plan
@@ -1030,6 +1037,31 @@ class XLMTokenizer:
         words = self._pre_tokenize(pieces, lang, False)
         return [[words[item] if item >= 0 else -1 - item for item in layout] for layout in layouts]
 
+    def _spanned_word_sequences(self, sequences, lang):
+        """(sequences, spans) of encode_words with offsets: _word_sequences' layout, the words
+        from moses.CppPreTokenizer (the reference's words, with the span of each character), and
+        per text one int64 array of the [start, end) of each added token and each character of
+        each word, in order."""
+        import numpy as np
+
+        pre_tokenizer = moses.CppPreTokenizer(self.do_lowercase_and_remove_accent)
+        layouts, all_spans = [], []
+        for sequence in sequences:
+            layout, spans, at = [], [], 0
+            for added, piece in self._pieces(sequence):
+                if added is not None:
+                    layout.append(self._added.encoder[added])
+                    spans.append((at, at + len(added)))
+                    at += len(added)
+                    continue
+                words, word_spans = pre_tokenizer.words_and_spans(piece, lang)
+                layout.append(words)
+                spans.extend((start + at, end + at) for char_spans in word_spans for start, end in char_spans)
+                at += len(piece)
+            layouts.append(layout)
+            all_spans.append(np.array(spans, dtype=np.int64).reshape(-1))
+        return layouts, all_spans
+
     def _fast_encoding(self, out, plan):
         """encode_texts / encode_words' EncodedRows -> the BatchEncoding of the Python path."""
         rows, width, batched, return_tensors = out.rows, out.width, plan.batched, plan.return_tensors
@@ -1064,7 +1096,7 @@ class XLMTokenizer:
         return BatchEncoding(
             output, layouts=maps.layouts, word_ids_of=out.word_ids, id_to_token=self.convert_ids_to_tokens,
             n_sequences=2 if plan.has_pairs else 1,
-            offsets_of=out.offsets if plan.pre_tokenizer is not None else plan.offsets_reason)
+            offsets_of=out.offsets if plan.pre_tokenizer is not None or plan.word_spans else plan.offsets_reason)
 
     def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None,
                max_length=None, stride=0, padding_side=None, return_tensors=None, lang="en", bypass_tokenizer=False):
