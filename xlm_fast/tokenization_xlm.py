@@ -28,6 +28,7 @@ reach the language-specific code, `lang=` here selects the pipeline as documente
 """
 
 import bisect
+import functools
 import itertools
 import json
 import operator
@@ -153,39 +154,34 @@ def _as_rows(out, key, rows, width):
     return np.split(flat.reshape(-1, 2) if pair else flat, out.array("row_starts")[1:-1])
 
 
-class _FastMaps:
-    """The row layouts of a BatchEncoding of the C++ path, read from its EncodedRows on first
-    use (one object per call rather than a closure: fewer objects for the cyclic GC to track)."""
-
-    __slots__ = ("out", "add_special_tokens", "pad_left", "has_pairs")
-
-    def __init__(self, out, add_special_tokens, pad_left, has_pairs):
-        self.out, self.add_special_tokens, self.pad_left, self.has_pairs = out, add_special_tokens, pad_left, has_pairs
-
-    def layouts(self):
-        built = []
-        for first, a0, a1, second, b0, b1, pad in self.out.array("layouts").reshape(-1, 7).tolist():
-            spans = [Span(first, 0, a0, a1)] + ([Span(second, 1, b0, b1)] if second >= 0 else [])
-            layout = ((1, spans[0], 1) + ((spans[1], 1) if self.has_pairs else ())) if self.add_special_tokens \
-                else tuple(spans)
-            built.append(layout if not pad else (pad, *layout) if self.pad_left else (*layout, pad))
-        return built
+def _fast_layouts(out, plan):
+    """The row layouts of a BatchEncoding of the C++ path, read from its EncodedRows (`out`) on
+    first use (BatchEncoding calls a partial of this)."""
+    built = []
+    pad_left = plan.padding_side == "left"
+    for first, a0, a1, second, b0, b1, pad in out.array("layouts").reshape(-1, 7).tolist():
+        spans = [Span(first, 0, a0, a1)] + ([Span(second, 1, b0, b1)] if second >= 0 else [])
+        layout = ((1, spans[0], 1) + ((spans[1], 1) if plan.has_pairs else ())) if plan.add_special_tokens \
+            else tuple(spans)
+        built.append(layout if not pad else (pad, *layout) if pad_left else (*layout, pad))
+    return built
 
 
 class _CallPlan:
     """What __call__ does for one set of options, worked out once (XLMTokenizer._call_plan): the
     checked and resolved options, and for the C++ path its EncodeOptions (None: the Python path
     runs), pre-tokenizer (None: words from the Python pre-tokenizer, with their spans when
-    word_spans), added tokens and fields."""
+    word_spans), added tokens and the fields it returns."""
 
     __slots__ = ("add_special_tokens", "padding", "truncation", "max_length", "stride", "is_split_into_words",
                  "pad_to_multiple_of", "padding_side", "return_tensors", "want", "want_mask", "overflow",
                  "return_offsets", "return_length", "lang", "bypass_tokenizer", "batched", "has_pairs",
-                 "offsets_reason", "cpp_options", "pre_tokenizer", "added_tokens", "fields", "word_spans")
+                 "offsets_reason", "cpp_options", "pre_tokenizer", "added_tokens", "word_spans", "output_keys",
+                 "has_offsets")
 
     def __init__(self, **options):
-        self.cpp_options = self.pre_tokenizer = self.added_tokens = self.fields = None
-        self.word_spans = False
+        self.cpp_options = self.pre_tokenizer = self.added_tokens = self.output_keys = None
+        self.word_spans = self.has_offsets = False
         for name, value in options.items():
             setattr(self, name, value)
 
@@ -949,8 +945,11 @@ class XLMTokenizer:
                 "token_type_ids": plan.want["token_type_ids"],
                 "special_tokens_mask": plan.want["special_tokens_mask"], "attention_mask": plan.want_mask,
                 "offsets": plan.pre_tokenizer is not None or plan.word_spans, "num_threads": self.num_threads})
-            plan.fields = ["input_ids"] + [key for key in ("token_type_ids", "special_tokens_mask") if plan.want[key]]
-            plan.fields += ["attention_mask"] if plan.want_mask else []
+            plan.output_keys = ["input_ids"] + [key for key in ("token_type_ids", "special_tokens_mask")
+                                                if plan.want[key]]
+            plan.output_keys += (["attention_mask"] if plan.want_mask else []) + (
+                ["offset_mapping"] if plan.return_offsets else [])
+            plan.has_offsets = plan.pre_tokenizer is not None or plan.word_spans
         return plan
 
     # ------------------------------------------------------------------ Python path (the reference)
@@ -1066,7 +1065,7 @@ class XLMTokenizer:
         """encode_texts / encode_words' EncodedRows -> the BatchEncoding of the Python path."""
         rows, width, batched, return_tensors = out.rows, out.width, plan.batched, plan.return_tensors
         output = {}
-        for key in plan.fields + (["offset_mapping"] if plan.return_offsets else []):
+        for key in plan.output_keys:
             if return_tensors is None and key != "offset_mapping":
                 value = out.row_lists(key)
                 output[key] = value if batched else value[0]
@@ -1092,11 +1091,9 @@ class XLMTokenizer:
             samples = out.array("overflow_to_sample_mapping").tolist()
             output["overflow_to_sample_mapping"] = to_tensor(samples, return_tensors, "x") if return_tensors else \
                 samples
-        maps = _FastMaps(out, plan.add_special_tokens, plan.padding_side == "left", plan.has_pairs)
-        return BatchEncoding(
-            output, layouts=maps.layouts, word_ids_of=out.word_ids, id_to_token=self.convert_ids_to_tokens,
-            n_sequences=2 if plan.has_pairs else 1,
-            offsets_of=out.offsets if plan.pre_tokenizer is not None or plan.word_spans else plan.offsets_reason)
+        return BatchEncoding(output, functools.partial(_fast_layouts, out, plan), out.word_ids,
+                             self.convert_ids_to_tokens, 2 if plan.has_pairs else 1,
+                             out.offsets if plan.has_offsets else plan.offsets_reason)
 
     def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None,
                max_length=None, stride=0, padding_side=None, return_tensors=None, lang="en", bypass_tokenizer=False):
