@@ -174,9 +174,9 @@ void encode_word_sequence(BPEModel& model, const WordSequence& sequence, bool of
                 size_t chars = 0;
                 for (size_t pos = 0; pos < utf8.size(); pos += utf8_length(static_cast<unsigned char>(utf8[pos])))
                     ++chars;
-                if (chars > 0) encode_word_with_offsets(model, utf8, chars, spans, 0, word, scratch, out);
+                if (chars == 0) throw std::invalid_argument("encode_words: an empty word has no offsets");
+                encode_word_with_offsets(model, utf8, chars, spans, 0, word++, scratch, out);
                 spans += chars;
-                ++word;
                 continue;
             }
             const size_t before = out.ids.size();
