@@ -71,16 +71,23 @@ def median_time(function, repeats):
 
 
 def interleaved_times(functions, repeats):
-    """Seconds of each function's passes, the functions taking turns (A B C, A B C, ...) after a
-    warm-up of each, so that a slow stretch of this shared machine weighs on all of them alike."""
+    """Seconds of one call of each function, per pass: the functions take turns (A B C, A B C,
+    ...) after a warm-up, and a pass of a faster function calls it as many times as it takes to
+    last about as long as the first function's (its time is divided by that count), so that a
+    slow stretch of this shared machine weighs on all of them alike instead of on the shortest."""
+    warm = []
     for function in functions:
+        start = time.perf_counter()
         function()
+        warm.append(time.perf_counter() - start)
+    counts = [max(1, round(warm[0] / max(seconds, 1e-9))) for seconds in warm]
     seconds = [[] for _ in functions]
     for _ in range(repeats):
-        for function, passes in zip(functions, seconds):
+        for function, count, passes in zip(functions, counts, seconds):
             start = time.perf_counter()
-            function()
-            passes.append(time.perf_counter() - start)
+            for _ in range(count):
+                function()
+            passes.append((time.perf_counter() - start) / count)
     return seconds
 
 
@@ -321,8 +328,9 @@ def write_results(rows, profile, megabytes, n_texts, batch_profile):
         f"Device: {meta['device']}; transformers {meta['transformers']}; corpus: tests/data/sample.tsv without ja "
         f"({n_texts} texts, {megabytes:.3f} MB). Written by `python bench/bench_tokenization_xlm.py`; "
         "median of 7 passes after a warm-up; speedup = baseline time / time, baseline = the first row of each group; "
-        "in the end-to-end groups the cases take turns pass by pass and the speedup is the median of the per-pass "
-        "ratios (the machine is shared: its speed drifts).",
+        "in the end-to-end groups the cases take turns pass by pass, a pass of a faster case repeats it to last as "
+        "long as the baseline's, and the speedup is the median of the per-pass ratios (the machine is shared: its "
+        "speed drifts).",
         "",
         "| case | shape | median (s) | texts/s | MB/s | speedup |",
         "| --- | --- | --- | --- | --- | --- |",

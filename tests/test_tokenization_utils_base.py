@@ -10,6 +10,7 @@ import torch
 
 from xlm_fast.tokenization_utils_base import (
     BatchEncoding,
+    EncodingMaps,
     Span,
     TokenSpan,
     check_strategies,
@@ -104,8 +105,8 @@ def test_batch_encoding_maps_from_layouts():
         calls.append(source)
         return words[source]
 
-    encoding = BatchEncoding({"input_ids": [[2, 0, 11, 12, 13, 1, 14, 15, 1], [16, 17]]}, layouts, word_ids_of,
-                             lambda ids: [f"t{i}" for i in ids], n_sequences=2)
+    maps = EncodingMaps(layouts, word_ids_of, lambda ids: [f"t{i}" for i in ids], None)
+    encoding = BatchEncoding({"input_ids": [[2, 0, 11, 12, 13, 1, 14, 15, 1], [16, 17]]}, maps, n_sequences=2)
     assert encoding.word_ids(0) == [None, None, 0, 1, 2, None, 0, 1, None]
     assert encoding.sequence_ids(0) == [None, None, 0, 0, 0, None, 1, 1, None]
     assert encoding.word_ids(-1) == [5, 5] and encoding.tokens(1) == ["t16", "t17"]
@@ -127,3 +128,5 @@ def test_batch_encoding_maps_from_layouts():
         BatchEncoding({"input_ids": [1]}).word_ids()
     with pytest.raises(AttributeError, match="nope"):
         _ = encoding.nope
+    with pytest.raises(ValueError, match="no character offsets"):
+        encoding.token_to_chars(0, 2)

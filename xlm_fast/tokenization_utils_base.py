@@ -222,6 +222,29 @@ def _is_empty(value):
 # ----------------------------------------------------------------------------- encoding
 
 
+class EncodingMaps:
+    """What a BatchEncoding's token / word / character maps are read from. layouts: one per row
+    (see `Span`), or a callable that builds that list on first use; word_ids_of(source): the word
+    ids of that encoded sequence, in full; id_to_token(ids): tokens; offsets: offsets(row) -> the
+    (start, end) of every token of a row, or a str saying why there are none (or None)."""
+
+    __slots__ = ("_layouts", "word_ids_of", "id_to_token", "_offsets")
+
+    def __init__(self, layouts, word_ids_of, id_to_token, offsets):
+        self._layouts, self.word_ids_of, self.id_to_token, self._offsets = layouts, word_ids_of, id_to_token, offsets
+
+    def layouts(self):
+        return self._layouts() if callable(self._layouts) else self._layouts
+
+    @property
+    def offsets_reason(self):
+        """None when there are offsets, else why not."""
+        return None if callable(self._offsets) else self._offsets or "this encoding has no character offsets"
+
+    def offsets_of(self, row):
+        return self._offsets(row)
+
+
 class BatchEncoding(dict):
     """The encoder's output: a dict (input_ids, attention_mask, ...) with attribute access, and
     the word/sequence maps of transformers' fast encodings (word_ids, sequence_ids, tokens,
@@ -238,16 +261,12 @@ class BatchEncoding(dict):
     in the text is a word of its own; special tokens added around the sequences and padding
     map to None. The output of pad() has no such maps (its rows come from elsewhere)."""
 
-    def __init__(self, data=None, layouts=None, word_ids_of=None, id_to_token=None, n_sequences=None,
-                 offsets_of=None):
+    def __init__(self, data=None, maps=None, n_sequences=None):
         super().__init__(data or {})
-        # layouts: one per row, or a callable that builds that list on first use; word_ids_of(source)
-        # -> word ids of that encoded sequence, in full; id_to_token(ids) -> tokens. All None when the
-        # encoding holds no maps (pad()). offsets_of(row) -> (start, end) of every token of a row, or
-        # a str saying why there are none.
-        self._layouts, self._word_ids_of, self._id_to_token = layouts, word_ids_of, id_to_token
-        self._n_sequences, self._offsets_of = n_sequences, offsets_of
-        self._word_id_cache, self._saved_tokens = {}, None
+        # maps: the EncodingMaps of the rows, read on first use; None when the encoding holds no
+        # maps (pad()). One object, not four callables: an encoding is a few objects for the GC.
+        self._maps, self._n_sequences = maps, n_sequences
+        self._layouts, self._word_id_cache, self._saved_tokens = None, {}, None
 
     def __getattr__(self, name):
         try:
@@ -255,23 +274,25 @@ class BatchEncoding(dict):
         except KeyError:
             raise AttributeError(f"BatchEncoding has no field {name!r}") from None
 
-    def __getstate__(self):  # the maps are materialised: the callables point into the tokenizer
+    def __getstate__(self):  # the maps are materialised: they point into the tokenizer
         layouts = self._resolved_layouts()
         word_ids = tokens = None
-        offsets = self._offsets_of if not callable(self._offsets_of) else [
-            self._offsets_of(row) for row in range(len(layouts))]
+        offsets = None if self._maps is None else self._maps.offsets_reason
         if layouts is not None:
             word_ids = [self.word_ids(row) for row in range(len(layouts))]
             tokens = [self.tokens(row) for row in range(len(layouts))]
+            if offsets is None:
+                offsets = [self._maps.offsets_of(row) for row in range(len(layouts))]
         return {"data": dict(self), "layouts": layouts, "word_ids": word_ids, "tokens": tokens,
                 "n_sequences": self._n_sequences, "offsets": offsets}
 
     def __setstate__(self, state):
         self.update(state["data"])
-        self._layouts, self._n_sequences = state["layouts"], state["n_sequences"]
+        self._n_sequences, self._saved_tokens = state["n_sequences"], state["tokens"]
         offsets = state.get("offsets")
-        self._offsets_of = offsets.__getitem__ if isinstance(offsets, list) else offsets
-        self._word_ids_of, self._id_to_token, self._saved_tokens = None, None, state["tokens"]
+        self._layouts = state["layouts"]
+        self._maps = None if self._layouts is None else EncodingMaps(
+            self._layouts, None, None, offsets.__getitem__ if isinstance(offsets, list) else offsets)
         self._word_id_cache = {("row", row): ids for row, ids in enumerate(state["word_ids"] or [])}
 
     def to(self, device):
@@ -298,8 +319,8 @@ class BatchEncoding(dict):
     # ------------------------------------------------------------------ maps
 
     def _resolved_layouts(self):
-        if callable(self._layouts):
-            self._layouts = self._layouts()
+        if self._layouts is None and self._maps is not None:
+            self._layouts = self._maps.layouts()
         return self._layouts
 
     def _layout(self, batch_index, method):
@@ -329,7 +350,7 @@ class BatchEncoding(dict):
     def _source_word_ids(self, source):
         ids = self._word_id_cache.get(source)
         if ids is None:
-            ids = self._word_id_cache[source] = self._word_ids_of(source)
+            ids = self._word_id_cache[source] = self._maps.word_ids_of(source)
         return ids
 
     def sequence_ids(self, batch_index=0):
@@ -346,11 +367,11 @@ class BatchEncoding(dict):
     def tokens(self, batch_index=0):
         """Tokens (strings) of row `batch_index`, special tokens and padding included."""
         row, _ = self._layout(batch_index, "tokens")
-        if self._id_to_token is None:  # unpickled
+        if self._saved_tokens is not None:  # unpickled
             return list(self._saved_tokens[row])
         ids = self["input_ids"]
         ids = ids[row] if self._is_batched(ids) else ids
-        return self._id_to_token(to_python(ids))
+        return self._maps.id_to_token(to_python(ids))
 
     def _is_batched(self, ids):
         if hasattr(ids, "ndim"):  # a tensor or array; rows of several lengths: a 1-D object array of rows
@@ -391,10 +412,10 @@ class BatchEncoding(dict):
     # ------------------------------------------------------------------ character offsets
 
     def _offsets(self, row, method):
-        if self._offsets_of is None or isinstance(self._offsets_of, str):
-            reason = self._offsets_of or "this encoding has no character offsets"
+        reason = "this encoding has no character offsets" if self._maps is None else self._maps.offsets_reason
+        if reason is not None:
             raise ValueError(f"{method}() needs character offsets: {reason}")
-        return self._offsets_of(row)
+        return self._maps.offsets_of(row)
 
     def _non_negative(self, index, name):
         if index < 0:

@@ -28,7 +28,6 @@ reach the language-specific code, `lang=` here selects the pipeline as documente
 """
 
 import bisect
-import functools
 import itertools
 import json
 import operator
@@ -49,6 +48,7 @@ from .pre_tokenizer import (  # noqa: F401 - re-exported: the tokenizer's public
 from .tokenization_utils_base import (
     LARGE_INTEGER,  # noqa: F401 - re-exported
     BatchEncoding,
+    EncodingMaps,
     Span,
     TokenSpan,  # noqa: F401 - re-exported
     batch_from_features,
@@ -154,17 +154,37 @@ def _as_rows(out, key, rows, width):
     return np.split(flat.reshape(-1, 2) if pair else flat, out.array("row_starts")[1:-1])
 
 
-def _fast_layouts(out, plan):
-    """The row layouts of a BatchEncoding of the C++ path, read from its EncodedRows (`out`) on
-    first use (BatchEncoding calls a partial of this)."""
-    built = []
-    pad_left = plan.padding_side == "left"
-    for first, a0, a1, second, b0, b1, pad in out.array("layouts").reshape(-1, 7).tolist():
-        spans = [Span(first, 0, a0, a1)] + ([Span(second, 1, b0, b1)] if second >= 0 else [])
-        layout = ((1, spans[0], 1) + ((spans[1], 1) if plan.has_pairs else ())) if plan.add_special_tokens \
-            else tuple(spans)
-        built.append(layout if not pad else (pad, *layout) if pad_left else (*layout, pad))
-    return built
+class _FastMaps(EncodingMaps):
+    """The EncodingMaps of a BatchEncoding of the C++ path, read from its EncodedRows (`out`) on
+    first use: one object per call, so that an encoding costs the cyclic GC few objects."""
+
+    __slots__ = ("out", "plan", "tokenizer")
+
+    def __init__(self, out, plan, tokenizer):
+        self.out, self.plan, self.tokenizer = out, plan, tokenizer
+
+    def layouts(self):
+        plan, built = self.plan, []
+        pad_left = plan.padding_side == "left"
+        for first, a0, a1, second, b0, b1, pad in self.out.array("layouts").reshape(-1, 7).tolist():
+            spans = [Span(first, 0, a0, a1)] + ([Span(second, 1, b0, b1)] if second >= 0 else [])
+            layout = ((1, spans[0], 1) + ((spans[1], 1) if plan.has_pairs else ())) if plan.add_special_tokens \
+                else tuple(spans)
+            built.append(layout if not pad else (pad, *layout) if pad_left else (*layout, pad))
+        return built
+
+    def word_ids_of(self, source):
+        return self.out.word_ids(source)
+
+    def id_to_token(self, ids):
+        return self.tokenizer.convert_ids_to_tokens(ids)
+
+    @property
+    def offsets_reason(self):
+        return None if self.plan.has_offsets else self.plan.offsets_reason
+
+    def offsets_of(self, row):
+        return self.out.offsets(row)
 
 
 class _CallPlan:
@@ -990,8 +1010,8 @@ class XLMTokenizer:
             output = {key: to_tensor([value] if not plan.batched and key != "length" else value,
                                      plan.return_tensors, key)
                       for key, value in output.items()}
-        return BatchEncoding(output, layouts=layouts, word_ids_of=word_ids_of, id_to_token=self.convert_ids_to_tokens,
-                             n_sequences=2 if plan.has_pairs else 1, offsets_of=plan.offsets_reason)
+        maps = EncodingMaps(layouts, word_ids_of, self.convert_ids_to_tokens, plan.offsets_reason)
+        return BatchEncoding(output, maps, n_sequences=2 if plan.has_pairs else 1)
 
     # ------------------------------------------------------------------ C++ batch path
 
@@ -1091,9 +1111,7 @@ class XLMTokenizer:
             samples = out.array("overflow_to_sample_mapping").tolist()
             output["overflow_to_sample_mapping"] = to_tensor(samples, return_tensors, "x") if return_tensors else \
                 samples
-        return BatchEncoding(output, functools.partial(_fast_layouts, out, plan), out.word_ids,
-                             self.convert_ids_to_tokens, 2 if plan.has_pairs else 1,
-                             out.offsets if plan.has_offsets else plan.offsets_reason)
+        return BatchEncoding(output, _FastMaps(out, plan, self), 2 if plan.has_pairs else 1)
 
     def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None,
                max_length=None, stride=0, padding_side=None, return_tensors=None, lang="en", bypass_tokenizer=False):
