@@ -618,13 +618,14 @@ def _backward_launch_config(head_dim: int, dtype: torch.dtype) -> dict:
     tiles that do not line up with the diagonal get exercised. From the sm_90 compile
     (bench/sm90_compile_report.py; no GPU timing yet): 16-bit 64 x 64 tiles, 8 warps,
     2 stages: head_dim 128 dkdv ~210 registers, dq ~190, no spills, 96 KB shared
-    memory; 80 (64 + 16) ~185 / ~165; fp32 32 x 32 with 8 warps ~90-130 registers."""
+    memory; 80 (64 + 16) ~185 / ~165; fp32 with 8 warps: 32 x 32 ~90-130 registers up to
+    head_dim 80, at 128 dq ~105 and dkdv with 16-query steps ~100 (no spills)."""
     if interpreting():
         return dict(dkdv=dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1),
                     dq=dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, num_stages=1))
-    if dtype == torch.float32:
+    if dtype == torch.float32:  # 32 x 32 dkdv at head_dim 128 spilled (255 registers): 16 queries a step there
         tiles = dict(BLOCK_M=32, BLOCK_N=32, num_warps=8, num_stages=2)
-        return dict(dkdv=tiles, dq=tiles)
+        return dict(dkdv=dict(tiles, BLOCK_M=16) if head_dim > 80 else tiles, dq=tiles)
     tiles = dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)
     return dict(dkdv=tiles, dq=tiles)
 
