@@ -261,6 +261,10 @@ class BatchEncoding(dict):
     in the text is a word of its own; special tokens added around the sequences and padding
     map to None. The output of pad() has no such maps (its rows come from elsewhere)."""
 
+    # No instance __dict__: an encoding is then as few objects for the cyclic GC as transformers' (with
+    # torch loaded, collections are a good part of a fast tokenizer call's cost).
+    __slots__ = ("_maps", "_n_sequences", "_layouts", "_word_id_cache", "_saved_tokens")
+
     def __init__(self, data=None, maps=None, n_sequences=None):
         super().__init__(data or {})
         # maps: the EncodingMaps of the rows, read on first use; None when the encoding holds no
