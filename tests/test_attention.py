@@ -24,10 +24,12 @@ from conftest import DEVICE  # noqa: E402
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
 
 
-def reference_attention(q, k, v, keep=None, causal=False, head_scale=None):
-    """fp64 XLM attention: masked scores = the input dtype's min, softmax, head scale."""
+def reference_attention(q, k, v, keep=None, causal=False, head_scale=None, eager=False):
+    """XLM attention: masked scores = the input dtype's min, softmax, head scale. In fp64, or with
+    eager=True in the inputs' dtype (fp32 softmax, probabilities cast back) as HF's XLM computes
+    it: the accuracy baseline for 16-bit gradients."""
     masked_value = torch.finfo(q.dtype).min
-    q, k, v = (t.double().transpose(1, 2) for t in (q, k, v))  # (batch, heads, seq, hd)
+    q, k, v = (t.transpose(1, 2) if eager else t.double().transpose(1, 2) for t in (q, k, v))  # (b, h, s, hd)
     seq_len, head_dim = q.shape[2], q.shape[3]
     scores = (q / math.sqrt(head_dim)) @ k.transpose(-1, -2)
     if causal:
@@ -35,11 +37,10 @@ def reference_attention(q, k, v, keep=None, causal=False, head_scale=None):
         scores = scores.masked_fill(~keep_2d, masked_value)
     elif keep is not None:
         scores = scores.masked_fill(~keep.bool()[:, None, None, :], masked_value)
-    probs = scores.softmax(-1)
+    probs = scores.float().softmax(-1).type_as(scores) if eager else scores.softmax(-1)
     if head_scale is not None:
-        probs = probs * head_scale.double()[None, :, None, None]
-    context = probs @ v  # (batch, heads, seq, hd)
-    return context.transpose(1, 2).reshape(q.shape[0], seq_len, -1)
+        probs = probs * head_scale.to(probs.dtype)[None, :, None, None]
+    return (probs @ v).transpose(1, 2).reshape(q.shape[0], seq_len, -1)
 
 
 def random_qkv(batch, seq_len, heads, head_dim, dtype, seed=0):
@@ -248,24 +249,6 @@ def test_rejects_bad_inputs():
 GRAD_TOLERANCE_FP32 = 2e-5
 
 
-def eager_attention(q, k, v, keep=None, causal=False, head_scale=None):
-    """XLM eager attention in the inputs' dtype (fp32 softmax, probabilities cast back),
-    as HF's XLM computes it: the accuracy baseline for 16-bit gradients."""
-    masked_value = torch.finfo(q.dtype).min
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    seq_len, head_dim = q.shape[2], q.shape[3]
-    scores = (q / math.sqrt(head_dim)) @ k.transpose(-1, -2)
-    if causal:
-        keep_2d = torch.ones(seq_len, seq_len, dtype=torch.bool, device=q.device).tril()
-        scores = scores.masked_fill(~keep_2d, masked_value)
-    elif keep is not None:
-        scores = scores.masked_fill(~keep.bool()[:, None, None, :], masked_value)
-    probs = scores.float().softmax(-1).type_as(scores)
-    if head_scale is not None:
-        probs = probs * head_scale.to(probs.dtype)[None, :, None, None]
-    return (probs @ v).transpose(1, 2).reshape(q.shape[0], seq_len, -1)
-
-
 def attention_gradients(fn, qkv, heads, dout, head_scale=None, row_scale=None, **kwargs):
     """Gradients of sum(fn(q, k, v) * dout) as (dq, dk, dv, d head_scale or None), q, k, v
     being views of the fused projection output `qkv`; row_scale (batch, seq, 1) multiplies
@@ -372,7 +355,8 @@ def test_gradients_16_bit(dtype, mode, head_dim):
     on the CPU to ~1.6x eager's: 2x there."""
     qkv, dout, kwargs, reference, row_scale, head_scale = gradient_case(mode, 3, 24, 2, head_dim, dtype, seed=11)
     ours = attention_gradients(flash_attention, qkv, 2, dout, head_scale, row_scale, **kwargs)
-    eager = attention_gradients(eager_attention, qkv, 2, dout, head_scale, row_scale, **reference)
+    eager = attention_gradients(lambda *args, **kw: reference_attention(*args, eager=True, **kw), qkv, 2, dout,
+                                head_scale, row_scale, **reference)
     expected = attention_gradients(reference_attention, qkv.double(), 2, dout, head_scale, row_scale, **reference)
     bound = 2.0 if dtype == torch.bfloat16 and DEVICE == "cpu" else 1.5
     for name, actual, baseline, wanted in zip(("dq", "dk", "dv", "d head_scale"), ours, eager, expected):
