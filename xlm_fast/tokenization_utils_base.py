@@ -223,25 +223,34 @@ def _is_empty(value):
 
 
 class EncodingMaps:
-    """What a BatchEncoding's token / word / character maps are read from. layouts: one per row
-    (see `Span`), or a callable that builds that list on first use; word_ids_of(source): the word
-    ids of that encoded sequence, in full; id_to_token(ids): tokens; offsets: offsets(row) -> the
-    (start, end) of every token of a row, or a str saying why there are none (or None)."""
+    """What a BatchEncoding's token / word / character maps are read from, given the encoding's
+    `rows` handle (whatever the maker keeps per call: the C++ path's maps are one object per call
+    plan and its rows the call's EncodedRows, so an encoding adds no object of its own for the
+    GC). This base class holds one call's maps itself and ignores `rows`: layouts, one per row
+    (see `Span`), or a callable that builds that list on first use; word_ids_of(source): the
+    word ids of that encoded sequence, in full; id_to_token(ids): tokens; offsets:
+    offsets(row) -> the (start, end) of every token of a row, or a str saying why there are
+    none (or None)."""
 
-    __slots__ = ("_layouts", "word_ids_of", "id_to_token", "_offsets")
+    __slots__ = ("_layouts", "_word_ids_of", "_id_to_token", "_offsets")
 
     def __init__(self, layouts, word_ids_of, id_to_token, offsets):
-        self._layouts, self.word_ids_of, self.id_to_token, self._offsets = layouts, word_ids_of, id_to_token, offsets
+        self._layouts, self._word_ids_of, self._id_to_token, self._offsets = layouts, word_ids_of, id_to_token, offsets
 
-    def layouts(self):
+    def layouts(self, rows):
         return self._layouts() if callable(self._layouts) else self._layouts
 
-    @property
-    def offsets_reason(self):
+    def word_ids_of(self, rows, source):
+        return self._word_ids_of(source)
+
+    def id_to_token(self, ids):
+        return self._id_to_token(ids)
+
+    def offsets_reason(self, rows):
         """None when there are offsets, else why not."""
         return None if callable(self._offsets) else self._offsets or "this encoding has no character offsets"
 
-    def offsets_of(self, row):
+    def offsets_of(self, rows, row):
         return self._offsets(row)
 
 
@@ -263,13 +272,13 @@ class BatchEncoding(dict):
 
     # No instance __dict__: an encoding is then as few objects for the cyclic GC as transformers' (with
     # torch loaded, collections are a good part of a fast tokenizer call's cost).
-    __slots__ = ("_maps", "_n_sequences", "_layouts", "_word_id_cache", "_saved_tokens")
+    __slots__ = ("_maps", "_rows", "_n_sequences", "_layouts", "_word_id_cache", "_saved_tokens")
 
-    def __init__(self, data=None, maps=None, n_sequences=None):
+    def __init__(self, data=None, maps=None, n_sequences=None, rows=None):
         super().__init__(data or {})
-        # maps: the EncodingMaps of the rows, read on first use; None when the encoding holds no
-        # maps (pad()). One object, not four callables: an encoding is a few objects for the GC.
-        self._maps, self._n_sequences = maps, n_sequences
+        # maps: the EncodingMaps that the token/word/character maps are read from (on first use),
+        # given `rows`; None when the encoding holds no maps (pad()).
+        self._maps, self._rows, self._n_sequences = maps, rows, n_sequences
         self._layouts, self._word_id_cache, self._saved_tokens = None, {}, None
 
     def __getattr__(self, name):
@@ -281,12 +290,12 @@ class BatchEncoding(dict):
     def __getstate__(self):  # the maps are materialised: they point into the tokenizer
         layouts = self._resolved_layouts()
         word_ids = tokens = None
-        offsets = None if self._maps is None else self._maps.offsets_reason
+        offsets = None if self._maps is None else self._maps.offsets_reason(self._rows)
         if layouts is not None:
             word_ids = [self.word_ids(row) for row in range(len(layouts))]
             tokens = [self.tokens(row) for row in range(len(layouts))]
             if offsets is None:
-                offsets = [self._maps.offsets_of(row) for row in range(len(layouts))]
+                offsets = [self._maps.offsets_of(self._rows, row) for row in range(len(layouts))]
         return {"data": dict(self), "layouts": layouts, "word_ids": word_ids, "tokens": tokens,
                 "n_sequences": self._n_sequences, "offsets": offsets}
 
@@ -295,6 +304,7 @@ class BatchEncoding(dict):
         self._n_sequences, self._saved_tokens = state["n_sequences"], state["tokens"]
         offsets = state.get("offsets")
         self._layouts = state["layouts"]
+        self._rows = None
         self._maps = None if self._layouts is None else EncodingMaps(
             self._layouts, None, None, offsets.__getitem__ if isinstance(offsets, list) else offsets)
         self._word_id_cache = {("row", row): ids for row, ids in enumerate(state["word_ids"] or [])}
@@ -324,7 +334,7 @@ class BatchEncoding(dict):
 
     def _resolved_layouts(self):
         if self._layouts is None and self._maps is not None:
-            self._layouts = self._maps.layouts()
+            self._layouts = self._maps.layouts(self._rows)
         return self._layouts
 
     def _layout(self, batch_index, method):
@@ -354,7 +364,7 @@ class BatchEncoding(dict):
     def _source_word_ids(self, source):
         ids = self._word_id_cache.get(source)
         if ids is None:
-            ids = self._word_id_cache[source] = self._maps.word_ids_of(source)
+            ids = self._word_id_cache[source] = self._maps.word_ids_of(self._rows, source)
         return ids
 
     def sequence_ids(self, batch_index=0):
@@ -416,10 +426,11 @@ class BatchEncoding(dict):
     # ------------------------------------------------------------------ character offsets
 
     def _offsets(self, row, method):
-        reason = "this encoding has no character offsets" if self._maps is None else self._maps.offsets_reason
+        reason = "this encoding has no character offsets" if self._maps is None else \
+            self._maps.offsets_reason(self._rows)
         if reason is not None:
             raise ValueError(f"{method}() needs character offsets: {reason}")
-        return self._maps.offsets_of(row)
+        return self._maps.offsets_of(self._rows, row)
 
     def _non_negative(self, index, name):
         if index < 0:

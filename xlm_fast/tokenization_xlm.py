@@ -154,37 +154,36 @@ def _as_rows(out, key, rows, width):
     return np.split(flat.reshape(-1, 2) if pair else flat, out.array("row_starts")[1:-1])
 
 
-class _FastMaps(EncodingMaps):
-    """The EncodingMaps of a BatchEncoding of the C++ path, read from its EncodedRows (`out`) on
-    first use: one object per call, so that an encoding costs the cyclic GC few objects."""
+class _FastMaps:
+    """The maps of the C++ path (EncodingMaps' methods), one per call plan: an encoding's maps are
+    read from its EncodedRows (`rows`) on first use."""
 
-    __slots__ = ("out", "plan", "tokenizer")
+    __slots__ = ("plan", "tokenizer")
 
-    def __init__(self, out, plan, tokenizer):
-        self.out, self.plan, self.tokenizer = out, plan, tokenizer
+    def __init__(self, plan, tokenizer):
+        self.plan, self.tokenizer = plan, tokenizer
 
-    def layouts(self):
+    def layouts(self, rows):
         plan, built = self.plan, []
         pad_left = plan.padding_side == "left"
-        for first, a0, a1, second, b0, b1, pad in self.out.array("layouts").reshape(-1, 7).tolist():
+        for first, a0, a1, second, b0, b1, pad in rows.array("layouts").reshape(-1, 7).tolist():
             spans = [Span(first, 0, a0, a1)] + ([Span(second, 1, b0, b1)] if second >= 0 else [])
             layout = ((1, spans[0], 1) + ((spans[1], 1) if plan.has_pairs else ())) if plan.add_special_tokens \
                 else tuple(spans)
             built.append(layout if not pad else (pad, *layout) if pad_left else (*layout, pad))
         return built
 
-    def word_ids_of(self, source):
-        return self.out.word_ids(source)
+    def word_ids_of(self, rows, source):
+        return rows.word_ids(source)
 
     def id_to_token(self, ids):
         return self.tokenizer.convert_ids_to_tokens(ids)
 
-    @property
-    def offsets_reason(self):
+    def offsets_reason(self, rows):
         return None if self.plan.has_offsets else self.plan.offsets_reason
 
-    def offsets_of(self, row):
-        return self.out.offsets(row)
+    def offsets_of(self, rows, row):
+        return rows.offsets(row)
 
 
 class _CallPlan:
@@ -197,10 +196,10 @@ class _CallPlan:
                  "pad_to_multiple_of", "padding_side", "return_tensors", "want", "want_mask", "overflow",
                  "return_offsets", "return_length", "lang", "bypass_tokenizer", "batched", "has_pairs",
                  "offsets_reason", "cpp_options", "pre_tokenizer", "added_tokens", "word_spans", "output_keys",
-                 "has_offsets")
+                 "has_offsets", "maps")
 
     def __init__(self, **options):
-        self.cpp_options = self.pre_tokenizer = self.added_tokens = self.output_keys = None
+        self.cpp_options = self.pre_tokenizer = self.added_tokens = self.output_keys = self.maps = None
         self.word_spans = self.has_offsets = False
         for name, value in options.items():
             setattr(self, name, value)
@@ -970,6 +969,7 @@ class XLMTokenizer:
             plan.output_keys += (["attention_mask"] if plan.want_mask else []) + (
                 ["offset_mapping"] if plan.return_offsets else [])
             plan.has_offsets = plan.pre_tokenizer is not None or plan.word_spans
+            plan.maps = _FastMaps(plan, self)
         return plan
 
     # ------------------------------------------------------------------ Python path (the reference)
@@ -1111,7 +1111,7 @@ class XLMTokenizer:
             samples = out.array("overflow_to_sample_mapping").tolist()
             output["overflow_to_sample_mapping"] = to_tensor(samples, return_tensors, "x") if return_tensors else \
                 samples
-        return BatchEncoding(output, _FastMaps(out, plan, self), 2 if plan.has_pairs else 1)
+        return BatchEncoding(output, plan.maps, 2 if plan.has_pairs else 1, out)
 
     def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None,
                max_length=None, stride=0, padding_side=None, return_tensors=None, lang="en", bypass_tokenizer=False):
