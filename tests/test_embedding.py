@@ -116,3 +116,131 @@ def test_rejects_bad_inputs():
         embedding_layer_norm(ids, *args, row_mask=torch.ones(3, device=DEVICE))
     with pytest.raises(TypeError, match="position_embeddings"):
         embedding_layer_norm(ids, tables["word_embeddings"], tables["position_embeddings"].half(), *args[2:])
+
+
+# --- backward -------------------------------------------------------------------------
+
+GRAD_TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 1e-2}
+TABLES = ("word_embeddings", "position_embeddings", "lang_embeddings", "ln_weight", "ln_bias")
+
+
+def run_both(tables, eps, dtype, seed, **inputs):
+    """(kernel output, its gradients, fp64 reference gradients) for a random dL/dy:
+    gradients by name (the tables, and inputs_embeds when given)."""
+    leaves = {name: tables[name].clone().requires_grad_() for name in TABLES}
+    reference_leaves = {name: tables[name].double().requires_grad_() for name in TABLES}
+    embeds = inputs.pop("inputs_embeds", None)
+    if embeds is not None:
+        leaves["inputs_embeds"] = embeds.clone().requires_grad_()
+        reference_leaves["inputs_embeds"] = embeds.double().requires_grad_()
+    use_langs = inputs.get("langs") is not None
+    out = embedding_layer_norm(
+        inputs.get("input_ids"), leaves["word_embeddings"], leaves["position_embeddings"], leaves["ln_weight"],
+        leaves["ln_bias"], eps, inputs_embeds=leaves.get("inputs_embeds"), position_ids=inputs.get("position_ids"),
+        langs=inputs.get("langs"), lang_embeddings=leaves["lang_embeddings"] if use_langs else None,
+        token_type_ids=inputs.get("token_type_ids"), row_mask=inputs.get("row_mask"))
+    expected = reference(reference_leaves, eps, inputs_embeds=reference_leaves.get("inputs_embeds"), **inputs)
+    generator = torch.Generator().manual_seed(seed)
+    grad_out = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(DEVICE)
+    out.backward(grad_out.to(dtype))
+    expected.backward(grad_out)
+    grads = {name: leaf.grad for name, leaf in leaves.items()}
+    return out, grads, {name: leaf.grad for name, leaf in reference_leaves.items()}
+
+
+def assert_grads_close(grads, expected_grads, dtype):
+    assert grads.keys() == expected_grads.keys()
+    for name, expected in expected_grads.items():
+        if expected is None:  # the reference never read this table
+            assert grads[name] is None or not grads[name].any(), name
+            continue
+        actual = grads[name]
+        assert actual is not None and actual.dtype == dtype and actual.shape == expected.shape, name
+        error = (actual.double() - expected).abs().max().item()
+        assert error <= GRAD_TOLERANCE[dtype] * expected.abs().max().item(), f"{name}: max error {error:.3e}"
+
+
+@pytest.mark.parametrize("batch, seq_len, dim, dtype", [(1, 1, 64, torch.float32), (3, 7, 80, torch.float32),
+                                                         (2, 7, 80, torch.bfloat16)])
+@pytest.mark.parametrize("with_langs, with_token_types, with_positions", [(True, True, True), (False, False, False)])
+def test_backward_against_fp64(batch, seq_len, dim, dtype, with_langs, with_token_types, with_positions):
+    tables = make_tables(dim, dtype, seed=11)
+    # ids from 4 values: most rows of the word table are hit by several tokens (scatter collisions)
+    inputs = dict(input_ids=random_ids(4, batch, seq_len, seed=12))
+    if with_langs:
+        inputs["langs"] = random_ids(N_LANGS, batch, seq_len, seed=13)
+    if with_token_types:
+        inputs["token_type_ids"] = random_ids(3, batch, seq_len, seed=14)
+    if with_positions:
+        inputs["position_ids"] = random_ids(4, 1, seq_len, seed=15)  # broadcast over the batch, repeated
+    lengths = torch.tensor([seq_len, 0, max(seq_len - 3, 1)][:batch], device=DEVICE)
+    inputs["row_mask"] = (torch.arange(seq_len, device=DEVICE)[None] < lengths[:, None]).to(dtype)
+    _, grads, expected = run_both(tables, 1e-12, dtype, seed=16, **inputs)
+    if not with_langs:
+        assert grads["lang_embeddings"] is None
+    assert_grads_close(grads, expected, dtype)
+
+
+@pytest.mark.parametrize("with_token_types", [False, True])
+def test_backward_inputs_embeds(with_token_types):
+    tables = make_tables(48, torch.float32, seed=17)
+    generator = torch.Generator().manual_seed(18)
+    inputs = dict(inputs_embeds=torch.randn(2, 5, 48, generator=generator).to(DEVICE),
+                  langs=random_ids(N_LANGS, 2, 5, seed=19),
+                  row_mask=torch.tensor([[1.0, 1.0, 0.5, 0.0, 0.0], [1.0] * 5], device=DEVICE))
+    if with_token_types:
+        inputs["token_type_ids"] = random_ids(2, 2, 5, seed=20)
+    _, grads, expected = run_both(tables, 1e-5, torch.float32, seed=21, **inputs)
+    assert (grads["inputs_embeds"][0, 3:] == 0).all()  # padded tokens get no gradient
+    assert_grads_close(grads, expected, torch.float32)
+
+
+def test_backward_layer_norm_parameters_only():
+    """Only ln_weight / ln_bias require grad: the kernel skips ds, the tables get none."""
+    tables = make_tables(40, torch.float32, seed=22)
+    input_ids = random_ids(VOCAB, 2, 3, seed=23)
+    weight, bias = tables["ln_weight"].clone().requires_grad_(), tables["ln_bias"].clone().requires_grad_()
+    out = embedding_layer_norm(input_ids, tables["word_embeddings"], tables["position_embeddings"], weight, bias,
+                               1e-5)
+    reference_weight = tables["ln_weight"].double().requires_grad_()
+    reference_bias = tables["ln_bias"].double().requires_grad_()
+    expected = reference(dict(tables, ln_weight=reference_weight, ln_bias=reference_bias), 1e-5,
+                         input_ids=input_ids)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(24), dtype=torch.float64).to(DEVICE)
+    out.backward(grad_out.float())
+    expected.backward(grad_out)
+    assert_grads_close(dict(ln_weight=weight.grad, ln_bias=bias.grad),
+                       dict(ln_weight=reference_weight.grad, ln_bias=reference_bias.grad), torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grad_enabled_forward_equals_inference(dtype):
+    tables = make_tables(80, dtype, seed=25)
+    kwargs = dict(position_ids=random_ids(MAX_POSITIONS, 2, 7, seed=26), langs=random_ids(N_LANGS, 2, 7, seed=27),
+                  lang_embeddings=tables["lang_embeddings"], token_type_ids=random_ids(VOCAB, 2, 7, seed=28),
+                  row_mask=random_ids(2, 2, 7, seed=29).bool())
+    input_ids = random_ids(VOCAB, 2, 7, seed=30)
+    args = (tables["word_embeddings"], tables["position_embeddings"], tables["ln_weight"], tables["ln_bias"], 1e-12)
+    with torch.no_grad():
+        inference = embedding_layer_norm(input_ids, *args, **kwargs)
+    word = tables["word_embeddings"].clone().requires_grad_()
+    training = embedding_layer_norm(input_ids, word, *args[1:], **kwargs)
+    assert training.requires_grad and not inference.requires_grad
+    assert torch.equal(training.detach(), inference)
+
+
+def test_backward_deterministic_mode_repeats_bit_for_bit():
+    """Under torch.use_deterministic_algorithms(True) the scatter takes torch's
+    deterministic index_add_: two backwards of one input give identical gradients."""
+    tables = make_tables(64, torch.float32, seed=31)
+    inputs = dict(input_ids=random_ids(3, 4, 6, seed=32), langs=random_ids(N_LANGS, 4, 6, seed=33),
+                  token_type_ids=random_ids(3, 4, 6, seed=34))
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first = run_both(tables, 1e-5, torch.float32, seed=35, **inputs)[1]
+        second = run_both(tables, 1e-5, torch.float32, seed=35, **inputs)[1]
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    for name in TABLES:
+        assert torch.equal(first[name], second[name]), name
