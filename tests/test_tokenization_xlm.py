@@ -1595,6 +1595,44 @@ def test_fast_path_two_threads_same_output(files, corpus, fast_and_reference, by
     _assert_same_encoding(fast(texts, **kwargs), reference(texts, **kwargs))
 
 
+@needs_cpp
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_worker_threads_after_fork_and_from_two_threads(files, corpus):
+    """The batch encoder keeps its worker threads between calls (csrc/parallel_for.h): a forked
+    child (a DataLoader worker) gets threads of its own, and two Python threads encoding at once
+    (one of them then starts threads of its own) get what one thread gives."""
+    tokenizer = XLMTokenizer(*files, bpe_backend="cpp", num_threads=2)
+    texts = [text for _, text in corpus][:128]
+    expected = XLMTokenizer(*files, bpe_backend="cpp", num_threads=1)(texts)["input_ids"]
+    assert tokenizer(texts)["input_ids"] == expected  # the parent's pool is started
+    script = f"""
+import os, sys, json
+sys.path[:0] = {sys.path!r}
+from xlm_fast.tokenization_xlm import XLMTokenizer
+tokenizer = XLMTokenizer(*{list(files)!r}, bpe_backend="cpp", num_threads=2)
+texts = json.loads(sys.stdin.read())
+tokenizer(texts)
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if tokenizer(texts)["input_ids"] == tokenizer(texts)["input_ids"] else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+    child = subprocess.run([sys.executable, "-c", script], input=json.dumps(texts), text=True, timeout=120)
+    assert child.returncode == 0
+    results = [None, None]
+
+    def encode(slot):
+        results[slot] = [tokenizer(texts)["input_ids"] for _ in range(20)]
+
+    workers = [threading.Thread(target=encode, args=(slot,)) for slot in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert results[0] == results[1] == [expected] * 20
+
+
 def test_environment_defaults(files, monkeypatch):
     monkeypatch.setenv("XLM_FAST_TOKENIZER_BACKEND", "python")
     monkeypatch.setenv("XLM_FAST_NUM_THREADS", "3")
