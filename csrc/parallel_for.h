@@ -62,6 +62,10 @@ public:
         wake_.notify_all();
         task();
         std::unique_lock<std::mutex> lock(mutex_);
+        // task() hands out the work by index and returns once all of it is taken: a helper that
+        // has not woken by now would find none, so wait only for those that started (on a shared
+        // machine a helper's wake-up can take longer than the whole batch).
+        wanted_ = started_;
         done_.wait(lock, [this]() { return finished_ == wanted_; });
         task_ = nullptr;
         return true;
