@@ -32,7 +32,13 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from ._utils import check_floating, check_same_device, interpreting, row_mask_for_kernel
-from .layer_norm import _backward_programs, _rows, layer_norm_row
+from .layer_norm import (
+    _backward_programs,
+    _rows,
+    layer_norm_row,
+    layer_norm_row_grad_inputs,
+    layer_norm_row_grad_sum,
+)
 
 
 @triton.jit
@@ -175,16 +181,10 @@ def _embedding_layer_norm_backward_kernel(
                         stride_lang_b, stride_lang_s, stride_tt_b, stride_tt_s,
                         stride_word_row, stride_position_row, stride_lang_row, seq_len,
                         HAS_INPUTS_EMBEDS, HAS_POSITION_IDS, HAS_LANGS, HAS_TOKEN_TYPES)
-        rstd = tl.load(rstd_ptr + token)
-        xhat = tl.where(col_valid, (s - tl.load(mean_ptr + token)) * rstd, 0.0)
-        g = tl.load(grad_out_ptr + token * stride_grad_out_row + cols, mask=col_valid, other=0.0).to(tl.float32)
-        if HAS_ROW_MASK:
-            g = g * tl.load(row_mask_ptr + token).to(tl.float32)
+        xhat, g, rstd = layer_norm_row_grad_inputs(s, token, cols, col_valid, mean_ptr, rstd_ptr, grad_out_ptr,
+                                                   stride_grad_out_row, row_mask_ptr, HAS_ROW_MASK)
         if STORE_GRAD_SUM:
-            g_weight = g * weight  # zeros past dim, as xhat
-            mean_g_weight = tl.sum(g_weight, axis=0) / dim
-            mean_g_weight_xhat = tl.sum(g_weight * xhat, axis=0) / dim
-            grad_sum = (g_weight - mean_g_weight - xhat * mean_g_weight_xhat) * rstd
+            grad_sum = layer_norm_row_grad_sum(xhat, g, rstd, weight, dim)
             tl.store(grad_sum_ptr + token * dim + cols, grad_sum, mask=col_valid)
         sum_weight += g * xhat
         sum_bias += g

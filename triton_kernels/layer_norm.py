@@ -48,6 +48,28 @@ def normalize_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr):
 
 
 @triton.jit
+def layer_norm_row_grad_inputs(s, row, cols, col_valid, mean_ptr, rstd_ptr, grad_out_ptr, stride_grad_out_row,
+                               row_mask_ptr, HAS_ROW_MASK: tl.constexpr):
+    """(xhat, g, rstd) of one row of the backward: the normalised fp32 row sum s (BLOCK_N,)
+    from the saved mean / rstd (zeros past n_cols) and dL/dy times the row's mask."""
+    rstd = tl.load(rstd_ptr + row)
+    xhat = tl.where(col_valid, (s - tl.load(mean_ptr + row)) * rstd, 0.0)
+    g = tl.load(grad_out_ptr + row * stride_grad_out_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+    if HAS_ROW_MASK:
+        g = g * tl.load(row_mask_ptr + row).to(tl.float32)
+    return xhat, g, rstd
+
+
+@triton.jit
+def layer_norm_row_grad_sum(xhat, g, rstd, weight, n_cols):
+    """dL/ds of one row (fp32, zeros past n_cols): rstd * (g*w - mean(g*w) - xhat * mean(g*w*xhat))."""
+    g_weight = g * weight  # zeros past n_cols, as xhat
+    mean_g_weight = tl.sum(g_weight, axis=0) / n_cols
+    mean_g_weight_xhat = tl.sum(g_weight * xhat, axis=0) / n_cols
+    return (g_weight - mean_g_weight - xhat * mean_g_weight_xhat) * rstd
+
+
+@triton.jit
 def _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols, col_valid,
               HAS_RESIDUAL: tl.constexpr, HAS_RESIDUAL_BIAS: tl.constexpr):
     """fp32 row x + residual + residual_bias (BLOCK_N,), zeros past n_cols; the forward and
@@ -134,15 +156,9 @@ def _add_layer_norm_backward_kernel(
     for row in range(first_row, tl.minimum(first_row + rows_per_program, n_rows)):
         s = _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols,
                       col_valid, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
-        rstd = tl.load(rstd_ptr + row)
-        xhat = tl.where(col_valid, (s - tl.load(mean_ptr + row)) * rstd, 0.0)
-        g = tl.load(grad_out_ptr + row * stride_grad_out_row + cols, mask=col_valid, other=0.0).to(tl.float32)
-        if HAS_ROW_MASK:
-            g = g * tl.load(row_mask_ptr + row).to(tl.float32)
-        g_weight = g * weight  # zeros past n_cols, as xhat
-        mean_g_weight = tl.sum(g_weight, axis=0) / n_cols
-        mean_g_weight_xhat = tl.sum(g_weight * xhat, axis=0) / n_cols
-        grad_sum = (g_weight - mean_g_weight - xhat * mean_g_weight_xhat) * rstd
+        xhat, g, rstd = layer_norm_row_grad_inputs(s, row, cols, col_valid, mean_ptr, rstd_ptr, grad_out_ptr,
+                                                   stride_grad_out_row, row_mask_ptr, HAS_ROW_MASK)
+        grad_sum = layer_norm_row_grad_sum(xhat, g, rstd, weight, n_cols)
         if STORE_GRAD_SUM:
             tl.store(grad_sum_ptr + row * n_cols + cols, grad_sum.to(grad_sum_ptr.dtype.element_ty), mask=col_valid)
         sum_weight += g * xhat
