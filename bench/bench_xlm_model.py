@@ -134,8 +134,8 @@ def bench_config(config_name, dtype_name, case_names, compile_baselines, on_row)
                 candidates["hf_compiled"] = lambda: hf_compiled(input_ids, **padding).last_hidden_state
                 candidates["sdpa_compiled"] = lambda: sdpa_compiled(weights, config, input_ids, attention_mask)
             assert xlm_fast.backend.select_backend(
-                input_ids.device, dtype=dtype, output_attentions=False, uses_cache=False, needs_grad=False,
-                dropout_active=False) == "triton", "xlm_fast would not take its Triton path here"
+                input_ids.device, dtype=dtype, output_attentions=False, uses_cache=False,
+                dropout=0.0) == "triton", "xlm_fast would not take its Triton path here"
             reference = reference_model(input_ids, **padding).last_hidden_state
             ours_error = relative_l2(candidates["ours"](), reference)
             alt_gemm_error = relative_l2(candidates["ours_alt_gemm"](), reference)

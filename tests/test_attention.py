@@ -16,6 +16,7 @@ from xlm_fast.triton_kernels.attention import (  # noqa: E402
     key_mask_prefix_lengths,
     split_fused_qkv,
 )
+from xlm_fast.triton_kernels.dropout import keep_mask, philox_seed  # noqa: E402
 
 from conftest import DEVICE  # noqa: E402
 
@@ -24,10 +25,11 @@ from conftest import DEVICE  # noqa: E402
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
 
 
-def reference_attention(q, k, v, keep=None, causal=False, head_scale=None, eager=False):
-    """XLM attention: masked scores = the input dtype's min, softmax, head scale. In fp64, or with
-    eager=True in the inputs' dtype (fp32 softmax, probabilities cast back) as HF's XLM computes
-    it: the accuracy baseline for 16-bit gradients."""
+def reference_attention(q, k, v, keep=None, causal=False, head_scale=None, eager=False, dropout=None):
+    """XLM attention: masked scores = the input dtype's min, softmax, dropout, head scale. In fp64,
+    or with eager=True in the inputs' dtype (fp32 softmax, probabilities cast back) as HF's XLM
+    computes it: the accuracy baseline for 16-bit gradients. dropout: (bool mask (batch, heads,
+    seq, seq) of kept probabilities, p), kept ones scaled by 1 / (1 - p)."""
     masked_value = torch.finfo(q.dtype).min
     q, k, v = (t.transpose(1, 2) if eager else t.double().transpose(1, 2) for t in (q, k, v))  # (b, h, s, hd)
     seq_len, head_dim = q.shape[2], q.shape[3]
@@ -38,6 +40,9 @@ def reference_attention(q, k, v, keep=None, causal=False, head_scale=None, eager
     elif keep is not None:
         scores = scores.masked_fill(~keep.bool()[:, None, None, :], masked_value)
     probs = scores.float().softmax(-1).type_as(scores) if eager else scores.softmax(-1)
+    if dropout is not None:
+        mask, p = dropout
+        probs = probs * mask.to(probs.dtype) * (1.0 / (1.0 - p))
     if head_scale is not None:
         probs = probs * head_scale.to(probs.dtype)[None, :, None, None]
     return (probs @ v).transpose(1, 2).reshape(q.shape[0], seq_len, -1)
@@ -301,11 +306,30 @@ def gradient_case(mode, batch, seq_len, heads, head_dim, dtype, seed):
     return qkv, dout, kwargs, reference, row_scale, head_scale
 
 
-def check_fp32_gradients(mode, batch, seq_len, heads, head_dim, seed, with_head_scale=True):
+def seeded_dropout(mode, batch, seq_len, heads, head_dim, dtype, seed, dropout_p):
+    """gradient_case with probability dropout: (case..., flash_attention that reseeds torch
+    before each call, so it draws the seed whose mask the reference applies)."""
     qkv, dout, kwargs, reference, row_scale, head_scale = gradient_case(mode, batch, seq_len, heads, head_dim,
-                                                                        torch.float32, seed)
+                                                                        dtype, seed)
+    torch.manual_seed(seed)
+    mask = keep_mask(philox_seed(), (batch, heads, seq_len, seq_len), dropout_p, DEVICE)
+
+    def flash(*args, **kw):
+        torch.manual_seed(seed)
+        return flash_attention(*args, dropout_p=dropout_p, **kw)
+    return qkv, dout, kwargs, dict(reference, dropout=(mask, dropout_p)), row_scale, head_scale, flash
+
+
+def check_fp32_gradients(mode, batch, seq_len, heads, head_dim, seed, with_head_scale=True, dropout_p=0.0):
+    if dropout_p:
+        qkv, dout, kwargs, reference, row_scale, head_scale, flash = seeded_dropout(
+            mode, batch, seq_len, heads, head_dim, torch.float32, seed, dropout_p)
+    else:
+        qkv, dout, kwargs, reference, row_scale, head_scale = gradient_case(mode, batch, seq_len, heads, head_dim,
+                                                                            torch.float32, seed)
+        flash = flash_attention
     head_scale = head_scale if with_head_scale else None
-    ours = attention_gradients(flash_attention, qkv, heads, dout, head_scale, row_scale, **kwargs)
+    ours = attention_gradients(flash, qkv, heads, dout, head_scale, row_scale, **kwargs)
     expected = attention_gradients(reference_attention, qkv.double(), heads, dout, head_scale, row_scale,
                                    **reference)
     # dq, dk, dv relative to the largest of them: a gradient can be exactly 0 (dq at seq 1)
@@ -344,17 +368,25 @@ def test_gradients_of_all_masked_rows_and_pruned_heads():
     assert torch.allclose(dv[1].double(), dv_expected[1], atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype, mode, head_dim", [(torch.bfloat16, "lengths", 128), (torch.float16, "mask", 80),
-                                                   (torch.bfloat16, "causal", 64)])
-def test_gradients_16_bit(dtype, mode, head_dim):
+@pytest.mark.parametrize("dtype, mode, head_dim, dropout_p",
+                         [(torch.bfloat16, "lengths", 128, 0.0), (torch.float16, "mask", 80, 0.0),
+                          (torch.bfloat16, "causal", 64, 0.0), (torch.bfloat16, "mask", 80, 0.1),
+                          (torch.float16, "lengths", 128, 0.5)])
+def test_gradients_16_bit(dtype, mode, head_dim, dropout_p):
     """16-bit probabilities and score gradients are rounded before their dots, as eager
     autograd in the same dtype rounds its operands: each gradient's relative L2 error
     against fp64 is at most 1.5x eager's (DESIGN's rule). Triton's interpreter casts
     fp32 to bf16 by truncation, not to nearest (a one-sided error of up to 2^-7 in every
     rounded probability and score gradient; the GPU rounds to nearest), which takes bf16
-    on the CPU to ~1.6x eager's: 2x there."""
-    qkv, dout, kwargs, reference, row_scale, head_scale = gradient_case(mode, 3, 24, 2, head_dim, dtype, seed=11)
-    ours = attention_gradients(flash_attention, qkv, 2, dout, head_scale, row_scale, **kwargs)
+    on the CPU to ~1.6x eager's: 2x there. With dropout, eager drops its rounded
+    probabilities as HF's nn.functional.dropout does."""
+    if dropout_p:
+        qkv, dout, kwargs, reference, row_scale, head_scale, flash = seeded_dropout(mode, 3, 24, 2, head_dim, dtype,
+                                                                                    11, dropout_p)
+    else:
+        qkv, dout, kwargs, reference, row_scale, head_scale = gradient_case(mode, 3, 24, 2, head_dim, dtype, seed=11)
+        flash = flash_attention
+    ours = attention_gradients(flash, qkv, 2, dout, head_scale, row_scale, **kwargs)
     eager = attention_gradients(lambda *args, **kw: reference_attention(*args, eager=True, **kw), qkv, 2, dout,
                                 head_scale, row_scale, **reference)
     expected = attention_gradients(reference_attention, qkv.double(), 2, dout, head_scale, row_scale, **reference)
@@ -418,3 +450,92 @@ def test_backward_skips_key_tiles_past_the_length():
     assert (dk[0, 64:] == 0).all() and (dv[0, 64:] == 0).all()
     for actual, wanted in zip((dq, dk[:, :64], dv[:, :64]), (expected[0], expected[1][:, :64], expected[2][:, :64])):
         assert (actual.double() - wanted).abs().max() <= GRAD_TOLERANCE_FP32 * wanted.abs().max()
+
+
+# ---- probability dropout --------------------------------------------------------------
+@pytest.mark.parametrize("dropout_p", [0.1, 0.5])
+@pytest.mark.parametrize(
+    "mode, batch, seq_len, heads, head_dim",
+    [("none", 1, 1, 2, 64), ("lengths", 3, 7, 3, 80), ("lengths_zero_padded", 3, 40, 2, 80), ("mask", 3, 40, 2, 64),
+     ("causal", 1, 70, 2, 64)],
+)
+def test_dropout_output_and_gradients_fp32(mode, batch, seq_len, heads, head_dim, dropout_p):
+    """Output, dq, dk, dv and d head_scale with dropped probabilities against the fp64
+    reference applying keep_mask of the call's seed (all-masked rows dropped too); the
+    normaliser takes the undropped probabilities."""
+    seed = 40 + seq_len + head_dim
+    check_fp32_gradients(mode, batch, seq_len, heads, head_dim, seed, dropout_p=dropout_p)
+    qkv, _, kwargs, reference, row_scale, head_scale, flash = seeded_dropout(mode, batch, seq_len, heads, head_dim,
+                                                                             torch.float32, seed, dropout_p)
+    q, k, v = split_fused_qkv(qkv, heads)
+    out = flash(q, k, v, head_scale=head_scale, **kwargs)
+    expected = reference_attention(q, k, v, head_scale=head_scale, **reference)
+    if row_scale is not None:
+        out, expected = out * row_scale.float(), expected * row_scale
+    assert_close(out, expected, torch.float32)
+
+
+@pytest.mark.parametrize("dropout_p", [0.1, 0.5])
+def test_dropout_masks_of_forward_and_backward_are_keep_mask(dropout_p):
+    """With q = k = 0 (uniform P = 1 / seq) and one-hot values v_j = e_j the output is
+    D / (seq (1 - p)), and with one-hot dout_i = e_i, dv_j is the same D transposed: the
+    forward and dk/dv kernels read exactly keep_mask(seed, (batch, heads, seq, seq), p),
+    and the kept fraction is 1 - p within 4 binomial standard deviations."""
+    batch, seq_len, heads = 2, 64, 2
+    eye = torch.eye(seq_len, device=DEVICE)[None, :, None, :].expand(batch, seq_len, heads, seq_len)
+    q = torch.zeros(batch, seq_len, heads, seq_len, device=DEVICE)
+    v = eye.clone().requires_grad_()
+    torch.manual_seed(3)
+    expected = keep_mask(philox_seed(), (batch, heads, seq_len, seq_len), dropout_p, DEVICE).double()
+    torch.manual_seed(3)
+    out = flash_attention(q, q, v, dropout_p=dropout_p)
+    (dv,) = torch.autograd.grad(out, v, eye.reshape(batch, seq_len, -1))
+    scale = seq_len * (1 - dropout_p)
+    forward_mask = out.double().view(batch, seq_len, heads, seq_len).transpose(1, 2) * scale  # (b, h, i, j)
+    backward_mask = dv.double().permute(0, 2, 3, 1) * scale  # dv[b, j, h, i] -> (b, h, i, j)
+    for mask in (forward_mask, backward_mask):
+        assert (mask - expected).abs().max() < 1e-5
+    kept, n = expected.mean().item(), expected.numel()
+    assert abs(kept - (1 - dropout_p)) <= 4 * math.sqrt(dropout_p * (1 - dropout_p) / n)
+
+
+def test_dropout_same_seed_same_bits_other_seed_differs():
+    """torch.manual_seed fixes the call's seed: two runs give the same output and gradients
+    bit for bit, a run without gradients the same output; another seed another output."""
+    qkv, dout, kwargs, _, _, head_scale = gradient_case("mask", 3, 20, 2, 64, torch.float32, seed=34)
+
+    def flash(seed):
+        def call(*args, **kw):
+            torch.manual_seed(seed)
+            return flash_attention(*args, dropout_p=0.3, **kw)
+        return call
+    first = attention_gradients(flash(5), qkv, 2, dout, head_scale, **kwargs)
+    second = attention_gradients(flash(5), qkv, 2, dout, head_scale, **kwargs)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    out = flash(5)(*split_fused_qkv(qkv.detach().requires_grad_(), 2), head_scale=head_scale, **kwargs)
+    assert out.grad_fn is not None
+    q, k, v = split_fused_qkv(qkv, 2)
+    with torch.no_grad():
+        assert torch.equal(flash(5)(q, k, v, head_scale=head_scale, **kwargs), out)
+        assert not torch.equal(flash(6)(q, k, v, head_scale=head_scale, **kwargs), out)
+
+
+def test_dropout_p_zero_is_no_dropout():
+    """dropout_p=0 gives the bits of a call without it and draws nothing from torch's generator."""
+    q, k, v = random_qkv(2, 20, 2, 64, torch.float32, seed=35)
+    lengths = torch.tensor([20, 9], device=DEVICE)
+    expected = flash_attention(q, k, v, lengths=lengths)
+    torch.manual_seed(7)
+    out = flash_attention(q, k, v, lengths=lengths, dropout_p=0)
+    drawn = torch.rand(4)
+    torch.manual_seed(7)
+    assert torch.equal(drawn, torch.rand(4))
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("dropout_p", [-0.1, 1.0, "0.1", True])
+def test_rejects_bad_dropout_p(dropout_p):
+    q, k, v = random_qkv(1, 4, 2, 16, torch.float32)
+    with pytest.raises(ValueError, match="dropout_p"):
+        flash_attention(q, k, v, dropout_p=dropout_p)

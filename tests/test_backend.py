@@ -9,7 +9,7 @@ import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton path cannot be tested")
 import xlm_fast  # noqa: E402
-from xlm_fast import backend  # noqa: E402
+from xlm_fast import backend, fused_encoder  # noqa: E402
 
 from conftest import DEVICE  # noqa: E402
 
@@ -74,8 +74,8 @@ def test_triton_path_is_taken(monkeypatch):
     model = make_model("causal")
     ids, _ = padded_batch()
     calls = []
-    original = backend.triton_encoder_forward
-    monkeypatch.setattr(backend, "triton_encoder_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = fused_encoder.triton_encoder_forward
+    monkeypatch.setattr(fused_encoder, "triton_encoder_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
     run(model, "triton", monkeypatch, input_ids=ids)
     assert calls == [1]
 
@@ -241,34 +241,46 @@ def test_half_precision_no_less_accurate_than_torch_path(dtype, monkeypatch):
     assert triton_error <= 1.5 * eager_error, (triton_error, eager_error)
 
 
-SELECT_DEFAULTS = dict(dtype=torch.float32, output_attentions=False, uses_cache=False, needs_grad=False,
-                       dropout_active=False)
+SELECT_DEFAULTS = dict(dtype=torch.float32, output_attentions=False, uses_cache=False, dropout=0.0)
 
 
-@pytest.mark.parametrize("uncovered", [dict(output_attentions=True), dict(uses_cache=True), dict(needs_grad=True),
-                                       dict(dropout_active=True), dict(dtype=torch.float64), dict(dtype=None)])
+@pytest.mark.parametrize("uncovered", [dict(output_attentions=True), dict(uses_cache=True), dict(dropout=1.0),
+                                       dict(dtype=torch.float64), dict(dtype=None)])
 def test_uncovered_calls_take_the_torch_path_even_when_triton_is_forced(uncovered, monkeypatch):
     monkeypatch.setenv(backend.BACKEND_ENV, "triton")
     kwargs = dict(SELECT_DEFAULTS, **uncovered)
     assert backend.select_backend(torch.device("cuda"), **kwargs) == "torch"
 
 
-def test_autocast_regions_take_the_torch_path(monkeypatch):
-    """Under autocast the kernels would compute in the weights' dtype: the PyTorch path runs."""
+def test_training_calls_take_the_triton_path(monkeypatch):
+    monkeypatch.setenv(backend.BACKEND_ENV, "triton")
+    assert backend.select_backend(torch.device("cpu"), **dict(SELECT_DEFAULTS, dropout=0.5)) == "triton"
+
+
+def test_autocast_regions_compute_in_the_autocast_dtype(monkeypatch):
+    device = torch.device("cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert backend.compute_dtype(device, torch.float32) == torch.bfloat16
+    assert backend.compute_dtype(device, torch.float32) == torch.float32
     monkeypatch.setenv(backend.BACKEND_ENV, "triton")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert backend.select_backend(torch.device("cpu"), **SELECT_DEFAULTS) == "torch"
-    assert not backend.autocast_active(torch.device("cpu"))
+        assert backend.select_backend(device, **SELECT_DEFAULTS) == "triton"
+        assert backend.select_backend(device, **dict(SELECT_DEFAULTS, dtype=torch.float64)) == "torch"
 
 
-def test_inputs_embeds_that_require_grad_take_the_torch_path(monkeypatch):
-    """Frozen weights, trainable inputs (prompt tuning, attributions): the gradient must
-    reach inputs_embeds, which the forward-only kernels would not give."""
+def test_inputs_embeds_that_require_grad_get_their_gradient(monkeypatch):
+    """Frozen weights, trainable inputs (prompt tuning, attributions): the gradient
+    reaches inputs_embeds on the fused path as on the PyTorch one."""
     model = make_model("causal").requires_grad_(False)
     embeds = torch.randn(2, 5, model.dim, device=DEVICE, requires_grad=True)
-    monkeypatch.setenv("XLM_FAST_BACKEND", "triton")
-    model(inputs_embeds=embeds).last_hidden_state.sum().backward()
-    assert embeds.grad is not None and embeds.grad.abs().sum() > 0
+    grads = []
+    for name in ("torch", "triton"):
+        monkeypatch.setenv("XLM_FAST_BACKEND", name)
+        embeds.grad = None
+        model(inputs_embeds=embeds).last_hidden_state.square().sum().backward()
+        grads.append(embeds.grad)
+    assert grads[0].abs().sum() > 0
+    assert relative_error(grads[1], grads[0]) < 1e-5
 
 
 def test_backend_choice_by_environment(monkeypatch):
@@ -303,8 +315,8 @@ def test_layers_pruned_to_different_head_counts_take_the_triton_path(monkeypatch
     model.prune_heads({0: [1]})  # layer 0: one head, layer 1: two
     ids, attention_mask = padded_batch()
     calls = []
-    original = backend.triton_encoder_forward
-    monkeypatch.setattr(backend, "triton_encoder_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = fused_encoder.triton_encoder_forward
+    monkeypatch.setattr(fused_encoder, "triton_encoder_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
     assert_paths_agree(model, monkeypatch, input_ids=ids, attention_mask=attention_mask)
     head_mask = torch.tensor([[0.5, 9.0], [0.25, 1.0]], device=DEVICE)  # 9.0: the pruned head's, unused
     assert_paths_agree(model, monkeypatch, input_ids=ids, attention_mask=attention_mask, head_mask=head_mask)
@@ -315,7 +327,7 @@ def test_a_layer_with_no_head_left_takes_the_torch_path(monkeypatch):
     model = make_model("causal")
     model.prune_heads({1: [0, 1]})
     ids, _ = padded_batch()
-    monkeypatch.setattr(backend, "triton_encoder_forward", lambda *a, **k: pytest.fail("took the Triton path"))
+    monkeypatch.setattr(fused_encoder, "triton_encoder_forward", lambda *a, **k: pytest.fail("took the Triton path"))
     forced = run(model, "triton", monkeypatch, input_ids=ids)
     assert torch.equal(forced.last_hidden_state, run(model, "torch", monkeypatch, input_ids=ids).last_hidden_state)
     monkeypatch.setenv(backend.BACKEND_ENV, "triton")

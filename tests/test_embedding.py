@@ -8,6 +8,7 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
+from xlm_fast.triton_kernels.dropout import keep_mask, philox_seed  # noqa: E402
 from xlm_fast.triton_kernels.embedding import embedding_layer_norm  # noqa: E402
 
 from conftest import DEVICE  # noqa: E402
@@ -27,7 +28,8 @@ def make_tables(dim, dtype, seed=0):
 
 
 def reference(tables, eps, input_ids=None, inputs_embeds=None, position_ids=None, langs=None, token_type_ids=None,
-              row_mask=None):
+              row_mask=None, dropout=None):
+    """dropout: (keep mask (batch, seq, dim), p) applied after the LayerNorm, before row_mask, or None."""
     word = tables["word_embeddings"].double()
     x = inputs_embeds.double() if inputs_embeds is not None else word[input_ids]
     seq_len = x.shape[1]
@@ -39,6 +41,9 @@ def reference(tables, eps, input_ids=None, inputs_embeds=None, position_ids=None
     if token_type_ids is not None:
         x = x + word[token_type_ids]
     y = torch.nn.functional.layer_norm(x, x.shape[-1:], tables["ln_weight"].double(), tables["ln_bias"].double(), eps)
+    if dropout is not None:
+        keep, p = dropout
+        y = y * keep / (1 - p)
     if row_mask is not None:
         y = y * row_mask.double()[..., None]
     return y
@@ -124,9 +129,11 @@ GRAD_TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 1e-2}
 TABLES = ("word_embeddings", "position_embeddings", "lang_embeddings", "ln_weight", "ln_bias")
 
 
-def run_both(tables, eps, dtype, seed, **inputs):
-    """(kernel output, its gradients, fp64 reference gradients) for a random dL/dy:
-    gradients by name (the tables, and inputs_embeds when given)."""
+def run_both(tables, eps, dtype, seed, dropout_p=None, **inputs):
+    """(kernel output, its gradients, fp64 reference gradients, fp64 reference output) for a random dL/dy:
+    gradients by name (the tables, and inputs_embeds when given). dropout_p is passed on
+    unless None; when > 0 the reference applies the mask of the seed the kernel draws
+    after torch.manual_seed(seed)."""
     leaves = {name: tables[name].clone().requires_grad_() for name in TABLES}
     reference_leaves = {name: tables[name].double().requires_grad_() for name in TABLES}
     embeds = inputs.pop("inputs_embeds", None)
@@ -134,18 +141,28 @@ def run_both(tables, eps, dtype, seed, **inputs):
         leaves["inputs_embeds"] = embeds.clone().requires_grad_()
         reference_leaves["inputs_embeds"] = embeds.double().requires_grad_()
     use_langs = inputs.get("langs") is not None
+    kwargs, dropout = {}, None
+    if dropout_p is not None:
+        kwargs["dropout_p"] = dropout_p
+    if dropout_p:
+        torch.manual_seed(seed)
+        philox = philox_seed()
+        torch.manual_seed(seed)  # the kernel call draws philox again
     out = embedding_layer_norm(
         inputs.get("input_ids"), leaves["word_embeddings"], leaves["position_embeddings"], leaves["ln_weight"],
         leaves["ln_bias"], eps, inputs_embeds=leaves.get("inputs_embeds"), position_ids=inputs.get("position_ids"),
         langs=inputs.get("langs"), lang_embeddings=leaves["lang_embeddings"] if use_langs else None,
-        token_type_ids=inputs.get("token_type_ids"), row_mask=inputs.get("row_mask"))
-    expected = reference(reference_leaves, eps, inputs_embeds=reference_leaves.get("inputs_embeds"), **inputs)
+        token_type_ids=inputs.get("token_type_ids"), row_mask=inputs.get("row_mask"), **kwargs)
+    if dropout_p:
+        dropout = (keep_mask(philox, out.shape, dropout_p, DEVICE), dropout_p)
+    expected = reference(reference_leaves, eps, inputs_embeds=reference_leaves.get("inputs_embeds"),
+                         dropout=dropout, **inputs)
     generator = torch.Generator().manual_seed(seed)
     grad_out = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(DEVICE)
     out.backward(grad_out.to(dtype))
     expected.backward(grad_out)
     grads = {name: leaf.grad for name, leaf in leaves.items()}
-    return out, grads, {name: leaf.grad for name, leaf in reference_leaves.items()}
+    return out, grads, {name: leaf.grad for name, leaf in reference_leaves.items()}, expected.detach()
 
 
 def assert_grads_close(grads, expected_grads, dtype):
@@ -175,7 +192,7 @@ def test_backward_against_fp64(batch, seq_len, dim, dtype, with_langs, with_toke
         inputs["position_ids"] = random_ids(4, 1, seq_len, seed=15)  # broadcast over the batch, repeated
     lengths = torch.tensor([seq_len, 0, max(seq_len - 3, 1)][:batch], device=DEVICE)
     inputs["row_mask"] = (torch.arange(seq_len, device=DEVICE)[None] < lengths[:, None]).to(dtype)
-    _, grads, expected = run_both(tables, 1e-12, dtype, seed=16, **inputs)
+    _, grads, expected, _ = run_both(tables, 1e-12, dtype, seed=16, **inputs)
     if not with_langs:
         assert grads["lang_embeddings"] is None
     assert_grads_close(grads, expected, dtype)
@@ -190,7 +207,7 @@ def test_backward_inputs_embeds(with_token_types):
                   row_mask=torch.tensor([[1.0, 1.0, 0.5, 0.0, 0.0], [1.0] * 5], device=DEVICE))
     if with_token_types:
         inputs["token_type_ids"] = random_ids(2, 2, 5, seed=20)
-    _, grads, expected = run_both(tables, 1e-5, torch.float32, seed=21, **inputs)
+    _, grads, expected, _ = run_both(tables, 1e-5, torch.float32, seed=21, **inputs)
     assert (grads["inputs_embeds"][0, 3:] == 0).all()  # padded tokens get no gradient
     assert_grads_close(grads, expected, torch.float32)
 
@@ -244,3 +261,102 @@ def test_backward_deterministic_mode_repeats_bit_for_bit():
         torch.use_deterministic_algorithms(previous)
     for name in TABLES:
         assert torch.equal(first[name], second[name]), name
+
+
+# --- dropout ---------------------------------------------------------------------------
+
+
+def dropout_inputs(case, batch, seq_len, dim):
+    """run_both's inputs: "all" (ids, langs, token types, positions), "ids" only, or
+    "embeds" (inputs_embeds, langs, token types); a row mask whose second batch row is
+    all padding."""
+    if case == "embeds":
+        generator = torch.Generator().manual_seed(41)
+        inputs = dict(inputs_embeds=torch.randn(batch, seq_len, dim, generator=generator).to(DEVICE))
+    else:
+        inputs = dict(input_ids=random_ids(4, batch, seq_len, seed=42))
+    if case in ("all", "embeds"):
+        inputs.update(langs=random_ids(N_LANGS, batch, seq_len, seed=43),
+                      token_type_ids=random_ids(3, batch, seq_len, seed=44))
+    if case == "all":
+        inputs["position_ids"] = random_ids(MAX_POSITIONS, batch, seq_len, seed=45)
+    lengths = torch.tensor([seq_len, 0, max(seq_len - 3, 1)][:batch], device=DEVICE)
+    inputs["row_mask"] = (torch.arange(seq_len, device=DEVICE)[None] < lengths[:, None]).float()
+    return inputs
+
+
+@pytest.mark.parametrize("p, case, batch, seq_len, dim, dtype", [
+    (0.1, "all", 3, 7, 80, torch.float32),
+    (0.5, "all", 3, 7, 80, torch.float32),
+    (0.5, "ids", 1, 1, 64, torch.float32),
+    (0.1, "embeds", 2, 5, 100, torch.float32),
+    (0.5, "embeds", 3, 5, 48, torch.float32),
+    (0.1, "all", 2, 7, 80, torch.bfloat16),
+])
+def test_dropout_against_fp64(p, case, batch, seq_len, dim, dtype):
+    """Output and every gradient against fp64 autograd of the reference with the kernel's
+    mask (keep_mask of the (batch, seq, dim) output), applied after the LayerNorm and
+    before the padding mask; the backward regenerates the forward's mask."""
+    tables = make_tables(dim, dtype, seed=40)
+    inputs = dropout_inputs(case, batch, seq_len, dim)
+    inputs = {name: t.to(dtype) if t.is_floating_point() else t for name, t in inputs.items()}
+    out, grads, expected, expected_out = run_both(tables, 1e-12, dtype, seed=46, dropout_p=p, **inputs)
+    assert_close(out, expected_out, dtype)
+    assert_grads_close(grads, expected, dtype)
+    assert (out[inputs["row_mask"] == 0] == 0).all()
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_keeps_one_minus_p(p):
+    """ln_weight = 0, ln_bias = 1: the output is the dropout factor itself, 0 or 1 / (1 - p);
+    over 64 x 1024 elements the kept fraction is 1 - p within 5 binomial standard deviations."""
+    tables = make_tables(1024, torch.float32, seed=47)
+    with torch.no_grad():
+        out = embedding_layer_norm(random_ids(VOCAB, 4, 16, seed=48), tables["word_embeddings"],
+                                   tables["position_embeddings"], torch.zeros(1024, device=DEVICE),
+                                   torch.ones(1024, device=DEVICE), 1e-5, dropout_p=p)
+    kept = out != 0
+    assert torch.allclose(out[kept], torch.tensor(1 / (1 - p), device=DEVICE))
+    fraction = kept.double().mean().item()
+    assert abs(fraction - (1 - p)) <= 5 * (p * (1 - p) / out.numel()) ** 0.5, fraction
+
+
+def test_dropout_is_reproducible_from_torch_seed():
+    """One torch seed: bit-identical outputs and gradients on two runs, and the no-grad
+    route gives the same output; another seed gives another output."""
+    tables = make_tables(80, torch.float32, seed=49)
+    inputs = dropout_inputs("all", 3, 7, 80)
+    out, grads, _, _ = run_both(tables, 1e-5, torch.float32, seed=50, dropout_p=0.3, **inputs)
+    again, grads_again, _, _ = run_both(tables, 1e-5, torch.float32, seed=50, dropout_p=0.3, **inputs)
+    assert torch.equal(out, again)
+    assert all(torch.equal(grads[name], grads_again[name]) for name in grads)
+    args = (inputs.pop("input_ids"), tables["word_embeddings"], tables["position_embeddings"], tables["ln_weight"],
+            tables["ln_bias"], 1e-5)
+    with torch.no_grad():
+        torch.manual_seed(50)
+        inference = embedding_layer_norm(*args, lang_embeddings=tables["lang_embeddings"], dropout_p=0.3, **inputs)
+        assert torch.equal(inference, out.detach())
+        torch.manual_seed(51)
+        other = embedding_layer_norm(*args, lang_embeddings=tables["lang_embeddings"], dropout_p=0.3, **inputs)
+        assert not torch.equal(other, out.detach())
+
+
+def test_dropout_p_zero_is_no_dropout():
+    """dropout_p=0 gives the bits of omitting it, forward and backward, and draws no seed."""
+    tables = make_tables(80, torch.float32, seed=52)
+    inputs = dropout_inputs("all", 3, 7, 80)
+    out, grads, _, _ = run_both(tables, 1e-5, torch.float32, seed=53, **inputs)
+    state = torch.get_rng_state()
+    zero_out, zero_grads, _, _ = run_both(tables, 1e-5, torch.float32, seed=53, dropout_p=0.0, **inputs)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(out, zero_out)
+    assert all(torch.equal(grads[name], zero_grads[name]) for name in grads)
+
+
+@pytest.mark.parametrize("dropout_p", [-0.1, 1.0, "0.1", True])
+def test_rejects_bad_dropout_p(dropout_p):
+    tables = make_tables(32, torch.float32)
+    with pytest.raises(ValueError, match="dropout_p"):
+        embedding_layer_norm(random_ids(VOCAB, 2, 4, seed=54), tables["word_embeddings"],
+                             tables["position_embeddings"], tables["ln_weight"], tables["ln_bias"], 1e-5,
+                             dropout_p=dropout_p)

@@ -11,6 +11,7 @@ import torch
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
 import xlm_fast.triton_kernels.ffn as ffn  # noqa: E402
 from xlm_fast.triton_kernels._utils import tma_supported  # noqa: E402
+from xlm_fast.triton_kernels.dropout import keep_mask, philox_seed  # noqa: E402
 from xlm_fast.triton_kernels.ffn import GEMMS, linear_activation, linear_residual_layer_norm  # noqa: E402
 
 from conftest import DEVICE  # noqa: E402
@@ -135,6 +136,9 @@ def test_rejects_bad_inputs():
     with pytest.raises(ValueError, match="residual"):
         linear_residual_layer_norm(x, weight, bias, torch.zeros(2, 3, device=DEVICE),
                                    torch.ones(16, device=DEVICE), torch.zeros(16, device=DEVICE), 1e-5)
+    with pytest.raises(ValueError, match="dropout_p"):
+        linear_residual_layer_norm(x, weight, bias, torch.zeros(2, 16, device=DEVICE),
+                                   torch.ones(16, device=DEVICE), torch.zeros(16, device=DEVICE), 1e-5, dropout_p=1.0)
 
 
 # ---- backward ----------------------------------------------------------------------
@@ -235,3 +239,30 @@ def test_linear_residual_layer_norm_backward(dtype):
     for grad, expected_grad in zip(grads, torch.autograd.grad(expected, ref, grad_out.double())):
         assert_close(grad, expected_grad, dtype)
     assert (grads[0][1, -2:] == 0).all() and (grads[3][1, -2:] == 0).all()
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_linear_residual_layer_norm_dropout(p):
+    """XLM's LN(residual + dropout(x @ W^T + b)) * row_mask: the projection with its bias
+    is dropped, the residual stream is not; output and every gradient against fp64."""
+    dim, hidden = 48, 192
+    x, weight, bias = linear_inputs((2, 7), hidden, dim, torch.float32, seed=60)
+    residual = random(2, 7, dim, dtype=torch.float32, seed=63)
+    ln_weight, ln_bias = random(dim, dtype=torch.float32, seed=64), random(dim, dtype=torch.float32, seed=65)
+    row_mask = torch.ones(2, 7, device=DEVICE)
+    row_mask[1] = 0  # a batch row of padding only
+    grad_out = random(2, 7, dim, dtype=torch.float32, seed=66)
+    tensors = (x, weight, bias, residual, ln_weight, ln_bias)
+    inputs = leaves(*tensors)
+    torch.manual_seed(67)
+    keep = keep_mask(philox_seed(), (2, 7, dim), p, DEVICE)
+    torch.manual_seed(67)
+    out = linear_residual_layer_norm(*inputs, 1e-12, row_mask=row_mask, dropout_p=p)
+    grads = torch.autograd.grad(out, inputs, grad_out)
+
+    ref = [t.detach().double().requires_grad_() for t in tensors]
+    total = ref[3] + (ref[0] @ ref[1].t() + ref[2]) * keep / (1 - p)
+    expected = torch.nn.functional.layer_norm(total, (dim,), ref[4], ref[5], 1e-12) * row_mask.double()[..., None]
+    assert_close(out, expected.detach(), torch.float32)
+    for grad, expected_grad in zip(grads, torch.autograd.grad(expected, ref, grad_out.double())):
+        assert_close(grad, expected_grad, torch.float32)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
+from xlm_fast.triton_kernels.dropout import keep_mask, philox_seed  # noqa: E402
 from xlm_fast.triton_kernels.layer_norm import add_layer_norm  # noqa: E402
 
 from conftest import DEVICE  # noqa: E402
@@ -16,12 +17,17 @@ from conftest import DEVICE  # noqa: E402
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 
 
-def reference_add_layer_norm(x, residual, weight, bias, eps, residual_bias=None, row_mask=None):
-    total = x.double()
+def reference_add_layer_norm(x, residual, weight, bias, eps, residual_bias=None, row_mask=None, dropout=None):
+    """dropout: (keep mask shaped like x, p): XLM's dropout of the branch residual + residual_bias."""
+    branch = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
     if residual is not None:
-        total = total + residual.double()
+        branch = branch + residual.double()
     if residual_bias is not None:
-        total = total + residual_bias.double()
+        branch = branch + residual_bias.double()
+    if dropout is not None:
+        keep, p = dropout
+        branch = branch * keep.reshape(x.shape) / (1 - p)
+    total = x.double() + branch
     y = torch.nn.functional.layer_norm(total, total.shape[-1:], weight.double(), bias.double(), eps)
     if row_mask is not None:
         y = y * row_mask.double().reshape(y.shape[:-1])[..., None]
@@ -119,22 +125,29 @@ def backward_inputs(shape, dtype, seed, with_residual=True, with_residual_bias=T
     return inputs, row_mask, grad_out
 
 
-def reference_grads(inputs, row_mask, grad_out, eps, names):
+def reference_grads(inputs, row_mask, grad_out, eps, names, dropout=None):
     """{name: d(sum(reference * grad_out)) / d(name)} by fp64 autograd, for `names`."""
+    return reference_with_grads(inputs, row_mask, grad_out, eps, names, dropout)[1]
+
+
+def reference_with_grads(inputs, row_mask, grad_out, eps, names, dropout=None):
+    """(fp64 reference output, {name: its gradient} by fp64 autograd, for `names`)."""
     leaves = {name: t.detach().double().requires_grad_(name in names) if t is not None else None
               for name, t in inputs.items()}
     expected = reference_add_layer_norm(leaves["x"], leaves["residual"], leaves["weight"], leaves["bias"], eps,
-                                        leaves["residual_bias"], row_mask)
+                                        leaves["residual_bias"], row_mask, dropout)
     grads = torch.autograd.grad(expected, [leaves[name] for name in names], grad_out.double())
-    return dict(zip(names, grads))
+    return expected.detach(), dict(zip(names, grads))
 
 
-def kernel_grads(inputs, row_mask, grad_out, eps, names):
-    """(output, {name: gradient}) of add_layer_norm, `names` requiring grad."""
+def kernel_grads(inputs, row_mask, grad_out, eps, names, dropout_p=None):
+    """(output, {name: gradient}) of add_layer_norm, `names` requiring grad; dropout_p
+    is passed on unless None."""
     leaves = {name: t.detach().requires_grad_(name in names) if t is not None else None
               for name, t in inputs.items()}
+    kwargs = {} if dropout_p is None else dict(dropout_p=dropout_p)
     out = add_layer_norm(leaves["x"], leaves["residual"], leaves["weight"], leaves["bias"], eps,
-                         residual_bias=leaves["residual_bias"], row_mask=row_mask)
+                         residual_bias=leaves["residual_bias"], row_mask=row_mask, **kwargs)
     grads = torch.autograd.grad(out, [leaves[name] for name in names], grad_out)
     return out, dict(zip(names, grads))
 
@@ -184,3 +197,104 @@ def test_grad_forward_equals_no_grad_forward_and_backward_is_deterministic(dtype
     assert torch.equal(out, inference)
     _, again = kernel_grads(inputs, row_mask, grad_out, 1e-5, INPUT_NAMES)
     assert all(torch.equal(grads[name], again[name]) for name in INPUT_NAMES)
+
+
+# ---- dropout of the residual + residual_bias branch ---------------------------------
+def dropout_seed(torch_seed):
+    """The Philox seed that the next kernel call draws after torch.manual_seed(torch_seed);
+    leaves torch's generator re-seeded, so the next call draws exactly that seed."""
+    torch.manual_seed(torch_seed)
+    seed = philox_seed()
+    torch.manual_seed(torch_seed)
+    return seed
+
+
+@pytest.mark.parametrize("p, shape, dtype, with_residual, with_residual_bias, with_row_mask", [
+    (0.1, (1, 64), torch.float32, True, True, True),  # a single row
+    (0.1, (7, 80), torch.float32, True, True, True),
+    (0.5, (7, 80), torch.float32, True, True, True),
+    (0.5, (2, 65, 100), torch.float32, True, True, True),  # 130 rows, a batch row fully padded
+    (0.1, (7, 80), torch.float32, True, False, True),  # no residual_bias
+    (0.5, (7, 80), torch.float32, False, True, False),  # the dropped branch is residual_bias alone
+    (0.1, (3, 5, 80), torch.float16, True, True, True),
+])
+def test_dropout_against_fp64(p, shape, dtype, with_residual, with_residual_bias, with_row_mask):
+    """Output and every gradient against fp64 autograd of the reference with the kernel's
+    mask (keep_mask of the (rows, dim) view): x passes undropped, residual + residual_bias
+    is dropped, and the backward regenerates the forward's mask."""
+    inputs, row_mask, grad_out = backward_inputs(shape, dtype, 60, with_residual, with_residual_bias, with_row_mask)
+    if with_row_mask and row_mask.dim() == 2:
+        row_mask[-1] = 0
+    names = [name for name in INPUT_NAMES if inputs[name] is not None]
+    seed = dropout_seed(61)
+    out, grads = kernel_grads(inputs, row_mask, grad_out, 1e-5, names, dropout_p=p)
+    keep = keep_mask(seed, shape, p, DEVICE)
+    expected_out, expected = reference_with_grads(inputs, row_mask, grad_out, 1e-5, names, (keep, p))
+    assert_close(out, expected_out, dtype)
+    for name in names:
+        assert grads[name].dtype == dtype, name
+        assert_close(grads[name], expected[name], dtype)
+    if with_residual:  # exact zeros where dropped
+        assert (grads["residual"][~keep] == 0).all()
+    if with_row_mask:
+        assert (out[row_mask == 0] == 0).all() and (grads["x"][row_mask == 0] == 0).all()
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_keeps_one_minus_p(p):
+    """On 64 x 1024 elements the kernel keeps a fraction 1 - p within 5 binomial standard
+    deviations. x = 0, residual = 1, unit LayerNorm: kept elements normalise above the row
+    mean (positive), dropped ones below."""
+    shape = (64, 1024)
+    ones = torch.ones(shape, device=DEVICE)
+    with torch.no_grad():
+        out = add_layer_norm(torch.zeros_like(ones), ones, torch.ones(shape[1], device=DEVICE),
+                             torch.zeros(shape[1], device=DEVICE), 1e-5, dropout_p=p)
+    kept = (out > 0).double().mean().item()
+    assert abs(kept - (1 - p)) <= 5 * (p * (1 - p) / ones.numel()) ** 0.5, kept
+
+
+def test_dropout_is_reproducible_from_torch_seed():
+    """One torch seed: bit-identical outputs and gradients on two runs, and the no-grad
+    route gives the same output; another seed gives another output."""
+    inputs, row_mask, grad_out = backward_inputs((7, 80), torch.float32, 70)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(71)
+        runs.append(kernel_grads(inputs, row_mask, grad_out, 1e-5, INPUT_NAMES, dropout_p=0.3))
+    (out, grads), (again, grads_again) = runs
+    assert torch.equal(out, again)
+    assert all(torch.equal(grads[name], grads_again[name]) for name in INPUT_NAMES)
+    args = (inputs["x"], inputs["residual"], inputs["weight"], inputs["bias"], 1e-5)
+    kwargs = dict(residual_bias=inputs["residual_bias"], row_mask=row_mask, dropout_p=0.3)
+    with torch.no_grad():
+        torch.manual_seed(71)
+        assert torch.equal(add_layer_norm(*args, **kwargs), out)
+        torch.manual_seed(72)
+        assert not torch.equal(add_layer_norm(*args, **kwargs), out)
+
+
+def test_dropout_p_zero_is_no_dropout():
+    """dropout_p=0 gives the bits of omitting it, forward and backward, and draws no seed."""
+    inputs, row_mask, grad_out = backward_inputs((7, 80), torch.float32, 80)
+    out, grads = kernel_grads(inputs, row_mask, grad_out, 1e-5, INPUT_NAMES)
+    state = torch.get_rng_state()
+    zero_out, zero_grads = kernel_grads(inputs, row_mask, grad_out, 1e-5, INPUT_NAMES, dropout_p=0.0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(out, zero_out)
+    assert all(torch.equal(grads[name], zero_grads[name]) for name in INPUT_NAMES)
+
+
+@pytest.mark.parametrize("dropout_p", [-0.1, 1.0, "0.1", True])
+def test_rejects_bad_dropout_p(dropout_p):
+    x = random(2, 8, dtype=torch.float32, seed=90)
+    weight = bias = torch.ones(8, device=DEVICE)
+    with pytest.raises(ValueError, match="dropout_p"):
+        add_layer_norm(x, x, weight, bias, 1e-5, dropout_p=dropout_p)
+
+
+def test_dropout_needs_a_branch():
+    x = random(2, 8, dtype=torch.float32, seed=91)
+    weight = bias = torch.ones(8, device=DEVICE)
+    with pytest.raises(ValueError, match="dropout_p"):
+        add_layer_norm(x, None, weight, bias, 1e-5, dropout_p=0.1)

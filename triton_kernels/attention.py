@@ -43,6 +43,17 @@ tiles that see it; one per query tile accumulates dq (and the d hs terms) over k
 tiles: no atomics, so runs are deterministic. Masked keys get P = 0 and dS = 0. A row
 whose keys are all masked has constant uniform probabilities (1 / seq_len on every
 key): dS = 0 there (its queries and keys get no gradient), its values get hs * dO / seq_len.
+
+Dropout (dropout_p = p > 0, XLM in training: softmax, then dropout, then head_mask):
+probability P_ij of (batch b, head h) is kept where D_ij = keep(seed, ((b * heads + h)
+* seq + i) * seq + j, p) (see dropout.py), one seed per call. The normaliser (row max,
+l, lse) takes every probability; only P @ V uses P' = D * P / (1 - p), so
+O = hs * P' @ V. All-masked rows are dropped too. Nothing is stored: the backward
+kernels regenerate D from the seed, with D' = D / (1 - p):
+    delta_i = rowsum(dO * O)_i (= sum_j P_ij dP_ij still),  dP_ij = hs * D'_ij dO_i . v_j,
+    dS_ij = P_ij (dP_ij - delta_i),  dv_j = hs * sum_i P'_ij dO_i,
+    d hs = sum over rows and keys of P'_ij dO_i . v_j;  dq, dk from dS as above.
+The DROPOUT constexpr compiles none of this when p = 0.
 """
 import math
 
@@ -52,6 +63,8 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from ._utils import check_floating, check_same_device, interpreting
+from .dropout import check_dropout_p, philox_seed
+from .dropout import keep as dropout_keep
 
 
 @triton.jit
@@ -80,8 +93,9 @@ def _attend_key_tiles(
     offs_m, offs_d,  # (BLOCK_M,) query positions, (BLOCK_D,) head-dim offsets
     start, end,  # key positions [start, end) to visit, start a multiple of BLOCK_N
     length, seq_len, scale_log2, masked_score,
+    drop_rows, dropout_seed, dropout_p,  # (BLOCK_M,) int64 dropout offsets of key 0 of each query; seed, p
     MASKED: tl.constexpr,  # tiles may hold masked or nonexistent keys: apply causal/lengths/bounds
-    CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_KEY_MASK: tl.constexpr, DROPOUT: tl.constexpr,
     UPCAST_OPERANDS: tl.constexpr, DOT_PRECISION: tl.constexpr,
     HEAD_DIM: tl.constexpr, PAD_D: tl.constexpr, SPLIT_D: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -123,6 +137,8 @@ def _attend_key_tiles(
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(scores * scale_log2 - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
+        if DROPOUT:  # the normaliser took every probability; only P @ V sees the mask (1 / (1 - p) at the end)
+            p = tl.where(dropout_keep(dropout_seed, drop_rows[:, None] + offs_n[None, :], dropout_p), p, 0.0)
         p_cast = p.to(p_dtype)
         if UPCAST_OPERANDS:
             p_cast = p_cast.to(tl.float32)
@@ -158,6 +174,8 @@ def _flash_attention_forward_kernel(
     n_heads,  # heads per batch row
     scale_log2,  # 1 / sqrt(head_dim) * log2(e): takes scores to the exp2 domain
     masked_score,  # the input dtype's minimum, given to every masked (unscaled) score
+    dropout_seed,  # int64 Philox seed of the probability dropout mask; read when DROPOUT
+    dropout_p,  # probability dropout rate in (0, 1); read when DROPOUT
     CAUSAL: tl.constexpr,  # lower-triangle mask; key padding is ignored
     HAS_LENGTHS: tl.constexpr,  # key padding given as lengths_ptr (with HAS_KEY_MASK: the mask's
                                 # prefix lengths, used to skip tiles only)
@@ -165,6 +183,7 @@ def _flash_attention_forward_kernel(
     HAS_HEAD_SCALE: tl.constexpr,  # multiply the output by head_scale_ptr[head]
     ZERO_PADDED_QUERIES: tl.constexpr,  # with lengths: tiles of queries >= length (> 0) write zeros
     STORE_LSE: tl.constexpr,  # gradients wanted: store lse_ptr for the backward (inference skips it)
+    DROPOUT: tl.constexpr,  # drop probability (b, h, i, j) unless keep(seed, ((b * heads + h) * seq + i) * seq + j)
     UPCAST_OPERANDS: tl.constexpr,  # feed tl.dot fp32 copies (bf16 under the interpreter)
     DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no TF32), "tf32" otherwise
     HEAD_DIM: tl.constexpr,  # true head dimension; a constant so that unpadded loads vectorise
@@ -200,6 +219,7 @@ def _flash_attention_forward_kernel(
     k_rows = k_ptr + batch * stride_kb + head * stride_kh + offs_n_tile * stride_ks
     v_rows = v_ptr + batch * stride_vb + head * stride_vh + offs_n_tile * stride_vs
     key_mask_row = key_mask_ptr + batch * stride_mb
+    drop_rows = (pid_bh.to(tl.int64) * seq_len + offs_m) * seq_len  # dropout offset of key 0 of each query
 
     # Keys [0, full_end) are valid for every query of this tile (no per-key mask needed
     # but the general key mask); [full_end, kv_end) need masks; keys past kv_end are
@@ -231,14 +251,16 @@ def _flash_attention_forward_kernel(
     acc, acc2, l_i, m_i = _attend_key_tiles(  # tiles every query sees in full: no masks
         acc, acc2, l_i, m_i, q, q2, k_slice, v_slice, k2_slice, v2_slice,
         key_mask_row, stride_ms, stride_ks, stride_vs, offs_m, offs_d, 0, full_end,
-        length, seq_len, scale_log2, masked_score,
-        False, CAUSAL, HAS_LENGTHS, HAS_KEY_MASK, UPCAST_OPERANDS, DOT_PRECISION, HEAD_DIM, PAD_D, SPLIT_D, BLOCK_N,
+        length, seq_len, scale_log2, masked_score, drop_rows, dropout_seed, dropout_p,
+        False, CAUSAL, HAS_LENGTHS, HAS_KEY_MASK, DROPOUT, UPCAST_OPERANDS, DOT_PRECISION, HEAD_DIM, PAD_D, SPLIT_D,
+        BLOCK_N,
     )
     acc, acc2, l_i, m_i = _attend_key_tiles(  # boundary tiles: masks and bounds checks
         acc, acc2, l_i, m_i, q, q2, k_slice, v_slice, k2_slice, v2_slice,
         key_mask_row, stride_ms, stride_ks, stride_vs, offs_m, offs_d, full_end, kv_end,
-        length, seq_len, scale_log2, masked_score,
-        True, CAUSAL, HAS_LENGTHS, HAS_KEY_MASK, UPCAST_OPERANDS, DOT_PRECISION, HEAD_DIM, PAD_D, SPLIT_D, BLOCK_N,
+        length, seq_len, scale_log2, masked_score, drop_rows, dropout_seed, dropout_p,
+        True, CAUSAL, HAS_LENGTHS, HAS_KEY_MASK, DROPOUT, UPCAST_OPERANDS, DOT_PRECISION, HEAD_DIM, PAD_D, SPLIT_D,
+        BLOCK_N,
     )
 
     out_rows = out_ptr + batch * stride_ob + head * stride_oh + offs_m.to(tl.int64) * stride_os
@@ -248,6 +270,8 @@ def _flash_attention_forward_kernel(
         scale = 1.0 / l_i
     if HAS_HEAD_SCALE:
         scale = scale * tl.load(head_scale_ptr + head)
+    if DROPOUT:  # inverted dropout: kept probabilities scaled by 1 / (1 - p)
+        scale = scale / (1.0 - dropout_p)
     out = acc * scale[:, None]
     tl.store(out_rows[:, None] + offs_d[None, :], out.to(out_ptr.dtype.element_ty),
              mask=m_valid[:, None] & d_valid[None, :])
@@ -353,8 +377,10 @@ def _flash_attention_backward_dkdv_kernel(
     scale_log2,  # 1 / sqrt(head_dim) * log2(e), as in the forward
     sm_scale,  # 1 / sqrt(head_dim): d score / d (q . k)
     zero_tile,  # the forward's queries per program (ZERO_PADDED_QUERIES: which rows it zeroed)
+    dropout_seed, dropout_p,  # the forward's dropout seed and rate; read when DROPOUT
     CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
     HAS_HEAD_SCALE: tl.constexpr, ZERO_PADDED_QUERIES: tl.constexpr,  # the forward's masking flags
+    DROPOUT: tl.constexpr,  # the forward dropped probabilities: regenerate its mask D
     UPCAST_OPERANDS: tl.constexpr, DOT_PRECISION: tl.constexpr,  # as in the forward
     HEAD_DIM: tl.constexpr,  # true head dimension
     BLOCK_M: tl.constexpr,  # queries per inner step
@@ -362,8 +388,9 @@ def _flash_attention_backward_dkdv_kernel(
     BLOCK_D: tl.constexpr, PAD_D: tl.constexpr, SPLIT_D: tl.constexpr, BLOCK_D2: tl.constexpr,  # _head_dim_slices
 ):
     """dk, dv of one BLOCK_N tile of keys of one (batch, head), looping over query tiles:
-    dv = hs * sum_i P_ij dout_i, dk = sm_scale * sum_i dS_ij q_i with
-    dS_ij = P_ij (hs * dout_i . v_j - delta_i)."""
+    dv = hs * sum_i P'_ij dout_i, dk = sm_scale * sum_i dS_ij q_i with
+    dS_ij = P_ij (hs * D'_ij dout_i . v_j - delta_i), D' = D / (1 - p) and P' = D' P
+    under DROPOUT (D' = 1 without)."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     batch = (pid_bh // n_heads).to(tl.int64)
@@ -382,6 +409,9 @@ def _flash_attention_backward_dkdv_kernel(
     head_scale = 1.0
     if HAS_HEAD_SCALE:
         head_scale = tl.load(head_scale_ptr + head)
+    v_scale = head_scale  # d out / d (P' @ V): hs, and 1 / (1 - p) under DROPOUT
+    if DROPOUT:
+        v_scale = head_scale / (1.0 - dropout_p)
 
     # which keys of this tile take probability, and which query tiles can reach them
     key_keep = n_valid
@@ -428,7 +458,11 @@ def _flash_attention_backward_dkdv_kernel(
         p_t = tl.where(keep, tl.exp2(scores_t * scale_log2 - lse[None, :]), 0.0)
         if HAS_LENGTHS:
             p_t = tl.where(uniform, uniform_p[:, None], p_t)
-        p_cast = p_t.to(io_dtype)
+        p_drop_t = p_t
+        if DROPOUT:  # the forward's mask of these (key j, query i): offsets ((b * heads + h) * seq + i) * seq + j
+            kept_t = dropout_keep(dropout_seed, (row_stats + rows_m)[None, :] * seq_len + rows_n[:, None], dropout_p)
+            p_drop_t = tl.where(kept_t, p_t, 0.0)
+        p_cast = p_drop_t.to(io_dtype)
         if UPCAST_OPERANDS:
             p_cast = p_cast.to(tl.float32)
         dv = tl.dot(p_cast, grad_out, dv, input_precision=DOT_PRECISION)
@@ -436,8 +470,10 @@ def _flash_attention_backward_dkdv_kernel(
             dv2 = tl.dot(p_cast, grad_out2, dv2, input_precision=DOT_PRECISION)
 
         grad_p_t = _dot_rows(v, v2, grad_out, grad_out2, SPLIT_D, DOT_PRECISION)  # dout . v, head scale not yet in
-        if HAS_HEAD_SCALE:
-            grad_p_t = grad_p_t * head_scale
+        if DROPOUT:
+            grad_p_t = tl.where(kept_t, grad_p_t, 0.0)
+        if HAS_HEAD_SCALE or DROPOUT:
+            grad_p_t = grad_p_t * v_scale
         grad_s_t = p_t * (grad_p_t - delta[None, :])
         if HAS_LENGTHS:
             grad_s_t = tl.where(uniform, 0.0, grad_s_t)
@@ -451,7 +487,7 @@ def _flash_attention_backward_dkdv_kernel(
     _store_head_tile(dk_ptr + batch * stride_dkb + head * stride_dkh + rows_n * stride_dks, offs_d, offs_d2,
                      n_valid, d_valid, dk * sm_scale, dk2 * sm_scale, SPLIT_D)
     _store_head_tile(dv_ptr + batch * stride_dvb + head * stride_dvh + rows_n * stride_dvs, offs_d, offs_d2,
-                     n_valid, d_valid, dv * head_scale, dv2 * head_scale, SPLIT_D)
+                     n_valid, d_valid, dv * v_scale, dv2 * v_scale, SPLIT_D)
 
 
 @triton.jit
@@ -476,8 +512,10 @@ def _flash_attention_backward_dq_kernel(
     scale_log2,  # 1 / sqrt(head_dim) * log2(e), as in the forward
     sm_scale,  # 1 / sqrt(head_dim): d score / d (q . k)
     zero_tile,  # the forward's queries per program (ZERO_PADDED_QUERIES: which rows it zeroed)
+    dropout_seed, dropout_p,  # the forward's dropout seed and rate; read when DROPOUT
     CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
     HAS_HEAD_SCALE: tl.constexpr, ZERO_PADDED_QUERIES: tl.constexpr,  # the forward's masking flags
+    DROPOUT: tl.constexpr,  # the forward dropped probabilities: regenerate its mask D
     COMPUTE_DQ: tl.constexpr,  # q wants its gradient
     HEAD_SCALE_GRAD: tl.constexpr,  # head_scale wants its gradient
     UPCAST_OPERANDS: tl.constexpr, DOT_PRECISION: tl.constexpr,  # as in the forward
@@ -487,7 +525,8 @@ def _flash_attention_backward_dq_kernel(
     BLOCK_D: tl.constexpr, PAD_D: tl.constexpr, SPLIT_D: tl.constexpr, BLOCK_D2: tl.constexpr,  # _head_dim_slices
 ):
     """dq of one BLOCK_M tile of queries of one (batch, head), looping over key tiles:
-    dq_i = sm_scale * sum_j dS_ij k_j; and the per-query terms of d head_scale."""
+    dq_i = sm_scale * sum_j dS_ij k_j; and the per-query terms of d head_scale,
+    sum_j P'_ij dout_i . v_j (P' = D P / (1 - p) under DROPOUT, else P)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     batch = (pid_bh // n_heads).to(tl.int64)
@@ -510,6 +549,9 @@ def _flash_attention_backward_dq_kernel(
     head_scale = 1.0
     if HAS_HEAD_SCALE:
         head_scale = tl.load(head_scale_ptr + head)
+    drop_rows = (row_stats + rows_m) * seq_len  # dropout offset of key 0 of each query, as in the forward
+    if DROPOUT:
+        keep_scale = 1.0 / (1.0 - dropout_p)
 
     # the key tiles these queries took probability from, as in the forward
     length = seq_len
@@ -553,6 +595,9 @@ def _flash_attention_backward_dq_kernel(
         if HAS_LENGTHS:
             p = tl.where(uniform, tl.where(n_valid, 1.0 / seq_len, 0.0)[None, :], p)
         grad_p = _dot_rows(grad_out, grad_out2, v, v2, SPLIT_D, DOT_PRECISION)  # dout . v, head scale not yet in
+        if DROPOUT:  # D_ij / (1 - p) of the forward's mask
+            grad_p = tl.where(dropout_keep(dropout_seed, drop_rows[:, None] + rows_n[None, :], dropout_p),
+                              grad_p * keep_scale, 0.0)
         if HEAD_SCALE_GRAD:
             head_scale_rows += tl.sum(p * grad_p, axis=1)
         if COMPUTE_DQ:
@@ -638,10 +683,12 @@ def _mask_kernel_args(lengths, key_mask, head_scale, placeholder):
             head_scale if head_scale is not None else placeholder, stride_mb, stride_ms)
 
 
-def _flash_attention_forward(q, k, v, head_scale, lengths, key_mask, causal, zero_padded_queries, store_lse):
+def _flash_attention_forward(q, k, v, head_scale, lengths, key_mask, causal, zero_padded_queries, seed, dropout_p,
+                             store_lse):
     """(out (batch, seq, heads * head_dim), lse (batch, heads, seq) fp32 or None).
     lengths: the valid key counts, or with key_mask (a kernel-readable (batch, seq)
-    mask) its prefix lengths."""
+    mask) its prefix lengths. dropout_p > 0: probabilities dropped with the mask of
+    `seed` (dropout.keep_mask(seed, (batch, heads, seq, seq), dropout_p))."""
     batch, seq_len, n_heads, head_dim = q.shape
     out = torch.empty((batch, seq_len, n_heads * head_dim), dtype=q.dtype, device=q.device)
     lse = torch.empty((batch, n_heads, seq_len), dtype=torch.float32, device=q.device) if store_lse else None
@@ -661,12 +708,14 @@ def _flash_attention_forward(q, k, v, head_scale, lengths, key_mask, causal, zer
         seq_len, n_heads,
         (1.0 / math.sqrt(head_dim)) * math.log2(math.e),
         torch.finfo(q.dtype).min,
+        seed, dropout_p,
         CAUSAL=causal,
         HAS_LENGTHS=lengths is not None,
         HAS_KEY_MASK=key_mask is not None,
         HAS_HEAD_SCALE=head_scale is not None,
         ZERO_PADDED_QUERIES=zero_padded_queries,
         STORE_LSE=store_lse,
+        DROPOUT=dropout_p > 0,
         UPCAST_OPERANDS=interpreting() and q.dtype == torch.bfloat16,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         HEAD_DIM=head_dim,
@@ -677,10 +726,11 @@ def _flash_attention_forward(q, k, v, head_scale, lengths, key_mask, causal, zer
 
 
 def _flash_attention_backward(grad_out, q, k, v, head_scale, out, lse, lengths, key_mask, causal,
-                              zero_padded_queries, zero_tile, needs_q, needs_kv, needs_head_scale):
+                              zero_padded_queries, seed, dropout_p, zero_tile, needs_q, needs_kv, needs_head_scale):
     """(dq, dk, dv, d head_scale): dq / dk / dv (batch, seq, heads, head_dim) in q's dtype
     (None unless needs_q / needs_kv), d head_scale (heads,) fp32 (None unless
-    needs_head_scale). zero_tile: the forward's queries per program."""
+    needs_head_scale). zero_tile: the forward's queries per program; seed, dropout_p:
+    the forward's, whose mask the kernels regenerate."""
     batch, seq_len, n_heads, head_dim = q.shape
     grad_out = grad_out.reshape(batch, seq_len, n_heads, head_dim)
     if grad_out.stride(-1) != 1:
@@ -705,12 +755,13 @@ def _flash_attention_backward(grad_out, q, k, v, head_scale, out, lse, lengths, 
         HAS_KEY_MASK=key_mask is not None,
         HAS_HEAD_SCALE=head_scale is not None,
         ZERO_PADDED_QUERIES=zero_padded_queries,
+        DROPOUT=dropout_p > 0,
         UPCAST_OPERANDS=interpreting() and q.dtype == torch.bfloat16,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         HEAD_DIM=head_dim,
         **_head_dim_slices(head_dim),
     )
-    scales = ((1.0 / math.sqrt(head_dim)) * math.log2(math.e), 1.0 / math.sqrt(head_dim), zero_tile)
+    scales = ((1.0 / math.sqrt(head_dim)) * math.log2(math.e), 1.0 / math.sqrt(head_dim), zero_tile, seed, dropout_p)
     dq = dk = dv = grad_head_scale = None
     if needs_kv:
         dk = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -756,14 +807,15 @@ def _flash_attention_backward(grad_out, q, k, v, head_scale, out, lse, lengths, 
 
 class _FlashAttention(torch.autograd.Function):
     """flash_attention with its backward; saves q, k, v, the output and the log-sum-exp
-    (plus the small mask tensors), no (seq x seq) matrix."""
+    (plus the small mask tensors and the dropout seed), no (seq x seq) matrix."""
 
     @staticmethod
-    def forward(ctx, q, k, v, head_scale, lengths, key_mask, causal, zero_padded_queries):
+    def forward(ctx, q, k, v, head_scale, lengths, key_mask, causal, zero_padded_queries, seed, dropout_p):
         out, lse = _flash_attention_forward(q, k, v, head_scale, lengths, key_mask, causal, zero_padded_queries,
-                                            store_lse=True)
+                                            seed, dropout_p, store_lse=True)
         ctx.save_for_backward(q, k, v, head_scale, out, lse, lengths, key_mask)
         ctx.causal, ctx.zero_padded_queries = causal, zero_padded_queries
+        ctx.seed, ctx.dropout_p = seed, dropout_p  # the backward regenerates the mask from them
         ctx.zero_tile = _launch_config(q.shape[-1], q.dtype)["BLOCK_M"]  # the forward's query tile
         return out
 
@@ -774,10 +826,10 @@ class _FlashAttention(torch.autograd.Function):
         needs_q, needs_k, needs_v, needs_head_scale = ctx.needs_input_grad[:4]
         dq, dk, dv, grad_head_scale = _flash_attention_backward(
             grad_out, q, k, v, head_scale, out, lse, lengths, key_mask, ctx.causal, ctx.zero_padded_queries,
-            ctx.zero_tile, needs_q, needs_k or needs_v, needs_head_scale,
+            ctx.seed, ctx.dropout_p, ctx.zero_tile, needs_q, needs_k or needs_v, needs_head_scale,
         )
         return (dq, dk if needs_k else None, dv if needs_v else None, grad_head_scale,
-                None, None, None, None)  # lengths, key_mask, causal, zero_padded_queries
+                None, None, None, None, None, None)  # lengths, key_mask, causal, zero_padded_queries, seed, p
 
 
 def key_mask_prefix_lengths(key_padding_mask: torch.Tensor) -> torch.Tensor:
@@ -815,6 +867,7 @@ def flash_attention(
     head_scale: torch.Tensor = None,
     zero_padded_queries: bool = False,
     key_mask_lengths: torch.Tensor = None,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
     """XLM multi-head attention forward; returns the context (batch, seq, heads * head_dim).
 
@@ -833,7 +886,13 @@ def flash_attention(
       come out as zeros, for callers that discard padding rows: XLMModel multiplies
       them by the padding mask after every layer, and padding keys are masked, so
       nothing it returns changes. Other rows are exact.
+    dropout_p: in [0, 1); > 0 drops attention probabilities after the softmax (XLM's
+      training-mode dropout, kept ones scaled by 1 / (1 - p), all-masked rows too) with
+      one seed per call drawn by dropout.philox_seed from torch's CPU generator (so
+      torch.manual_seed reproduces it, with or without gradients); the backward
+      regenerates the mask. 0 runs the kernels without dropout.
     """
+    dropout_p = check_dropout_p("dropout_p", dropout_p)
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         check_floating(name, tensor)
         if tensor.dim() != 4:
@@ -877,7 +936,8 @@ def flash_attention(
     if key_padding_mask is not None:  # the mask decides; its prefix lengths let tiles be skipped
         lengths = key_mask_lengths if key_mask_lengths is not None else key_mask_prefix_lengths(key_padding_mask)
         key_mask = key_padding_mask.view(torch.uint8) if key_padding_mask.dtype == torch.bool else key_padding_mask
-    args = (q, k, v, head_scale, lengths, key_mask, bool(causal), bool(zero_padded_queries))
+    seed = philox_seed() if dropout_p > 0 else 0  # drawn before the route is chosen: both give the same mask
+    args = (q, k, v, head_scale, lengths, key_mask, bool(causal), bool(zero_padded_queries), seed, dropout_p)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, head_scale)):
         return _FlashAttention.apply(*args)
     # inference: no log-sum-exp store, and no autograd.Function call (~4 us of CPU per call)

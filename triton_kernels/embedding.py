@@ -25,6 +25,13 @@ atomics on CUDA by default, a deterministic sort-based algorithm under
 torch.use_deterministic_algorithms(True) (nn.Embedding's backward follows the same
 switch, so one setting makes the whole step deterministic), and no 16-bit rounding
 per addition when the tables are fp16 / bf16.
+
+Dropout (dropout_p > 0; triton_kernels.dropout holds the random-stream contract), as
+XLM in training: y = D * LN_emb(...) * mask[..., None], D = keep / (1 - p) per element,
+element (token, col) of the (batch * seq, dim) output at Philox offset token * dim + col.
+The backward regenerates D from the saved seed (no mask is stored) and uses
+g = dy * mask * D in the LayerNorm backward above. DROPOUT is a constexpr, so
+dropout_p == 0 compiles the kernels without it.
 """
 import torch
 import triton
@@ -32,9 +39,11 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from ._utils import check_floating, check_same_device, interpreting, row_mask_for_kernel
+from .dropout import check_dropout_p, philox_seed
 from .layer_norm import (
     _backward_programs,
     _rows,
+    dropout_row_scale,
     layer_norm_row,
     layer_norm_row_grad_inputs,
     layer_norm_row_grad_sum,
@@ -104,12 +113,15 @@ def _embedding_layer_norm_kernel(
     seq_len,  # tokens per batch row
     dim,  # hidden size
     eps,  # LayerNorm epsilon
+    seed,  # Philox seed of the dropout mask; read when DROPOUT
+    dropout_p,  # fp32 probability of dropping an element of the normalised output; read when DROPOUT
     HAS_INPUTS_EMBEDS: tl.constexpr,
     HAS_POSITION_IDS: tl.constexpr,
     HAS_LANGS: tl.constexpr,
     HAS_TOKEN_TYPES: tl.constexpr,
     HAS_ROW_MASK: tl.constexpr,
     STORE_STATS: tl.constexpr,  # gradients wanted: save mean / rstd (inference skips the stores)
+    DROPOUT: tl.constexpr,  # drop elements of the normalised output (before the padding mask, as XLM)
     BLOCK_D: tl.constexpr,  # dim padded to a power of two
 ):
     token = tl.program_id(0).to(tl.int64)
@@ -122,6 +134,8 @@ def _embedding_layer_norm_kernel(
                     stride_word_row, stride_position_row, stride_lang_row, seq_len,
                     HAS_INPUTS_EMBEDS, HAS_POSITION_IDS, HAS_LANGS, HAS_TOKEN_TYPES)
     y, mean, rstd = layer_norm_row(x, cols, col_valid, dim, eps, ln_weight_ptr, ln_bias_ptr)
+    if DROPOUT:
+        y = y * dropout_row_scale(seed, token, dim, cols, dropout_p)
     if HAS_ROW_MASK:
         y = y * tl.load(row_mask_ptr + token).to(tl.float32)
     tl.store(out_ptr + token * dim + cols, y.to(out_ptr.dtype.element_ty), mask=col_valid)
@@ -159,12 +173,15 @@ def _embedding_layer_norm_backward_kernel(
     seq_len,  # tokens per batch row
     dim,  # hidden size
     tokens_per_program,  # consecutive tokens each program walks
+    seed,  # Philox seed of the forward's dropout mask; read when DROPOUT
+    dropout_p,  # fp32 the forward's dropout probability; read when DROPOUT
     HAS_INPUTS_EMBEDS: tl.constexpr,
     HAS_POSITION_IDS: tl.constexpr,
     HAS_LANGS: tl.constexpr,
     HAS_TOKEN_TYPES: tl.constexpr,
     HAS_ROW_MASK: tl.constexpr,
     STORE_GRAD_SUM: tl.constexpr,  # a table or inputs_embeds wants its gradient
+    DROPOUT: tl.constexpr,  # the forward dropped elements of the normalised output
     BLOCK_D: tl.constexpr,  # dim padded to a power of two
 ):
     program = tl.program_id(0)
@@ -183,6 +200,8 @@ def _embedding_layer_norm_backward_kernel(
                         HAS_INPUTS_EMBEDS, HAS_POSITION_IDS, HAS_LANGS, HAS_TOKEN_TYPES)
         xhat, g, rstd = layer_norm_row_grad_inputs(s, token, cols, col_valid, mean_ptr, rstd_ptr, grad_out_ptr,
                                                    stride_grad_out_row, row_mask_ptr, HAS_ROW_MASK)
+        if DROPOUT:  # dL/dLN = dy * mask * D
+            g = g * dropout_row_scale(seed, token, dim, cols, dropout_p)
         if STORE_GRAD_SUM:
             grad_sum = layer_norm_row_grad_sum(xhat, g, rstd, weight, dim)
             tl.store(grad_sum_ptr + token * dim + cols, grad_sum, mask=col_valid)
@@ -233,9 +252,9 @@ def _gather_args(input_ids, inputs_embeds, position_ids, langs, token_type_ids, 
 
 def _embedding_layer_norm(input_ids, inputs_embeds, position_ids, langs, token_type_ids, word_embeddings,
                           position_embeddings, lang_embeddings, ln_weight, ln_bias, eps, row_mask, batch, seq_len,
-                          store_stats):
+                          seed, dropout_p, store_stats):
     """(out (batch, seq, dim), mean, rstd): mean / rstd (batch * seq,) fp32 when
-    store_stats, else None."""
+    store_stats, else None. dropout_p > 0 drops the normalised output with mask `seed`."""
     dim = word_embeddings.shape[1]
     dtype = inputs_embeds.dtype if inputs_embeds is not None else word_embeddings.dtype
     device = word_embeddings.device
@@ -259,9 +278,12 @@ def _embedding_layer_norm(input_ids, inputs_embeds, position_ids, langs, token_t
         seq_len,
         dim,
         eps,
+        seed,
+        dropout_p,
         **flags,
         HAS_ROW_MASK=row_mask is not None,
         STORE_STATS=store_stats,
+        DROPOUT=dropout_p > 0,
         BLOCK_D=block_d,
         num_warps=_num_warps(block_d),
     )
@@ -276,7 +298,7 @@ def _scatter_rows(grad_sum, index, n_rows, dtype):
 
 def _embedding_layer_norm_backward(grad_out, input_ids, inputs_embeds, position_ids, langs, token_type_ids,
                                    word_embeddings, position_embeddings, lang_embeddings, ln_weight, row_mask,
-                                   mean, rstd, batch, seq_len, needs):
+                                   mean, rstd, batch, seq_len, seed, dropout_p, needs):
     """(dinputs_embeds, dword, dposition, dlang, dweight, dbias), None where `needs`
     (the same six flags) is False."""
     needs_embeds, needs_word, needs_position, needs_lang, needs_weight, needs_bias = needs
@@ -310,9 +332,12 @@ def _embedding_layer_norm_backward(grad_out, input_ids, inputs_embeds, position_
             seq_len,
             dim,
             triton.cdiv(n_tokens, programs),
+            seed,
+            dropout_p,
             **flags,
             HAS_ROW_MASK=row_mask is not None,
             STORE_GRAD_SUM=store_grad_sum,
+            DROPOUT=dropout_p > 0,
             BLOCK_D=block_d,
             num_warps=_num_warps(block_d),
         )
@@ -343,13 +368,16 @@ class _EmbeddingLayerNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input_ids, inputs_embeds, position_ids, langs, token_type_ids, word_embeddings,
-                position_embeddings, lang_embeddings, ln_weight, ln_bias, eps, row_mask, batch, seq_len):
+                position_embeddings, lang_embeddings, ln_weight, ln_bias, eps, row_mask, batch, seq_len, seed,
+                dropout_p):
         out, mean, rstd = _embedding_layer_norm(input_ids, inputs_embeds, position_ids, langs, token_type_ids,
                                                 word_embeddings, position_embeddings, lang_embeddings, ln_weight,
-                                                ln_bias, eps, row_mask, batch, seq_len, store_stats=True)
+                                                ln_bias, eps, row_mask, batch, seq_len, seed, dropout_p,
+                                                store_stats=True)
         ctx.save_for_backward(input_ids, inputs_embeds, position_ids, langs, token_type_ids, word_embeddings,
                               position_embeddings, lang_embeddings, ln_weight, row_mask, mean, rstd)
         ctx.shape = (batch, seq_len)
+        ctx.dropout = (seed, dropout_p)  # the backward regenerates the mask from these, none is stored
         return out
 
     @staticmethod
@@ -357,9 +385,9 @@ class _EmbeddingLayerNorm(torch.autograd.Function):
     def backward(ctx, grad_out):
         needs = ctx.needs_input_grad
         grad_embeds, grad_word, grad_position, grad_lang, grad_weight, grad_bias = _embedding_layer_norm_backward(
-            grad_out, *ctx.saved_tensors, *ctx.shape, needs=(needs[1], *needs[5:10]))
+            grad_out, *ctx.saved_tensors, *ctx.shape, *ctx.dropout, needs=(needs[1], *needs[5:10]))
         return (None, grad_embeds, None, None, None, grad_word, grad_position, grad_lang, grad_weight, grad_bias,
-                None, None, None, None)
+                None, None, None, None, None, None)
 
 
 def _check_table(name, table, dim=None):
@@ -392,18 +420,25 @@ def embedding_layer_norm(
     lang_embeddings: torch.Tensor = None,
     token_type_ids: torch.Tensor = None,
     row_mask: torch.Tensor = None,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """XLM embeddings + layer_norm_emb + padding mask; returns (batch, seq, dim).
+    """XLM embeddings + layer_norm_emb (+ dropout) + padding mask; returns (batch, seq, dim).
 
     input_ids: (batch, seq) int, or None when inputs_embeds (batch, seq, dim) is given.
     word_embeddings: (vocab, dim); position_embeddings: (max_positions, dim);
     ln_weight, ln_bias: (dim,) of layer_norm_emb. position_ids: (batch or 1, seq) int,
     default 0..seq-1. langs: (batch, seq) int with lang_embeddings (n_langs, dim).
     token_type_ids: (batch, seq) int, looked up in word_embeddings. row_mask: the
-    (batch, seq) padding mask multiplied into the output, or None.
+    (batch, seq) padding mask multiplied into the output, or None. dropout_p: probability
+    in [0, 1) with which inverted dropout zeroes elements of the normalised output
+    before the padding mask (kept ones scaled by 1 / (1 - p)), as XLM in training; 0
+    runs no dropout. When > 0, one seed is drawn per call from torch's CPU generator
+    (dropout.philox_seed): torch.manual_seed reproduces the mask, with or without
+    gradients, and the backward regenerates it from that seed.
     Differentiable in inputs_embeds, the three tables, ln_weight and ln_bias (the table
     gradients are deterministic under torch.use_deterministic_algorithms(True)).
     """
+    dropout_p = check_dropout_p("dropout_p", dropout_p)
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("give exactly one of input_ids and inputs_embeds")
     _check_table("word_embeddings", word_embeddings)
@@ -447,8 +482,9 @@ def embedding_layer_norm(
                       position_embeddings=position_embeddings, ln_weight=ln_weight, ln_bias=ln_bias,
                       position_ids=position_ids, langs=langs, lang_embeddings=lang_embeddings,
                       token_type_ids=token_type_ids, row_mask=mask_flat)
+    seed = philox_seed() if dropout_p > 0 else 0  # drawn before the route is chosen: both give one mask
     args = (input_ids, inputs_embeds, position_ids, langs, token_type_ids, word_embeddings, position_embeddings,
-            lang_embeddings, ln_weight, ln_bias, float(eps), mask_flat, batch, seq_len)
+            lang_embeddings, ln_weight, ln_bias, float(eps), mask_flat, batch, seq_len, seed, dropout_p)
     differentiable = (inputs_embeds, word_embeddings, position_embeddings, lang_embeddings, ln_weight, ln_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in differentiable):
         return _EmbeddingLayerNorm.apply(*args)

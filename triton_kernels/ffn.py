@@ -8,10 +8,11 @@
                  to the fp32 accumulator before the single store: on Hopper, for
                  16-bit inputs with 16-byte aligned rows, a persistent kernel whose tiles
                  move by TMA; elsewhere one with pointer loads (cp.async).
-  * `linear_residual_layer_norm`: y = LN(residual + x @ W^T + b) * row_mask (lin2 and
-    out_lin): library GEMM; because XLM is post-LayerNorm, bias + residual ride on the
-    LayerNorm pass (triton_kernels.layer_norm), which needs the whole row anyway, so
-    the (tokens, dim) sum is never written and read back.
+  * `linear_residual_layer_norm`: y = LN(residual + dropout(x @ W^T + b)) * row_mask
+    (lin2 and out_lin; dropout only with dropout_p > 0): library GEMM; because XLM is
+    post-LayerNorm, bias, dropout and residual ride on the LayerNorm pass
+    (triton_kernels.layer_norm), which needs the whole row anyway, so the (tokens, dim)
+    sum is never written and read back.
 
 Backward of `linear_activation` (autograd.Function `_LinearActivation`): the forward
 keeps x, W and the GEMM output before bias, p = x @ W1^T rounded to the dtype (the
@@ -393,14 +394,18 @@ def linear_residual_layer_norm(
     eps: float,
     *,
     row_mask: torch.Tensor = None,
+    dropout_p: float = 0.0,
 ):
-    """LayerNorm(residual + x @ weight^T + bias) * row_mask[..., None].
+    """LayerNorm(residual + dropout(x @ weight^T + bias, dropout_p)) * row_mask[..., None].
 
     x: (..., in_features); weight: (dim, in_features); bias, ln_weight, ln_bias: (dim,);
-    residual: (..., dim); row_mask: one value per row (e.g. the (batch, seq) padding
-    mask) or None. Returns (..., dim) in x's dtype.
+    residual: (..., dim), the residual stream (never dropped); row_mask: one value per
+    row (e.g. the (batch, seq) padding mask) or None. dropout_p: XLM's dropout of the
+    projection with its bias (add_layer_norm's dropout of its residual + residual_bias
+    branch); 0 runs no dropout. Returns (..., dim) in x's dtype.
     """
     _check_linear(x, weight, bias)
     check_same_device(x=x, weight=weight, bias=bias)
     projected = torch.matmul(x, weight.t())  # library GEMM, no bias: the LN pass adds it
-    return add_layer_norm(residual, projected, ln_weight, ln_bias, eps, residual_bias=bias, row_mask=row_mask)
+    return add_layer_norm(residual, projected, ln_weight, ln_bias, eps, residual_bias=bias, row_mask=row_mask,
+                          dropout_p=dropout_p)

@@ -18,6 +18,15 @@ alive by the layers that read it anyway and residual costs the same memory as s,
 recomputing saves the forward a (rows, dim) store for one more read in the backward.
 Column sums are partial sums per program (each a block of rows) in fp32, then a
 torch.sum over the programs: deterministic, no atomics.
+
+Dropout (dropout_p > 0; triton_kernels.dropout holds the random-stream contract): the
+branch residual + residual_bias is the one dropped, as XLM drops a sublayer's output
+(out_lin / lin2 with their bias) before adding it to the residual stream x:
+    s = x + D * (residual + residual_bias),  D = keep / (1 - p) per element,
+element (row, col) of the (rows, n_cols) view at Philox offset row * n_cols + col.
+The backward regenerates D from the saved seed (no mask is stored): dx = ds,
+dresidual = D * ds, dresidual_bias = sum over rows of D * ds; the LayerNorm parts are
+unchanged. DROPOUT is a constexpr, so dropout_p == 0 compiles the kernels without it.
 """
 import torch
 import triton
@@ -25,6 +34,7 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from ._utils import check_floating, check_same_device, interpreting, persistent_grid_size, row_mask_for_kernel
+from .dropout import check_dropout_p, keep, philox_seed
 
 
 @triton.jit
@@ -70,6 +80,14 @@ def layer_norm_row_grad_sum(xhat, g, rstd, weight, n_cols):
 
 
 @triton.jit
+def dropout_row_scale(seed, row, n_cols, cols, dropout_p):
+    """fp32 (BLOCK_N,) factors of inverted dropout on row `row` of a (rows, n_cols) tensor:
+    1 / (1 - p) where the element at Philox offset row * n_cols + col is kept, else 0."""
+    offsets = cols.to(tl.int64) + row * n_cols  # int64 whatever the type of row: the stream depends on it
+    return tl.where(keep(seed, offsets, dropout_p), 1.0 / (1.0 - dropout_p), 0.0)
+
+
+@triton.jit
 def _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols, col_valid,
               HAS_RESIDUAL: tl.constexpr, HAS_RESIDUAL_BIAS: tl.constexpr):
     """fp32 row x + residual + residual_bias (BLOCK_N,), zeros past n_cols; the forward and
@@ -80,6 +98,23 @@ def _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_
     if HAS_RESIDUAL_BIAS:
         x += tl.load(residual_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
     return x
+
+
+@triton.jit
+def _load_dropout_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols,
+                      col_valid, n_cols, seed, dropout_p, HAS_RESIDUAL: tl.constexpr, HAS_RESIDUAL_BIAS: tl.constexpr):
+    """(s, branch_scale): fp32 row s = x + D * (residual + residual_bias) (BLOCK_N,), zeros past
+    n_cols, with D = branch_scale = dropout_row_scale (residual or residual_bias present). The
+    forward and the backward call it alike: the backward's s and D are the forward's bit for bit."""
+    if HAS_RESIDUAL:
+        branch = tl.load(residual_ptr + row * stride_residual_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+        if HAS_RESIDUAL_BIAS:
+            branch += tl.load(residual_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+    else:
+        branch = tl.load(residual_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+    branch_scale = dropout_row_scale(seed, row, n_cols, cols, dropout_p)
+    x = tl.load(x_ptr + row * stride_x_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+    return x + branch * branch_scale, branch_scale
 
 
 @triton.jit
@@ -97,18 +132,25 @@ def _add_layer_norm_kernel(
     stride_residual_row,  # residual row stride in elements
     n_cols,  # hidden size
     eps,  # LayerNorm epsilon
+    seed,  # Philox seed of the dropout mask; read when DROPOUT
+    dropout_p,  # fp32 probability of dropping an element of residual + residual_bias; read when DROPOUT
     HAS_RESIDUAL: tl.constexpr,
     HAS_RESIDUAL_BIAS: tl.constexpr,
     HAS_ROW_MASK: tl.constexpr,
     STORE_STATS: tl.constexpr,  # gradients wanted: save mean / rstd (inference skips the stores)
+    DROPOUT: tl.constexpr,  # drop the residual + residual_bias branch before the sum
     BLOCK_N: tl.constexpr,  # n_cols padded to a power of two
 ):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
     col_valid = cols < n_cols
 
-    x = _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols, col_valid,
-                  HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
+    if DROPOUT:
+        x, _ = _load_dropout_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row,
+                                 cols, col_valid, n_cols, seed, dropout_p, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
+    else:
+        x = _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols,
+                      col_valid, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
     y, mean, rstd = layer_norm_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr)
     if HAS_ROW_MASK:
         y = y * tl.load(row_mask_ptr + row).to(tl.float32)
@@ -128,21 +170,26 @@ def _add_layer_norm_backward_kernel(
     row_mask_ptr,  # (rows,) padding mask; read when HAS_ROW_MASK
     mean_ptr,  # (rows,) fp32 row means saved by the forward
     rstd_ptr,  # (rows,) fp32 1 / sqrt(var + eps) saved by the forward
-    grad_sum_ptr,  # (rows, n_cols) out, contiguous: ds = dx = dresidual; written when STORE_GRAD_SUM
+    grad_sum_ptr,  # (rows, n_cols) out, contiguous: ds = dx (= dresidual without dropout); when STORE_GRAD_SUM
+    grad_branch_ptr,  # (rows, n_cols) out, contiguous: dresidual = D * ds; written when STORE_GRAD_BRANCH
     partial_weight_ptr,  # (programs, n_cols) fp32 out: this program's rows' sum of g * xhat
     partial_bias_ptr,  # (programs, n_cols) fp32 out: this program's rows' sum of g
-    partial_residual_bias_ptr,  # (programs, n_cols) fp32 out: rows' sum of ds; written when RESIDUAL_BIAS_GRAD
+    partial_residual_bias_ptr,  # (programs, n_cols) fp32 out: rows' sum of ds (D * ds); when RESIDUAL_BIAS_GRAD
     stride_grad_out_row,  # grad_out row stride in elements
     stride_x_row,  # x row stride in elements
     stride_residual_row,  # residual row stride in elements
     n_rows,  # rows of x
     n_cols,  # hidden size
     rows_per_program,  # consecutive rows each program walks
+    seed,  # Philox seed of the forward's dropout mask; read when DROPOUT
+    dropout_p,  # fp32 the forward's dropout probability; read when DROPOUT
     HAS_RESIDUAL: tl.constexpr,
     HAS_RESIDUAL_BIAS: tl.constexpr,
     HAS_ROW_MASK: tl.constexpr,
-    STORE_GRAD_SUM: tl.constexpr,  # x or residual wants its gradient
+    STORE_GRAD_SUM: tl.constexpr,  # x (or, without dropout, residual) wants its gradient
+    STORE_GRAD_BRANCH: tl.constexpr,  # under dropout: residual wants its gradient
     RESIDUAL_BIAS_GRAD: tl.constexpr,  # residual_bias wants its gradient
+    DROPOUT: tl.constexpr,  # the forward dropped the residual + residual_bias branch
     BLOCK_N: tl.constexpr,  # n_cols padded to a power of two
 ):
     program = tl.program_id(0)
@@ -154,8 +201,13 @@ def _add_layer_norm_backward_kernel(
     sum_residual_bias = tl.zeros((BLOCK_N,), dtype=tl.float32)
     first_row = program.to(tl.int64) * rows_per_program
     for row in range(first_row, tl.minimum(first_row + rows_per_program, n_rows)):
-        s = _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols,
-                      col_valid, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
+        if DROPOUT:
+            s, branch_scale = _load_dropout_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row,
+                                                stride_residual_row, cols, col_valid, n_cols, seed, dropout_p,
+                                                HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
+        else:
+            s = _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols,
+                          col_valid, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
         xhat, g, rstd = layer_norm_row_grad_inputs(s, row, cols, col_valid, mean_ptr, rstd_ptr, grad_out_ptr,
                                                    stride_grad_out_row, row_mask_ptr, HAS_ROW_MASK)
         grad_sum = layer_norm_row_grad_sum(xhat, g, rstd, weight, n_cols)
@@ -163,7 +215,14 @@ def _add_layer_norm_backward_kernel(
             tl.store(grad_sum_ptr + row * n_cols + cols, grad_sum.to(grad_sum_ptr.dtype.element_ty), mask=col_valid)
         sum_weight += g * xhat
         sum_bias += g
-        if RESIDUAL_BIAS_GRAD:
+        if DROPOUT:  # the dropped branch's gradient: D * ds
+            grad_branch = grad_sum * branch_scale
+            if STORE_GRAD_BRANCH:
+                tl.store(grad_branch_ptr + row * n_cols + cols, grad_branch.to(grad_branch_ptr.dtype.element_ty),
+                         mask=col_valid)
+            if RESIDUAL_BIAS_GRAD:
+                sum_residual_bias += grad_branch
+        elif RESIDUAL_BIAS_GRAD:
             sum_residual_bias += grad_sum
     partial = program.to(tl.int64) * n_cols + cols  # this program's row of the partials
     tl.store(partial_weight_ptr + partial, sum_weight, mask=col_valid)
@@ -178,9 +237,10 @@ def _num_warps(block_n: int) -> int:
     return max(1, min(16, block_n // 256))
 
 
-def _add_layer_norm_forward(x2d, residual2d, residual_bias, weight, bias, row_mask, eps, store_stats):
+def _add_layer_norm_forward(x2d, residual2d, residual_bias, weight, bias, row_mask, eps, seed, dropout_p,
+                            store_stats):
     """(out, mean, rstd): out (rows, n_cols) in x's dtype; mean / rstd (rows,) fp32 when
-    store_stats, else None."""
+    store_stats, else None. dropout_p > 0 drops residual + residual_bias with mask `seed`."""
     n_rows, n_cols = x2d.shape
     out = torch.empty((n_rows, n_cols), dtype=x2d.dtype, device=x2d.device)
     mean = rstd = None
@@ -202,10 +262,13 @@ def _add_layer_norm_forward(x2d, residual2d, residual_bias, weight, bias, row_ma
         residual2d.stride(0) if residual2d is not None else 0,
         n_cols,
         eps,
+        seed,
+        dropout_p,
         HAS_RESIDUAL=residual2d is not None,
         HAS_RESIDUAL_BIAS=residual_bias is not None,
         HAS_ROW_MASK=row_mask is not None,
         STORE_STATS=store_stats,
+        DROPOUT=dropout_p > 0,
         BLOCK_N=block_n,
         num_warps=_num_warps(block_n),
     )
@@ -219,13 +282,16 @@ def _backward_programs(device: torch.device, n_rows: int) -> int:
     return max(1, min(n_rows, programs))
 
 
-def _add_layer_norm_backward(grad_out2d, x2d, residual2d, residual_bias, weight, row_mask, mean, rstd,
-                             store_grad_sum, residual_bias_grad):
-    """(grad_sum (rows, n_cols) in x's dtype or None, dweight, dbias, dresidual_bias or
-    None): the column sums in fp32, for the caller to cast."""
+def _add_layer_norm_backward(grad_out2d, x2d, residual2d, residual_bias, weight, row_mask, mean, rstd, seed,
+                             dropout_p, store_grad_sum, store_grad_branch, residual_bias_grad):
+    """(grad_sum, grad_branch, dweight, dbias, dresidual_bias): grad_sum = ds (rows, n_cols)
+    in x's dtype or None unless store_grad_sum; grad_branch = D * ds, residual's gradient
+    under dropout, likewise (store_grad_branch needs dropout_p > 0); the column sums in fp32
+    (dresidual_bias None unless residual_bias_grad), for the caller to cast."""
     n_rows, n_cols = x2d.shape
     programs = _backward_programs(x2d.device, n_rows)
     grad_sum = torch.empty((n_rows, n_cols), dtype=x2d.dtype, device=x2d.device) if store_grad_sum else None
+    grad_branch = torch.empty((n_rows, n_cols), dtype=x2d.dtype, device=x2d.device) if store_grad_branch else None
     partials = torch.zeros((3 if residual_bias_grad else 2, programs, n_cols), dtype=torch.float32,
                            device=x2d.device)
     if n_rows > 0:
@@ -240,6 +306,7 @@ def _add_layer_norm_backward(grad_out2d, x2d, residual2d, residual_bias, weight,
             mean,
             rstd,
             grad_sum if store_grad_sum else x2d,
+            grad_branch if store_grad_branch else x2d,
             partials[0],
             partials[1],
             partials[2] if residual_bias_grad else partials[0],
@@ -249,26 +316,31 @@ def _add_layer_norm_backward(grad_out2d, x2d, residual2d, residual_bias, weight,
             n_rows,
             n_cols,
             triton.cdiv(n_rows, programs),
+            seed,
+            dropout_p,
             HAS_RESIDUAL=residual2d is not None,
             HAS_RESIDUAL_BIAS=residual_bias is not None,
             HAS_ROW_MASK=row_mask is not None,
             STORE_GRAD_SUM=store_grad_sum,
+            STORE_GRAD_BRANCH=store_grad_branch,
             RESIDUAL_BIAS_GRAD=residual_bias_grad,
+            DROPOUT=dropout_p > 0,
             BLOCK_N=block_n,
             num_warps=_num_warps(block_n),
         )
     sums = partials.sum(dim=1)  # (2 or 3, n_cols): a fixed-order reduction over the programs
-    return grad_sum, sums[0], sums[1], sums[2] if residual_bias_grad else None
+    return grad_sum, grad_branch, sums[0], sums[1], sums[2] if residual_bias_grad else None
 
 
 class _AddLayerNorm(torch.autograd.Function):
     """add_layer_norm on (rows, n_cols) tensors, with its backward."""
 
     @staticmethod
-    def forward(ctx, x2d, residual2d, residual_bias, weight, bias, row_mask, eps):
+    def forward(ctx, x2d, residual2d, residual_bias, weight, bias, row_mask, eps, seed, dropout_p):
         out, mean, rstd = _add_layer_norm_forward(x2d, residual2d, residual_bias, weight, bias, row_mask, eps,
-                                                  store_stats=True)
+                                                  seed, dropout_p, store_stats=True)
         ctx.save_for_backward(x2d, residual2d, residual_bias, weight, row_mask, mean, rstd)
+        ctx.dropout = (seed, dropout_p)  # the backward regenerates the mask from these, none is stored
         return out
 
     @staticmethod
@@ -276,18 +348,23 @@ class _AddLayerNorm(torch.autograd.Function):
     def backward(ctx, grad_out):
         x2d, residual2d, residual_bias, weight, row_mask, mean, rstd = ctx.saved_tensors
         needs_x, needs_residual, needs_residual_bias, needs_weight, needs_bias = ctx.needs_input_grad[:5]
-        grad_sum, grad_weight, grad_bias, grad_residual_bias = _add_layer_norm_backward(
-            _rows(grad_out, x2d.shape[1]), x2d, residual2d, residual_bias, weight, row_mask, mean, rstd,
-            store_grad_sum=needs_x or needs_residual, residual_bias_grad=needs_residual_bias,
+        dropout = ctx.dropout[1] > 0
+        grad_sum, grad_branch, grad_weight, grad_bias, grad_residual_bias = _add_layer_norm_backward(
+            _rows(grad_out, x2d.shape[1]), x2d, residual2d, residual_bias, weight, row_mask, mean, rstd, *ctx.dropout,
+            store_grad_sum=needs_x or (needs_residual and not dropout),
+            store_grad_branch=needs_residual and dropout, residual_bias_grad=needs_residual_bias,
         )
         return (
             grad_sum if needs_x else None,
-            grad_sum if needs_residual else None,  # the gradient of a sum is each term's
+            # the gradient of a sum is each term's; the dropped term's is D * ds
+            (grad_branch if dropout else grad_sum) if needs_residual else None,
             grad_residual_bias.to(residual_bias.dtype) if needs_residual_bias else None,
             grad_weight.to(weight.dtype) if needs_weight else None,
             grad_bias.to(weight.dtype) if needs_bias else None,
             None,  # row_mask: a padding mask, no gradient
             None,  # eps
+            None,  # seed
+            None,  # dropout_p
         )
 
 
@@ -306,15 +383,28 @@ def add_layer_norm(
     *,
     residual_bias: torch.Tensor = None,
     row_mask: torch.Tensor = None,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """LayerNorm(x + residual + residual_bias) * row_mask[..., None], computed in fp32.
+    """LayerNorm(x + dropout(residual + residual_bias, dropout_p)) * row_mask[..., None],
+    computed in fp32.
 
-    x: (..., dim) fp16 / bf16 / fp32. residual: same shape and dtype as x, or None.
-    weight, bias: (dim,) LayerNorm parameters. residual_bias: (dim,) or None.
-    row_mask: one value per row of x, e.g. the (batch, seq) padding mask, or None; it
-    gets no gradient. Returns a new tensor shaped and typed like x, differentiable in
-    x, residual, residual_bias, weight and bias.
+    x: (..., dim) fp16 / bf16 / fp32: the residual stream, never dropped. residual: same
+    shape and dtype as x, or None: the branch added to it (e.g. a sublayer's projection).
+    weight, bias: (dim,) LayerNorm parameters. residual_bias: (dim,) or None: the
+    branch's bias (e.g. that projection's bias). row_mask: one value per row of x, e.g.
+    the (batch, seq) padding mask, or None; it gets no gradient.
+    dropout_p: probability in [0, 1) with which inverted dropout zeroes elements of the
+    branch residual + residual_bias (kept ones scaled by 1 / (1 - p)), as XLM drops
+    out_lin's / lin2's output in training; 0 runs no dropout. When > 0 (residual or
+    residual_bias must be given), one seed is drawn per call from torch's CPU generator
+    (dropout.philox_seed): torch.manual_seed reproduces the mask, with or without
+    gradients, and the backward regenerates it from that seed.
+    Returns a new tensor shaped and typed like x, differentiable in x, residual,
+    residual_bias, weight and bias.
     """
+    dropout_p = check_dropout_p("dropout_p", dropout_p)
+    if dropout_p > 0 and residual is None and residual_bias is None:
+        raise ValueError("dropout_p > 0 drops residual + residual_bias: give at least one of them")
     check_floating("x", x)
     if x.dim() < 1 or x.shape[-1] == 0:
         raise ValueError(f"x must be (..., dim) with dim > 0, got shape {tuple(x.shape)}")
@@ -337,6 +427,7 @@ def add_layer_norm(
     mask_flat = row_mask_for_kernel("row_mask", row_mask, n_rows) if row_mask is not None else None
     check_same_device(x=x, residual=residual, weight=weight, bias=bias, residual_bias=residual_bias, row_mask=mask_flat)
 
+    seed = philox_seed() if dropout_p > 0 else 0  # drawn before the route is chosen: both give one mask
     args = (
         _rows(x, n_cols),
         _rows(residual, n_cols) if residual is not None else None,
@@ -345,6 +436,8 @@ def add_layer_norm(
         bias.contiguous(),
         mask_flat,
         float(eps),
+        seed,
+        dropout_p,
     )
     differentiable = (x, residual, residual_bias, weight, bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in differentiable):

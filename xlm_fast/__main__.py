@@ -37,7 +37,7 @@ def info(out=print):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         path = backend.select_backend(device, dtype=torch.float16, output_attentions=False, uses_cache=False,
-                                      needs_grad=False, dropout_active=False)
+                                      dropout=0.0)
         taken = f"a {device.type.upper()} tensor takes the {path} path"
     except RuntimeError as error:  # XLM_FAST_BACKEND=triton where the kernels cannot run
         taken = str(error)

@@ -71,8 +71,7 @@ def run_demo(device=None, out=print):
     langs = torch.tensor([[tokenizer.lang2id[lang]] * batch["input_ids"].size(1) for lang, _ in samples])
     batch = {key: value.to(device) for key, value in batch.items() if key in ("input_ids", "attention_mask")}
     path = backend.select_backend(
-        device, dtype=torch.float32, output_attentions=False, uses_cache=False, needs_grad=False,
-        dropout_active=False
+        device, dtype=torch.float32, output_attentions=False, uses_cache=False, dropout=0.0
     )
     start = time.perf_counter()
     with torch.no_grad():

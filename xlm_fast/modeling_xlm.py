@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from torch.nn import functional as F
 
-from . import backend
+from . import backend, fused_encoder
 from .configuration_xlm import XLMConfig
 from .generation import GenerationMixin
 from .labels import IGNORE_INDEX, check_class_id_values, check_class_ids, check_float_targets
@@ -346,13 +346,11 @@ class XLMModel(XLMPreTrainedModel):
             dtype=weight_dtype if inputs_embeds is None or inputs_embeds.dtype == weight_dtype else None,
             output_attentions=output_attentions,
             uses_cache=cache is not None,
-            needs_grad=torch.is_grad_enabled() and (any(p.requires_grad for p in self.parameters())
-                                                    or (inputs_embeds is not None and inputs_embeds.requires_grad)),
-            dropout_active=self.training and (self.dropout > 0 or self.attention_dropout > 0),
+            dropout=fused_encoder.largest_dropout(self),
             headless_layers=any(attention.n_heads == 0 for attention in self.attentions),
         )
         if path == "triton":
-            tensor, hidden_states = backend.triton_encoder_forward(
+            tensor, hidden_states = fused_encoder.triton_encoder_forward(
                 self,
                 inputs=input_ids if input_ids is not None else inputs_embeds,
                 position_ids=position_ids,
@@ -362,6 +360,7 @@ class XLMModel(XLMPreTrainedModel):
                 lengths=None if attention_mask is not None else lengths,
                 head_mask=head_mask,
                 output_hidden_states=output_hidden_states,
+                compute_dtype=backend.compute_dtype(device, weight_dtype),
             )
             attentions = None
         else:

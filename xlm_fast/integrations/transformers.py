@@ -7,13 +7,13 @@ running without it.
 
 The routed forward is transformers' own XLMModel.forward with one detour: a call that
 the fused kernels cover, and that `backend.select_backend` sends to Triton, runs
-`backend.triton_encoder_forward` on the transformers module itself (its module and
+`fused_encoder.triton_encoder_forward` on the transformers module itself (its module and
 parameter names are xlm_fast's) and returns transformers' BaseModelOutput or tuple.
 Every other call runs the original forward unchanged, so on the PyTorch path the
 outputs are bit for bit those of the unpatched model. The original takes the calls
 that the kernels do not cover (output_attentions, a cache, head_mask as a named
-argument (transformers 4.x), gradients, dropout in training, autocast, TorchScript,
-dtypes other than fp16/bf16/fp32, pruned heads) and the calls whose inputs it would
+argument (transformers 4.x), a dropout probability of 1, TorchScript, dtypes other
+than fp16/bf16/fp32, pruned heads) and the calls whose inputs it would
 treat in its own way (wrong shapes, devices or dtypes, values out of range, lengths
 longer than the sequence), so that those keep transformers' behaviour and errors; and
 any call on an encoder whose layers are not plain torch modules (LoRA or quantised
@@ -28,7 +28,7 @@ import types
 import torch
 from torch import nn
 
-from .. import backend, modeling_xlm
+from .. import backend, fused_encoder, modeling_xlm
 from ..configuration_xlm import XLMConfig
 from ..modeling_xlm import EMBEDDING_INDEX_DTYPES, INTEGER_DTYPES, check_value_ranges, xlm_masks
 
@@ -80,7 +80,7 @@ def _routed_forward():
         if call is None:
             return original(self, *args, **kwargs)
         return_dict = call.pop("return_dict")
-        tensor, hidden_states = backend.triton_encoder_forward(self, **call)
+        tensor, hidden_states = fused_encoder.triton_encoder_forward(self, **call)
         if not return_dict:
             return (tensor,) if hidden_states is None else (tensor, hidden_states)
         return BaseModelOutput(last_hidden_state=tensor, hidden_states=hidden_states)
@@ -89,7 +89,7 @@ def _routed_forward():
 
 
 def _fused_call(encoder, arguments, hf_xlm):
-    """Keyword arguments of backend.triton_encoder_forward (plus return_dict) that give
+    """Keyword arguments of fused_encoder.triton_encoder_forward (plus return_dict) that give
     what transformers' forward gives for this call, or None when the original must run.
 
     arguments: the call bound to the original's signature (given arguments only); the
@@ -120,15 +120,12 @@ def _fused_call(encoder, arguments, hf_xlm):
         return None
     device = inputs.device
 
-    tensors = [value for value in arguments.values() if torch.is_tensor(value)]
     path = backend.select_backend(
         device,
         dtype=dtype,
         output_attentions=bool(output_attentions),
         uses_cache=False,
-        needs_grad=torch.is_grad_enabled() and (any(t.requires_grad for t in tensors)
-                                                or any(p.requires_grad for p in encoder.parameters())),
-        dropout_active=encoder.training and (encoder.dropout > 0 or encoder.attention_dropout > 0),
+        dropout=fused_encoder.largest_dropout(encoder),
     )
     if path != "triton" or not _plain_layers(encoder, hf_xlm):
         return None
@@ -200,6 +197,7 @@ def _fused_call(encoder, arguments, hf_xlm):
         lengths=None if attention_mask is not None else lengths,
         head_mask=None,
         output_hidden_states=bool(output_hidden_states),
+        compute_dtype=backend.compute_dtype(device, weight.dtype),
         return_dict=option("return_dict"),
     )
 
