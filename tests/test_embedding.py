@@ -8,6 +8,7 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
+from xlm_fast.triton_kernels import embedding  # noqa: E402
 from xlm_fast.triton_kernels.dropout import keep_mask, philox_seed  # noqa: E402
 from xlm_fast.triton_kernels.embedding import embedding_layer_norm  # noqa: E402
 
@@ -261,6 +262,21 @@ def test_backward_deterministic_mode_repeats_bit_for_bit():
         torch.use_deterministic_algorithms(previous)
     for name in TABLES:
         assert torch.equal(first[name], second[name]), name
+
+
+@pytest.mark.parametrize("block_rows", [1, 4])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_forced_block_rows(block_rows, p, monkeypatch):
+    """BLOCK_ROWS forced to 1 (the GPU's configuration) and to 4 on 3 x 7 = 21 tokens: forward
+    blocks of 4 with a last one of 1, 3 backward programs walking 7 tokens each in blocks of
+    4 + 3; output and every gradient against fp64, the dropout mask unchanged."""
+    monkeypatch.setattr(embedding, "_block_rows", lambda n_rows, block_n: block_rows)
+    tables = make_tables(80, torch.float32, seed=55)
+    inputs = dropout_inputs("all", 3, 7, 80)
+    out, grads, expected, expected_out = run_both(tables, 1e-5, torch.float32, seed=56, dropout_p=p, **inputs)
+    assert_close(out, expected_out, torch.float32)
+    assert_grads_close(grads, expected, torch.float32)
+    assert (out[inputs["row_mask"] == 0] == 0).all()
 
 
 # --- dropout ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
+from xlm_fast.triton_kernels import layer_norm  # noqa: E402
 from xlm_fast.triton_kernels.dropout import keep_mask, philox_seed  # noqa: E402
 from xlm_fast.triton_kernels.layer_norm import add_layer_norm  # noqa: E402
 
@@ -298,3 +299,20 @@ def test_dropout_needs_a_branch():
     weight = bias = torch.ones(8, device=DEVICE)
     with pytest.raises(ValueError, match="dropout_p"):
         add_layer_norm(x, None, weight, bias, 1e-5, dropout_p=0.1)
+
+
+@pytest.mark.parametrize("block_rows", [1, 4])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_forced_block_rows(block_rows, p, monkeypatch):
+    """BLOCK_ROWS forced to 1 (the GPU's configuration) and to 4 on 14 rows: forward blocks of
+    4, 4, 4, 2 rows, 3 backward programs walking 5 rows each in blocks of 4 + 1; output and
+    every gradient against fp64, the dropout mask unchanged (keep_mask of the (rows, dim) view)."""
+    monkeypatch.setattr(layer_norm, "_block_rows", lambda n_rows, block_n: block_rows)
+    inputs, row_mask, grad_out = backward_inputs((2, 7, 80), torch.float32, 50)
+    seed = dropout_seed(51)
+    out, grads = kernel_grads(inputs, row_mask, grad_out, 1e-5, INPUT_NAMES, dropout_p=p)
+    dropout = (keep_mask(seed, (2, 7, 80), p, DEVICE), p) if p else None
+    expected_out, expected = reference_with_grads(inputs, row_mask, grad_out, 1e-5, INPUT_NAMES, dropout)
+    assert_close(out, expected_out, torch.float32)
+    for name in INPUT_NAMES:
+        assert_close(grads[name], expected[name], torch.float32)

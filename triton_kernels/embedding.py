@@ -3,8 +3,10 @@
     y = LN_emb(word_emb[ids] + pos_emb[position] (+ lang_emb[langs])
                (+ word_emb[token_type_ids])) * mask[..., None]
 
-One program handles one token: it gathers the rows, sums them in fp32 (HF sums in the
-model dtype), normalises and multiplies by that token's padding-mask value.
+One program handles a block of BLOCK_ROWS tokens (1 on a GPU, many in Triton's CPU
+interpreter: layer_norm._block_rows): it gathers each token's rows, sums them in fp32
+(HF sums in the model dtype), normalises with layer_norm's row-block helpers and
+multiplies by the token's padding-mask value.
 `inputs_embeds` can replace the word-embedding gather. Token type ids go through the
 WORD embeddings, as in XLM.
 
@@ -42,17 +44,18 @@ from ._utils import check_floating, check_same_device, interpreting, row_mask_fo
 from .dropout import check_dropout_p, philox_seed
 from .layer_norm import (
     _backward_programs,
+    _block_rows,
     _rows,
-    dropout_row_scale,
-    layer_norm_row,
-    layer_norm_row_grad_inputs,
-    layer_norm_row_grad_sum,
+    dropout_rows_scale,
+    layer_norm_rows,
+    layer_norm_rows_grad_inputs,
+    layer_norm_rows_grad_sum,
 )
 
 
 @triton.jit
 def _gather_sum(
-    token, cols, col_valid,
+    tokens, token_valid, cols, col_valid, valid,
     ids_ptr, inputs_embeds_ptr, position_ids_ptr, langs_ptr, token_type_ids_ptr,
     word_ptr, position_table_ptr, lang_table_ptr,
     stride_ids_b, stride_ids_s, stride_emb_b, stride_emb_s, stride_pos_b, stride_pos_s,
@@ -62,29 +65,37 @@ def _gather_sum(
     HAS_INPUTS_EMBEDS: tl.constexpr, HAS_POSITION_IDS: tl.constexpr, HAS_LANGS: tl.constexpr,
     HAS_TOKEN_TYPES: tl.constexpr,
 ):
-    """fp32 sum s (BLOCK_D,) of token's embedding rows, zeros past dim; the forward and the
-    backward add in this one order, so the backward's s is the forward's bit for bit."""
-    batch = token // seq_len
-    pos_in_seq = token % seq_len
+    """fp32 sums s (BLOCK_ROWS, BLOCK_D) of the embedding rows of tokens (BLOCK_ROWS,) int64,
+    zeros outside valid (token_valid x col_valid); the forward and the backward add in this one
+    order, so the backward's s is the forward's bit for bit."""
+    batch = tokens // seq_len
+    pos_in_seq = tokens % seq_len
     if HAS_INPUTS_EMBEDS:
-        word_row = inputs_embeds_ptr + batch * stride_emb_b + pos_in_seq * stride_emb_s
+        word_rows = inputs_embeds_ptr + batch * stride_emb_b + pos_in_seq * stride_emb_s
     else:
-        word_id = tl.load(ids_ptr + batch * stride_ids_b + pos_in_seq * stride_ids_s).to(tl.int64)
-        word_row = word_ptr + word_id * stride_word_row
-    x = tl.load(word_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+        word_id = tl.load(ids_ptr + batch * stride_ids_b + pos_in_seq * stride_ids_s, mask=token_valid,
+                          other=0).to(tl.int64)
+        word_rows = word_ptr + word_id * stride_word_row
+    x = tl.load(word_rows[:, None] + cols[None, :], mask=valid, other=0.0).to(tl.float32)
 
     if HAS_POSITION_IDS:
-        position = tl.load(position_ids_ptr + batch * stride_pos_b + pos_in_seq * stride_pos_s).to(tl.int64)
+        position = tl.load(position_ids_ptr + batch * stride_pos_b + pos_in_seq * stride_pos_s, mask=token_valid,
+                           other=0).to(tl.int64)
     else:
         position = pos_in_seq
-    x += tl.load(position_table_ptr + position * stride_position_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+    x += tl.load(position_table_ptr + position[:, None] * stride_position_row + cols[None, :], mask=valid,
+                 other=0.0).to(tl.float32)
 
     if HAS_LANGS:
-        lang = tl.load(langs_ptr + batch * stride_lang_b + pos_in_seq * stride_lang_s).to(tl.int64)
-        x += tl.load(lang_table_ptr + lang * stride_lang_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+        lang = tl.load(langs_ptr + batch * stride_lang_b + pos_in_seq * stride_lang_s, mask=token_valid,
+                       other=0).to(tl.int64)
+        x += tl.load(lang_table_ptr + lang[:, None] * stride_lang_row + cols[None, :], mask=valid,
+                     other=0.0).to(tl.float32)
     if HAS_TOKEN_TYPES:
-        token_type = tl.load(token_type_ids_ptr + batch * stride_tt_b + pos_in_seq * stride_tt_s).to(tl.int64)
-        x += tl.load(word_ptr + token_type * stride_word_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+        token_type = tl.load(token_type_ids_ptr + batch * stride_tt_b + pos_in_seq * stride_tt_s, mask=token_valid,
+                             other=0).to(tl.int64)
+        x += tl.load(word_ptr + token_type[:, None] * stride_word_row + cols[None, :], mask=valid,
+                     other=0.0).to(tl.float32)
     return x
 
 
@@ -110,6 +121,7 @@ def _embedding_layer_norm_kernel(
     stride_lang_b, stride_lang_s,  # langs strides
     stride_tt_b, stride_tt_s,  # token_type_ids strides
     stride_word_row, stride_position_row, stride_lang_row,  # table row strides
+    n_tokens,  # batch * seq
     seq_len,  # tokens per batch row
     dim,  # hidden size
     eps,  # LayerNorm epsilon
@@ -122,26 +134,32 @@ def _embedding_layer_norm_kernel(
     HAS_ROW_MASK: tl.constexpr,
     STORE_STATS: tl.constexpr,  # gradients wanted: save mean / rstd (inference skips the stores)
     DROPOUT: tl.constexpr,  # drop elements of the normalised output (before the padding mask, as XLM)
+    BLOCK_ROWS: tl.constexpr,  # tokens per program (layer_norm._block_rows)
     BLOCK_D: tl.constexpr,  # dim padded to a power of two
 ):
-    token = tl.program_id(0).to(tl.int64)
+    tokens = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    if BLOCK_ROWS == 1:  # a program per token: every token is real, and constant masks fold away
+        token_valid = tl.full((BLOCK_ROWS,), True, tl.int1)
+    else:
+        token_valid = tokens < n_tokens
     cols = tl.arange(0, BLOCK_D)
     col_valid = cols < dim
-    x = _gather_sum(token, cols, col_valid, ids_ptr, inputs_embeds_ptr, position_ids_ptr, langs_ptr,
-                    token_type_ids_ptr, word_ptr, position_table_ptr, lang_table_ptr,
+    valid = token_valid[:, None] & col_valid[None, :]
+    x = _gather_sum(tokens, token_valid, cols, col_valid, valid, ids_ptr, inputs_embeds_ptr, position_ids_ptr,
+                    langs_ptr, token_type_ids_ptr, word_ptr, position_table_ptr, lang_table_ptr,
                     stride_ids_b, stride_ids_s, stride_emb_b, stride_emb_s, stride_pos_b, stride_pos_s,
                     stride_lang_b, stride_lang_s, stride_tt_b, stride_tt_s,
                     stride_word_row, stride_position_row, stride_lang_row, seq_len,
                     HAS_INPUTS_EMBEDS, HAS_POSITION_IDS, HAS_LANGS, HAS_TOKEN_TYPES)
-    y, mean, rstd = layer_norm_row(x, cols, col_valid, dim, eps, ln_weight_ptr, ln_bias_ptr)
+    y, mean, rstd = layer_norm_rows(x, cols, col_valid, dim, eps, ln_weight_ptr, ln_bias_ptr)
     if DROPOUT:
-        y = y * dropout_row_scale(seed, token, dim, cols, dropout_p)
+        y = y * dropout_rows_scale(seed, tokens, dim, cols, dropout_p)
     if HAS_ROW_MASK:
-        y = y * tl.load(row_mask_ptr + token).to(tl.float32)
-    tl.store(out_ptr + token * dim + cols, y.to(out_ptr.dtype.element_ty), mask=col_valid)
+        y = y * tl.load(row_mask_ptr + tokens, mask=token_valid, other=0.0).to(tl.float32)[:, None]
+    tl.store(out_ptr + tokens[:, None] * dim + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=valid)
     if STORE_STATS:
-        tl.store(mean_ptr + token, mean)
-        tl.store(rstd_ptr + token, rstd)
+        tl.store(mean_ptr + tokens, mean, mask=token_valid)
+        tl.store(rstd_ptr + tokens, rstd, mask=token_valid)
 
 
 @triton.jit
@@ -172,7 +190,7 @@ def _embedding_layer_norm_backward_kernel(
     n_tokens,  # batch * seq
     seq_len,  # tokens per batch row
     dim,  # hidden size
-    tokens_per_program,  # consecutive tokens each program walks
+    tokens_per_program,  # consecutive tokens each program walks, BLOCK_ROWS at a time
     seed,  # Philox seed of the forward's dropout mask; read when DROPOUT
     dropout_p,  # fp32 the forward's dropout probability; read when DROPOUT
     HAS_INPUTS_EMBEDS: tl.constexpr,
@@ -182,34 +200,40 @@ def _embedding_layer_norm_backward_kernel(
     HAS_ROW_MASK: tl.constexpr,
     STORE_GRAD_SUM: tl.constexpr,  # a table or inputs_embeds wants its gradient
     DROPOUT: tl.constexpr,  # the forward dropped elements of the normalised output
+    BLOCK_ROWS: tl.constexpr,  # tokens per step of a program's walk (layer_norm._block_rows)
     BLOCK_D: tl.constexpr,  # dim padded to a power of two
 ):
     program = tl.program_id(0)
     cols = tl.arange(0, BLOCK_D)
     col_valid = cols < dim
     weight = tl.load(ln_weight_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
-    sum_weight = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    sum_bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    # column sums per row of the block, reduced over the block once at the end
+    sum_weight = tl.zeros((BLOCK_ROWS, BLOCK_D), dtype=tl.float32)
+    sum_bias = tl.zeros((BLOCK_ROWS, BLOCK_D), dtype=tl.float32)
     first_token = program.to(tl.int64) * tokens_per_program
-    for token in range(first_token, tl.minimum(first_token + tokens_per_program, n_tokens)):
-        s = _gather_sum(token, cols, col_valid, ids_ptr, inputs_embeds_ptr, position_ids_ptr, langs_ptr,
-                        token_type_ids_ptr, word_ptr, position_table_ptr, lang_table_ptr,
+    end_token = tl.minimum(first_token + tokens_per_program, n_tokens)
+    for block_start in range(first_token, end_token, BLOCK_ROWS):
+        tokens = block_start + tl.arange(0, BLOCK_ROWS)
+        token_valid = tokens < end_token
+        valid = token_valid[:, None] & col_valid[None, :]
+        s = _gather_sum(tokens, token_valid, cols, col_valid, valid, ids_ptr, inputs_embeds_ptr, position_ids_ptr,
+                        langs_ptr, token_type_ids_ptr, word_ptr, position_table_ptr, lang_table_ptr,
                         stride_ids_b, stride_ids_s, stride_emb_b, stride_emb_s, stride_pos_b, stride_pos_s,
                         stride_lang_b, stride_lang_s, stride_tt_b, stride_tt_s,
                         stride_word_row, stride_position_row, stride_lang_row, seq_len,
                         HAS_INPUTS_EMBEDS, HAS_POSITION_IDS, HAS_LANGS, HAS_TOKEN_TYPES)
-        xhat, g, rstd = layer_norm_row_grad_inputs(s, token, cols, col_valid, mean_ptr, rstd_ptr, grad_out_ptr,
-                                                   stride_grad_out_row, row_mask_ptr, HAS_ROW_MASK)
+        xhat, g, rstd = layer_norm_rows_grad_inputs(s, tokens, token_valid, cols, valid, mean_ptr, rstd_ptr,
+                                                    grad_out_ptr, stride_grad_out_row, row_mask_ptr, HAS_ROW_MASK)
         if DROPOUT:  # dL/dLN = dy * mask * D
-            g = g * dropout_row_scale(seed, token, dim, cols, dropout_p)
+            g = g * dropout_rows_scale(seed, tokens, dim, cols, dropout_p)
         if STORE_GRAD_SUM:
-            grad_sum = layer_norm_row_grad_sum(xhat, g, rstd, weight, dim)
-            tl.store(grad_sum_ptr + token * dim + cols, grad_sum, mask=col_valid)
+            grad_sum = layer_norm_rows_grad_sum(xhat, g, rstd, weight, dim)
+            tl.store(grad_sum_ptr + tokens[:, None] * dim + cols[None, :], grad_sum, mask=valid)
         sum_weight += g * xhat
         sum_bias += g
     partial = program.to(tl.int64) * dim + cols  # this program's row of the partials
-    tl.store(partial_weight_ptr + partial, sum_weight, mask=col_valid)
-    tl.store(partial_bias_ptr + partial, sum_bias, mask=col_valid)
+    tl.store(partial_weight_ptr + partial, tl.sum(sum_weight, axis=0), mask=col_valid)
+    tl.store(partial_bias_ptr + partial, tl.sum(sum_bias, axis=0), mask=col_valid)
 
 
 def _strides_2d(tensor):
@@ -264,9 +288,10 @@ def _embedding_layer_norm(input_ids, inputs_embeds, position_ids, langs, token_t
         mean = torch.empty(batch * seq_len, dtype=torch.float32, device=device)
         rstd = torch.empty(batch * seq_len, dtype=torch.float32, device=device)
     block_d = triton.next_power_of_2(dim)
+    block_rows = _block_rows(batch * seq_len, block_d)
     pointers, strides, flags = _gather_args(input_ids, inputs_embeds, position_ids, langs, token_type_ids,
                                             word_embeddings, position_embeddings, lang_embeddings, out)
-    _embedding_layer_norm_kernel[(batch * seq_len,)](
+    _embedding_layer_norm_kernel[(triton.cdiv(batch * seq_len, block_rows),)](
         *pointers,
         ln_weight,
         ln_bias,
@@ -275,6 +300,7 @@ def _embedding_layer_norm(input_ids, inputs_embeds, position_ids, langs, token_t
         mean if store_stats else out,
         rstd if store_stats else out,
         *strides,
+        batch * seq_len,
         seq_len,
         dim,
         eps,
@@ -284,6 +310,7 @@ def _embedding_layer_norm(input_ids, inputs_embeds, position_ids, langs, token_t
         HAS_ROW_MASK=row_mask is not None,
         STORE_STATS=store_stats,
         DROPOUT=dropout_p > 0,
+        BLOCK_ROWS=block_rows,
         BLOCK_D=block_d,
         num_warps=_num_warps(block_d),
     )
@@ -314,6 +341,7 @@ def _embedding_layer_norm_backward(grad_out, input_ids, inputs_embeds, position_
     if n_tokens > 0:
         grad_out2d = _rows(grad_out, dim)
         block_d = triton.next_power_of_2(dim)
+        tokens_per_program = triton.cdiv(n_tokens, programs)
         pointers, strides, flags = _gather_args(input_ids, inputs_embeds, position_ids, langs, token_type_ids,
                                                 word_embeddings, position_embeddings, lang_embeddings, grad_out2d)
         _embedding_layer_norm_backward_kernel[(programs,)](
@@ -331,13 +359,14 @@ def _embedding_layer_norm_backward(grad_out, input_ids, inputs_embeds, position_
             n_tokens,
             seq_len,
             dim,
-            triton.cdiv(n_tokens, programs),
+            tokens_per_program,
             seed,
             dropout_p,
             **flags,
             HAS_ROW_MASK=row_mask is not None,
             STORE_GRAD_SUM=store_grad_sum,
             DROPOUT=dropout_p > 0,
+            BLOCK_ROWS=_block_rows(tokens_per_program, block_d),
             BLOCK_D=block_d,
             num_warps=_num_warps(block_d),
         )

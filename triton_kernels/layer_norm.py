@@ -2,10 +2,14 @@
 backward.
 
 XLM blocks are post-LayerNorm: x = LN(x + sublayer(x)), and after the feed-forward
-LN the hidden state is multiplied by the padding mask. One program reads a row of x,
-the residual branch (and optionally its bias, so the linear layer producing it can
-skip its own bias pass), normalises in fp32 and writes
+LN the hidden state is multiplied by the padding mask. One program reads a block of
+BLOCK_ROWS rows of x, the residual branch (and optionally its bias, so the linear layer
+producing it can skip its own bias pass), normalises each row in fp32 and writes
     y = LayerNorm(x + residual + residual_bias) * row_mask.
+BLOCK_ROWS is 1 on a GPU (a program per row) and a tile of many rows in Triton's CPU
+interpreter, where the cost is per program and per op rather than per element
+(_block_rows); the row-block helpers take tiles (BLOCK_ROWS, BLOCK_N) and reduce along
+axis 1, and the embedding kernels use them too.
 
 Backward, with s = x + residual + residual_bias, xhat = (s - mean) * rstd and
 g = dy * row_mask (row_mask is a padding mask: it gets no gradient):
@@ -16,8 +20,9 @@ The forward saves mean and rstd (fp32, 8 bytes per row) and keeps x and residual
 the backward recomputes s from them rather than the forward storing it: x is kept
 alive by the layers that read it anyway and residual costs the same memory as s, so
 recomputing saves the forward a (rows, dim) store for one more read in the backward.
-Column sums are partial sums per program (each a block of rows) in fp32, then a
-torch.sum over the programs: deterministic, no atomics.
+Column sums are partial sums per program (each a run of consecutive rows, walked
+BLOCK_ROWS at a time) in fp32, then a torch.sum over the programs: deterministic, no
+atomics.
 
 Dropout (dropout_p > 0; triton_kernels.dropout holds the random-stream contract): the
 branch residual + residual_bias is the one dropped, as XLM drops a sublayer's output
@@ -38,82 +43,84 @@ from .dropout import check_dropout_p, keep, philox_seed
 
 
 @triton.jit
-def layer_norm_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr):
-    """LayerNorm of one fp32 row x (BLOCK_N,) whose columns past n_cols are zeros:
-    returns ((x - mean) / sqrt(var + eps) * weight + bias, mean, rstd = 1 / sqrt(var + eps)),
-    statistics over the n_cols real columns."""
-    mean = tl.sum(x, axis=0) / n_cols
-    centered = tl.where(col_valid, x - mean, 0.0)
-    variance = tl.sum(centered * centered, axis=0) / n_cols
+def layer_norm_rows(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr):
+    """LayerNorm of a block of fp32 rows x (BLOCK_ROWS, BLOCK_N) whose columns past n_cols are
+    zeros: returns ((x - mean) / sqrt(var + eps) * weight + bias, mean, rstd = 1 / sqrt(var + eps)),
+    the statistics (BLOCK_ROWS,) over the n_cols real columns (finite on the padding rows of a block)."""
+    mean = tl.sum(x, axis=1) / n_cols
+    centered = tl.where(col_valid[None, :], x - mean[:, None], 0.0)
+    variance = tl.sum(centered * centered, axis=1) / n_cols
+    rstd = 1.0 / tl.sqrt(variance + eps)
     weight = tl.load(weight_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
     bias = tl.load(bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
-    return centered / tl.sqrt(variance + eps) * weight + bias, mean, 1.0 / tl.sqrt(variance + eps)
+    return centered * rstd[:, None] * weight[None, :] + bias[None, :], mean, rstd
 
 
 @triton.jit
-def normalize_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr):
-    """The normalised row of layer_norm_row alone."""
-    y, _, _ = layer_norm_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr)
-    return y
-
-
-@triton.jit
-def layer_norm_row_grad_inputs(s, row, cols, col_valid, mean_ptr, rstd_ptr, grad_out_ptr, stride_grad_out_row,
-                               row_mask_ptr, HAS_ROW_MASK: tl.constexpr):
-    """(xhat, g, rstd) of one row of the backward: the normalised fp32 row sum s (BLOCK_N,)
-    from the saved mean / rstd (zeros past n_cols) and dL/dy times the row's mask."""
-    rstd = tl.load(rstd_ptr + row)
-    xhat = tl.where(col_valid, (s - tl.load(mean_ptr + row)) * rstd, 0.0)
-    g = tl.load(grad_out_ptr + row * stride_grad_out_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+def layer_norm_rows_grad_inputs(s, rows, row_valid, cols, valid, mean_ptr, rstd_ptr, grad_out_ptr,
+                                stride_grad_out_row, row_mask_ptr, HAS_ROW_MASK: tl.constexpr):
+    """(xhat, g, rstd) of a block of rows of the backward: the normalised fp32 row sums s
+    (BLOCK_ROWS, BLOCK_N) from the saved mean / rstd, and dL/dy times the rows' mask; both zeros
+    outside valid (BLOCK_ROWS, BLOCK_N): rows < n_rows and cols < n_cols. rstd (BLOCK_ROWS,)."""
+    rstd = tl.load(rstd_ptr + rows, mask=row_valid, other=0.0)
+    mean = tl.load(mean_ptr + rows, mask=row_valid, other=0.0)
+    xhat = tl.where(valid, (s - mean[:, None]) * rstd[:, None], 0.0)
+    g = tl.load(grad_out_ptr + rows[:, None] * stride_grad_out_row + cols[None, :], mask=valid,
+                other=0.0).to(tl.float32)
     if HAS_ROW_MASK:
-        g = g * tl.load(row_mask_ptr + row).to(tl.float32)
+        g = g * tl.load(row_mask_ptr + rows, mask=row_valid, other=0.0).to(tl.float32)[:, None]
     return xhat, g, rstd
 
 
 @triton.jit
-def layer_norm_row_grad_sum(xhat, g, rstd, weight, n_cols):
-    """dL/ds of one row (fp32, zeros past n_cols): rstd * (g*w - mean(g*w) - xhat * mean(g*w*xhat))."""
-    g_weight = g * weight  # zeros past n_cols, as xhat
-    mean_g_weight = tl.sum(g_weight, axis=0) / n_cols
-    mean_g_weight_xhat = tl.sum(g_weight * xhat, axis=0) / n_cols
-    return (g_weight - mean_g_weight - xhat * mean_g_weight_xhat) * rstd
+def layer_norm_rows_grad_sum(xhat, g, rstd, weight, n_cols):
+    """dL/ds of a block of rows, fp32 (BLOCK_ROWS, BLOCK_N), zeros where xhat and g are:
+    rstd * (g*w - mean(g*w) - xhat * mean(g*w*xhat)) per row; weight (BLOCK_N,)."""
+    g_weight = g * weight[None, :]  # zeros where xhat is
+    mean_g_weight = tl.sum(g_weight, axis=1) / n_cols
+    mean_g_weight_xhat = tl.sum(g_weight * xhat, axis=1) / n_cols
+    return (g_weight - mean_g_weight[:, None] - xhat * mean_g_weight_xhat[:, None]) * rstd[:, None]
 
 
 @triton.jit
-def dropout_row_scale(seed, row, n_cols, cols, dropout_p):
-    """fp32 (BLOCK_N,) factors of inverted dropout on row `row` of a (rows, n_cols) tensor:
-    1 / (1 - p) where the element at Philox offset row * n_cols + col is kept, else 0."""
-    offsets = cols.to(tl.int64) + row * n_cols  # int64 whatever the type of row: the stream depends on it
+def dropout_rows_scale(seed, rows, n_cols, cols, dropout_p):
+    """fp32 (BLOCK_ROWS, BLOCK_N) factors of inverted dropout on rows `rows` of a (rows, n_cols)
+    tensor: 1 / (1 - p) where the element at Philox offset row * n_cols + col is kept, else 0."""
+    # int64 whatever the types of rows and cols: the stream depends on it
+    offsets = rows.to(tl.int64)[:, None] * n_cols + cols.to(tl.int64)[None, :]
     return tl.where(keep(seed, offsets, dropout_p), 1.0 / (1.0 - dropout_p), 0.0)
 
 
 @triton.jit
-def _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols, col_valid,
-              HAS_RESIDUAL: tl.constexpr, HAS_RESIDUAL_BIAS: tl.constexpr):
-    """fp32 row x + residual + residual_bias (BLOCK_N,), zeros past n_cols; the forward and
-    the backward add in this one order, so the backward's s is the forward's bit for bit."""
-    x = tl.load(x_ptr + row * stride_x_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+def _load_sum(x_ptr, residual_ptr, residual_bias_ptr, rows, stride_x_row, stride_residual_row, cols, col_valid,
+              valid, HAS_RESIDUAL: tl.constexpr, HAS_RESIDUAL_BIAS: tl.constexpr):
+    """fp32 rows x + residual + residual_bias (BLOCK_ROWS, BLOCK_N), zeros past n_cols; the forward
+    and the backward add in this one order, so the backward's s is the forward's bit for bit."""
+    x = tl.load(x_ptr + rows[:, None] * stride_x_row + cols[None, :], mask=valid, other=0.0).to(tl.float32)
     if HAS_RESIDUAL:
-        x += tl.load(residual_ptr + row * stride_residual_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+        x += tl.load(residual_ptr + rows[:, None] * stride_residual_row + cols[None, :], mask=valid,
+                     other=0.0).to(tl.float32)
     if HAS_RESIDUAL_BIAS:
-        x += tl.load(residual_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+        x += tl.load(residual_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)[None, :]
     return x
 
 
 @triton.jit
-def _load_dropout_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols,
-                      col_valid, n_cols, seed, dropout_p, HAS_RESIDUAL: tl.constexpr, HAS_RESIDUAL_BIAS: tl.constexpr):
-    """(s, branch_scale): fp32 row s = x + D * (residual + residual_bias) (BLOCK_N,), zeros past
-    n_cols, with D = branch_scale = dropout_row_scale (residual or residual_bias present). The
-    forward and the backward call it alike: the backward's s and D are the forward's bit for bit."""
+def _load_dropout_sum(x_ptr, residual_ptr, residual_bias_ptr, rows, stride_x_row, stride_residual_row, cols,
+                      col_valid, valid, n_cols, seed, dropout_p, HAS_RESIDUAL: tl.constexpr,
+                      HAS_RESIDUAL_BIAS: tl.constexpr):
+    """(s, branch_scale): fp32 rows s = x + D * (residual + residual_bias) (BLOCK_ROWS, BLOCK_N),
+    zeros past n_cols, with D = branch_scale = dropout_rows_scale (residual or residual_bias present).
+    The forward and the backward call it alike: the backward's s and D are the forward's bit for bit."""
     if HAS_RESIDUAL:
-        branch = tl.load(residual_ptr + row * stride_residual_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+        branch = tl.load(residual_ptr + rows[:, None] * stride_residual_row + cols[None, :], mask=valid,
+                         other=0.0).to(tl.float32)
         if HAS_RESIDUAL_BIAS:
-            branch += tl.load(residual_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
+            branch += tl.load(residual_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)[None, :]
     else:
-        branch = tl.load(residual_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
-    branch_scale = dropout_row_scale(seed, row, n_cols, cols, dropout_p)
-    x = tl.load(x_ptr + row * stride_x_row + cols, mask=col_valid, other=0.0).to(tl.float32)
+        branch = tl.load(residual_bias_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)[None, :]
+    branch_scale = dropout_rows_scale(seed, rows, n_cols, cols, dropout_p)
+    x = tl.load(x_ptr + rows[:, None] * stride_x_row + cols[None, :], mask=valid, other=0.0).to(tl.float32)
     return x + branch * branch_scale, branch_scale
 
 
@@ -130,6 +137,7 @@ def _add_layer_norm_kernel(
     rstd_ptr,  # (rows,) fp32 out: 1 / sqrt(var + eps) per row; written when STORE_STATS
     stride_x_row,  # x row stride in elements
     stride_residual_row,  # residual row stride in elements
+    n_rows,  # rows of x
     n_cols,  # hidden size
     eps,  # LayerNorm epsilon
     seed,  # Philox seed of the dropout mask; read when DROPOUT
@@ -139,25 +147,31 @@ def _add_layer_norm_kernel(
     HAS_ROW_MASK: tl.constexpr,
     STORE_STATS: tl.constexpr,  # gradients wanted: save mean / rstd (inference skips the stores)
     DROPOUT: tl.constexpr,  # drop the residual + residual_bias branch before the sum
+    BLOCK_ROWS: tl.constexpr,  # rows per program (see _block_rows)
     BLOCK_N: tl.constexpr,  # n_cols padded to a power of two
 ):
-    row = tl.program_id(0).to(tl.int64)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    if BLOCK_ROWS == 1:  # a program per row: every row is real, and constant masks fold away
+        row_valid = tl.full((BLOCK_ROWS,), True, tl.int1)
+    else:
+        row_valid = rows < n_rows
     cols = tl.arange(0, BLOCK_N)
     col_valid = cols < n_cols
+    valid = row_valid[:, None] & col_valid[None, :]
 
     if DROPOUT:
-        x, _ = _load_dropout_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row,
-                                 cols, col_valid, n_cols, seed, dropout_p, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
+        x, _ = _load_dropout_sum(x_ptr, residual_ptr, residual_bias_ptr, rows, stride_x_row, stride_residual_row,
+                                 cols, col_valid, valid, n_cols, seed, dropout_p, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
     else:
-        x = _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols,
-                      col_valid, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
-    y, mean, rstd = layer_norm_row(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr)
+        x = _load_sum(x_ptr, residual_ptr, residual_bias_ptr, rows, stride_x_row, stride_residual_row, cols,
+                      col_valid, valid, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
+    y, mean, rstd = layer_norm_rows(x, cols, col_valid, n_cols, eps, weight_ptr, bias_ptr)
     if HAS_ROW_MASK:
-        y = y * tl.load(row_mask_ptr + row).to(tl.float32)
-    tl.store(out_ptr + row * n_cols + cols, y.to(out_ptr.dtype.element_ty), mask=col_valid)
+        y = y * tl.load(row_mask_ptr + rows, mask=row_valid, other=0.0).to(tl.float32)[:, None]
+    tl.store(out_ptr + rows[:, None] * n_cols + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=valid)
     if STORE_STATS:
-        tl.store(mean_ptr + row, mean)
-        tl.store(rstd_ptr + row, rstd)
+        tl.store(mean_ptr + rows, mean, mask=row_valid)
+        tl.store(rstd_ptr + rows, rstd, mask=row_valid)
 
 
 @triton.jit
@@ -180,7 +194,7 @@ def _add_layer_norm_backward_kernel(
     stride_residual_row,  # residual row stride in elements
     n_rows,  # rows of x
     n_cols,  # hidden size
-    rows_per_program,  # consecutive rows each program walks
+    rows_per_program,  # consecutive rows each program walks, BLOCK_ROWS at a time
     seed,  # Philox seed of the forward's dropout mask; read when DROPOUT
     dropout_p,  # fp32 the forward's dropout probability; read when DROPOUT
     HAS_RESIDUAL: tl.constexpr,
@@ -190,51 +204,68 @@ def _add_layer_norm_backward_kernel(
     STORE_GRAD_BRANCH: tl.constexpr,  # under dropout: residual wants its gradient
     RESIDUAL_BIAS_GRAD: tl.constexpr,  # residual_bias wants its gradient
     DROPOUT: tl.constexpr,  # the forward dropped the residual + residual_bias branch
+    BLOCK_ROWS: tl.constexpr,  # rows per step of a program's walk (see _block_rows)
     BLOCK_N: tl.constexpr,  # n_cols padded to a power of two
 ):
     program = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     col_valid = cols < n_cols
     weight = tl.load(weight_ptr + cols, mask=col_valid, other=0.0).to(tl.float32)
-    sum_weight = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    sum_bias = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    sum_residual_bias = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    # column sums per row of the block, reduced over the block once at the end
+    sum_weight = tl.zeros((BLOCK_ROWS, BLOCK_N), dtype=tl.float32)
+    sum_bias = tl.zeros((BLOCK_ROWS, BLOCK_N), dtype=tl.float32)
+    sum_residual_bias = tl.zeros((BLOCK_ROWS, BLOCK_N), dtype=tl.float32)
     first_row = program.to(tl.int64) * rows_per_program
-    for row in range(first_row, tl.minimum(first_row + rows_per_program, n_rows)):
+    end_row = tl.minimum(first_row + rows_per_program, n_rows)
+    for block_start in range(first_row, end_row, BLOCK_ROWS):
+        rows = block_start + tl.arange(0, BLOCK_ROWS)
+        row_valid = rows < end_row
+        valid = row_valid[:, None] & col_valid[None, :]
         if DROPOUT:
-            s, branch_scale = _load_dropout_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row,
-                                                stride_residual_row, cols, col_valid, n_cols, seed, dropout_p,
-                                                HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
+            s, branch_scale = _load_dropout_sum(x_ptr, residual_ptr, residual_bias_ptr, rows, stride_x_row,
+                                                stride_residual_row, cols, col_valid, valid, n_cols, seed,
+                                                dropout_p, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
         else:
-            s = _load_sum(x_ptr, residual_ptr, residual_bias_ptr, row, stride_x_row, stride_residual_row, cols,
-                          col_valid, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
-        xhat, g, rstd = layer_norm_row_grad_inputs(s, row, cols, col_valid, mean_ptr, rstd_ptr, grad_out_ptr,
-                                                   stride_grad_out_row, row_mask_ptr, HAS_ROW_MASK)
-        grad_sum = layer_norm_row_grad_sum(xhat, g, rstd, weight, n_cols)
+            s = _load_sum(x_ptr, residual_ptr, residual_bias_ptr, rows, stride_x_row, stride_residual_row, cols,
+                          col_valid, valid, HAS_RESIDUAL, HAS_RESIDUAL_BIAS)
+        xhat, g, rstd = layer_norm_rows_grad_inputs(s, rows, row_valid, cols, valid, mean_ptr, rstd_ptr,
+                                                    grad_out_ptr, stride_grad_out_row, row_mask_ptr, HAS_ROW_MASK)
+        grad_sum = layer_norm_rows_grad_sum(xhat, g, rstd, weight, n_cols)  # zeros outside valid
+        offsets = rows[:, None] * n_cols + cols[None, :]
         if STORE_GRAD_SUM:
-            tl.store(grad_sum_ptr + row * n_cols + cols, grad_sum.to(grad_sum_ptr.dtype.element_ty), mask=col_valid)
+            tl.store(grad_sum_ptr + offsets, grad_sum.to(grad_sum_ptr.dtype.element_ty), mask=valid)
         sum_weight += g * xhat
         sum_bias += g
         if DROPOUT:  # the dropped branch's gradient: D * ds
             grad_branch = grad_sum * branch_scale
             if STORE_GRAD_BRANCH:
-                tl.store(grad_branch_ptr + row * n_cols + cols, grad_branch.to(grad_branch_ptr.dtype.element_ty),
-                         mask=col_valid)
+                tl.store(grad_branch_ptr + offsets, grad_branch.to(grad_branch_ptr.dtype.element_ty), mask=valid)
             if RESIDUAL_BIAS_GRAD:
                 sum_residual_bias += grad_branch
         elif RESIDUAL_BIAS_GRAD:
             sum_residual_bias += grad_sum
     partial = program.to(tl.int64) * n_cols + cols  # this program's row of the partials
-    tl.store(partial_weight_ptr + partial, sum_weight, mask=col_valid)
-    tl.store(partial_bias_ptr + partial, sum_bias, mask=col_valid)
+    tl.store(partial_weight_ptr + partial, tl.sum(sum_weight, axis=0), mask=col_valid)
+    tl.store(partial_bias_ptr + partial, tl.sum(sum_bias, axis=0), mask=col_valid)
     if RESIDUAL_BIAS_GRAD:
-        tl.store(partial_residual_bias_ptr + partial, sum_residual_bias, mask=col_valid)
+        tl.store(partial_residual_bias_ptr + partial, tl.sum(sum_residual_bias, axis=0), mask=col_valid)
 
 
 def _num_warps(block_n: int) -> int:
     if interpreting():
         return 1
     return max(1, min(16, block_n // 256))
+
+
+def _block_rows(n_rows: int, block_n: int) -> int:
+    """BLOCK_ROWS, rows per program tile (BLOCK_ROWS, block_n): 1 on a GPU, where one row per
+    program (block_n wide, num_warps by width) is the configuration measured so far. The
+    interpreter pays milliseconds per program and per op whatever the tile's size, so there a
+    program takes up to 8192 // block_n rows (a tile of ~8192 elements), at most n_rows rounded
+    up to a power of two."""
+    if not interpreting():
+        return 1
+    return max(1, min(triton.next_power_of_2(max(n_rows, 1)), 8192 // block_n))
 
 
 def _add_layer_norm_forward(x2d, residual2d, residual_bias, weight, bias, row_mask, eps, seed, dropout_p,
@@ -248,7 +279,8 @@ def _add_layer_norm_forward(x2d, residual2d, residual_bias, weight, bias, row_ma
         mean = torch.empty(n_rows, dtype=torch.float32, device=x2d.device)
         rstd = torch.empty(n_rows, dtype=torch.float32, device=x2d.device)
     block_n = triton.next_power_of_2(n_cols)
-    _add_layer_norm_kernel[(n_rows,)](
+    block_rows = _block_rows(n_rows, block_n)
+    _add_layer_norm_kernel[(triton.cdiv(n_rows, block_rows),)](
         x2d,
         residual2d if residual2d is not None else x2d,
         residual_bias if residual_bias is not None else weight,
@@ -260,6 +292,7 @@ def _add_layer_norm_forward(x2d, residual2d, residual_bias, weight, bias, row_ma
         rstd if store_stats else out,
         x2d.stride(0),
         residual2d.stride(0) if residual2d is not None else 0,
+        n_rows,
         n_cols,
         eps,
         seed,
@@ -269,6 +302,7 @@ def _add_layer_norm_forward(x2d, residual2d, residual_bias, weight, bias, row_ma
         HAS_ROW_MASK=row_mask is not None,
         STORE_STATS=store_stats,
         DROPOUT=dropout_p > 0,
+        BLOCK_ROWS=block_rows,
         BLOCK_N=block_n,
         num_warps=_num_warps(block_n),
     )
@@ -296,6 +330,7 @@ def _add_layer_norm_backward(grad_out2d, x2d, residual2d, residual_bias, weight,
                            device=x2d.device)
     if n_rows > 0:
         block_n = triton.next_power_of_2(n_cols)
+        rows_per_program = triton.cdiv(n_rows, programs)
         _add_layer_norm_backward_kernel[(programs,)](
             grad_out2d,
             x2d,
@@ -315,7 +350,7 @@ def _add_layer_norm_backward(grad_out2d, x2d, residual2d, residual_bias, weight,
             residual2d.stride(0) if residual2d is not None else 0,
             n_rows,
             n_cols,
-            triton.cdiv(n_rows, programs),
+            rows_per_program,
             seed,
             dropout_p,
             HAS_RESIDUAL=residual2d is not None,
@@ -325,6 +360,7 @@ def _add_layer_norm_backward(grad_out2d, x2d, residual2d, residual_bias, weight,
             STORE_GRAD_BRANCH=store_grad_branch,
             RESIDUAL_BIAS_GRAD=residual_bias_grad,
             DROPOUT=dropout_p > 0,
+            BLOCK_ROWS=_block_rows(rows_per_program, block_n),
             BLOCK_N=block_n,
             num_warps=_num_warps(block_n),
         )
