@@ -111,7 +111,7 @@ def run_sweep(dtype):
             config = dict(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
             row = dict(device_description(), case=name, dtype=str(dtype).replace("torch.", ""),
                        config=f"{block_m}x{block_n} w{warps} s{stages}")
-            fn = with_patch(attention, "_launch_config", lambda _head_dim, _dtype, c=config: c,
+            fn = with_patch(attention, "_launch_config", lambda _head_dim, _dtype, dropout=False, c=config: c,
                             ours_fn(q, k, v, lengths, mask))
             rows.append(time_configuration(row, fn, dense_flops(batch, heads, seq, head_dim, mask),
                                            lambda out: (out.view_as(q).float() - reference).abs().max().item()))

@@ -31,7 +31,7 @@ from common import REPO_ROOT, RESULTS_DIR, write_results
 
 RECORD_ENV = "SM90_RECORD_FILE"
 DEFAULT_TESTS = ["tests/test_attention.py", "tests/test_layer_norm.py", "tests/test_ffn.py",
-                 "tests/test_embedding.py", "tests/test_backend.py"]
+                 "tests/test_embedding.py", "tests/test_backend.py", "tests/test_fused_encoder.py"]
 KERNEL_MODULES = ["xlm_fast.triton_kernels.attention", "xlm_fast.triton_kernels.layer_norm",
                   "xlm_fast.triton_kernels.ffn", "xlm_fast.triton_kernels.embedding"]
 H100_SHARED_MEMORY_LIMIT = 227 * 1024  # bytes per block (opt-in maximum)

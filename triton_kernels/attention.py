@@ -636,42 +636,58 @@ def _head_dim_slices(head_dim: int) -> dict:
     return dict(BLOCK_D=triton.next_power_of_2(head_dim), PAD_D=True, SPLIT_D=False, BLOCK_D2=16)
 
 
-def _launch_config(head_dim: int, dtype: torch.dtype) -> dict:
-    """Tile sizes (BLOCK_N divides BLOCK_M, which the causal split needs): large tiles on
-    a GPU (fewer K/V re-reads), small for fp32, whose exact ("ieee") dots run on FMA
-    units rather than tensor cores, and under the interpreter (cheap, and multi-tile
-    paths get exercised). From the sm_90 compile (bench/sm90_compile_report.py; no GPU
-    timing yet), 16-bit 128 x 64 tiles, 3 stages: head_dim 128 with 8 warps uses ~190
-    registers, no spills, 128 KB shared memory (4 warps spill); 80 (64 + 16) ~150
-    registers, 80 KB; 64 with 4 warps ~230 registers; 40 (padded to 64) with 4 warps
-    spilled. fp32 32 x 32 with 8 warps does not spill at head_dim 128, while 64 x 32
-    with 4 warps spilled 32 KB per thread."""
+def _launch_config(head_dim: int, dtype: torch.dtype, dropout: bool = False) -> dict:
+    """Forward tile sizes (BLOCK_N divides BLOCK_M, which the causal split needs): large
+    tiles on a GPU (fewer K/V re-reads), small for fp32, whose exact ("ieee") dots run on
+    FMA units rather than tensor cores, and under the interpreter (cheap, and multi-tile
+    paths get exercised). `dropout`: the kernel draws a Philox number per score, whose
+    rounds hold registers per score of the (BLOCK_M, BLOCK_N) tile, so the 16-bit key
+    step halves to 32. From the sm_90a compile (bench/sm90_compile_report.py; no GPU
+    timing yet), registers over the causal / lengths / key-mask, head-scale and
+    lse-or-not variants, none spilling:
+      16-bit 128 x 64, 3 stages: head_dim 128 with 8 warps 175-240, 128 KB shared
+        memory; 80 (64 + 16) 125-230, 80 KB; 64 with 4 warps 220-254, 64 KB (40,
+        padded to 64, needs 8 warps);
+      16-bit with dropout, 128 x 32, 8 warps, 3 stages: 128 175-245, 80 KB; 80 165-180;
+        64 130 (128 x 64 took 255 and spilled 28-36 B at 128, 12 B at 80, 676 B at 64);
+      fp32 32 x 16, 8 warps, 2 stages: 65-92 at head_dim 64 to 128, 34 KB at 128 (32 x 32
+        took 255 at 112 and 128 and spilled up to 836 B there)."""
     if interpreting():
         return dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
     if dtype == torch.float32:
-        return dict(BLOCK_M=32, BLOCK_N=32, num_warps=8, num_stages=2)
+        return dict(BLOCK_M=32, BLOCK_N=16, num_warps=8, num_stages=2)
+    if dropout:
+        return dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=3)
     if head_dim in (16, 32, 64):  # padded small head dims need the registers of 8 warps
         return dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
     return dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)
 
 
-def _backward_launch_config(head_dim: int, dtype: torch.dtype) -> dict:
+def _backward_launch_config(head_dim: int, dtype: torch.dtype, dropout: bool = False) -> dict:
     """Tile sizes of the two backward kernels: `dkdv` (BLOCK_N keys per program, BLOCK_M
     queries per step) and `dq` (BLOCK_M queries per program, BLOCK_N keys per step).
     The backward holds more tiles live than the forward (k, v, dk, dv or q, dout, dq), so
-    its tiles are smaller. Under the interpreter the two sizes differ, so that causal
-    tiles that do not line up with the diagonal get exercised. From the sm_90 compile
-    (bench/sm90_compile_report.py; no GPU timing yet): 16-bit 64 x 64 tiles, 8 warps,
-    2 stages: head_dim 128 dkdv ~210 registers, dq ~190, no spills, 96 KB shared
-    memory; 80 (64 + 16) ~185 / ~165; fp32 with 8 warps: 32 x 32 ~90-130 registers up to
-    head_dim 80, at 128 dq ~105 and dkdv with 16-query steps ~100 (no spills)."""
+    its tiles are smaller; `dropout` (a Philox number per score) halves the 16-bit step.
+    Under the interpreter the two sizes differ, so that causal tiles that do not line up
+    with the diagonal get exercised. From the sm_90a compile (bench/sm90_compile_report.py;
+    no GPU timing yet), registers over the training mask variants, none spilling:
+      16-bit 64 x 64, 8 warps, 2 stages: head_dim 128 dkdv 205-237, dq 135-191, 96 KB
+        shared memory; 80 (64 + 16) 180-211 / 124-174, 60 KB;
+      16-bit with dropout, steps of 32 (dkdv 64 keys x 32 queries, dq 64 queries x 32
+        keys): 128 dkdv 195-223, dq 164-221, 66 KB; 80 168-178 / 139-175 (64 x 64 took
+        255 at 128 and spilled 32 B in dkdv, 4 B in dq, with causal);
+      fp32, 8 warps, 2 stages: dkdv 32 keys x 16 queries 72-106; dq 32 x 16 70-88 up to
+        head_dim 80, 16 x 16 above, 60-72 at 128 (32-wide steps spilled 8 B with dropout,
+        dkdv at 80, dq at 128)."""
     if interpreting():
         return dict(dkdv=dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1),
                     dq=dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, num_stages=1))
-    if dtype == torch.float32:  # 32 x 32 dkdv at head_dim 128 spilled (255 registers): 16 queries a step there
-        tiles = dict(BLOCK_M=32, BLOCK_N=32, num_warps=8, num_stages=2)
-        return dict(dkdv=dict(tiles, BLOCK_M=16) if head_dim > 80 else tiles, dq=tiles)
+    if dtype == torch.float32:
+        return dict(dkdv=dict(BLOCK_M=16, BLOCK_N=32, num_warps=8, num_stages=2),
+                    dq=dict(BLOCK_M=16 if head_dim > 80 else 32, BLOCK_N=16, num_warps=8, num_stages=2))
     tiles = dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)
+    if dropout:
+        return dict(dkdv=dict(tiles, BLOCK_M=32), dq=dict(tiles, BLOCK_N=32))
     return dict(dkdv=tiles, dq=tiles)
 
 
@@ -692,7 +708,7 @@ def _flash_attention_forward(q, k, v, head_scale, lengths, key_mask, causal, zer
     batch, seq_len, n_heads, head_dim = q.shape
     out = torch.empty((batch, seq_len, n_heads * head_dim), dtype=q.dtype, device=q.device)
     lse = torch.empty((batch, n_heads, seq_len), dtype=torch.float32, device=q.device) if store_lse else None
-    config = _launch_config(head_dim, q.dtype)
+    config = _launch_config(head_dim, q.dtype, dropout=dropout_p > 0)
     lengths_arg, mask_arg, head_scale_arg, stride_mb, stride_ms = _mask_kernel_args(lengths, key_mask, head_scale, out)
 
     grid = (triton.cdiv(seq_len, config["BLOCK_M"]), batch * n_heads)
@@ -748,7 +764,7 @@ def _flash_attention_backward(grad_out, q, k, v, head_scale, out, lse, lengths, 
 
     lengths_arg, mask_arg, head_scale_arg, stride_mb, stride_ms = _mask_kernel_args(lengths, key_mask, head_scale,
                                                                                    delta)
-    config = _backward_launch_config(head_dim, q.dtype)
+    config = _backward_launch_config(head_dim, q.dtype, dropout=dropout_p > 0)
     shared = dict(  # the forward's constexprs
         CAUSAL=causal,
         HAS_LENGTHS=lengths is not None,
@@ -816,7 +832,7 @@ class _FlashAttention(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, head_scale, out, lse, lengths, key_mask)
         ctx.causal, ctx.zero_padded_queries = causal, zero_padded_queries
         ctx.seed, ctx.dropout_p = seed, dropout_p  # the backward regenerates the mask from them
-        ctx.zero_tile = _launch_config(q.shape[-1], q.dtype)["BLOCK_M"]  # the forward's query tile
+        ctx.zero_tile = _launch_config(q.shape[-1], q.dtype, dropout=dropout_p > 0)["BLOCK_M"]  # forward query tile
         return out
 
     @staticmethod
