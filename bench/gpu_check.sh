@@ -6,8 +6,9 @@
 # Run from the repository root: `bash bench/gpu_check.sh` (step limits sum to 470 s:
 # install 40 + tests 120 + training step 120 + kernels 30 + 30 + 15 + model 90 + 25);
 # `GPU_CHECK_EXTRA=1 bash bench/gpu_check.sh` runs, instead, the tile sweeps of
-# attention and the Triton GEMM, the fp32, fp16 and 100-1280 models and the
-# pytest-benchmark cases (a second call; limits sum to 545 s).
+# attention and the Triton GEMM, the fp32, fp16 and 100-1280 models, the
+# pytest-benchmark cases and the activation memory of training (a second call; limits
+# sum to 585 s, install included).
 # Each step has its own time limit (seconds, overridable by env) so that one slow step
 # (torch.compile baselines) cannot eat the others; steps run in order of importance;
 # a failing step is recorded and the next one runs.
@@ -61,9 +62,12 @@ if [ "${GPU_CHECK_EXTRA:-0}" != "0" ]; then
         --configs 100-1280 --dtypes bf16 --cases 32x512 32x512-var 1x32 --no-compile --stem xlm_model_100-1280_bf16
     step bench_model_fp16 "${MODEL_LIMIT:-40}" "$PYTHON" bench/bench_xlm_model.py --out-dir "$RESULTS" \
         --configs en-2048 --dtypes fp16 --cases 32x512 32x512-var --no-compile --stem xlm_model_en-2048_fp16
-    step pytest_benchmark "${PYTEST_BENCH_LIMIT:-100}" "$PYTHON" -m pytest -q bench/bench_attention.py \
+    step pytest_benchmark "${PYTEST_BENCH_LIMIT:-85}" "$PYTHON" -m pytest -q bench/bench_attention.py \
         bench/bench_layer_norm.py bench/bench_ffn.py bench/bench_xlm_model.py --benchmark-only \
         --benchmark-json="$WORK/pytest_benchmark.json"
+    # activation memory of training at en-2048 widths under bf16 autocast (a count, not a time)
+    step saved_bytes "${SAVED_BYTES_LIMIT:-15}" "$PYTHON" bench/saved_bytes_xlm_train.py --out-dir "$RESULTS" \
+        --emb-dim 2048 --heads 16 --batch 4 --seq 256 --autocast
 else
     # The GPU image has no sacremoses/subword-nmt: the tokenizer's tests (CPU-only, run by
     # CI) are left out there rather than failing at collection.

@@ -12,7 +12,12 @@ triton = pytest.importorskip("triton", reason="triton is not installed: the Trit
 import xlm_fast.triton_kernels.ffn as ffn  # noqa: E402
 from xlm_fast.triton_kernels._utils import tma_supported  # noqa: E402
 from xlm_fast.triton_kernels.dropout import keep_mask, philox_seed  # noqa: E402
-from xlm_fast.triton_kernels.ffn import GEMMS, linear_activation, linear_residual_layer_norm  # noqa: E402
+from xlm_fast.triton_kernels.ffn import (  # noqa: E402
+    GEMMS,
+    feed_forward_residual_layer_norm,
+    linear_activation,
+    linear_residual_layer_norm,
+)
 
 from conftest import DEVICE  # noqa: E402
 
@@ -266,3 +271,106 @@ def test_linear_residual_layer_norm_dropout(p):
     assert_close(out, expected.detach(), torch.float32)
     for grad, expected_grad in zip(grads, torch.autograd.grad(expected, ref, grad_out.double())):
         assert_close(grad, expected_grad, torch.float32)
+
+
+def feed_forward_inputs(dtype, seed, dim=48, hidden=192):
+    """x (= the residual, as in XLM's layer) (2, 7, dim), lin1, lin2 and LN parameters."""
+    x, weight1, bias1 = linear_inputs((2, 7), dim, hidden, dtype, seed)
+    _, weight2, bias2 = linear_inputs((1,), hidden, dim, dtype, seed + 3)
+    ln_weight, ln_bias = random(dim, dtype=dtype, seed=seed + 6), random(dim, dtype=dtype, seed=seed + 7)
+    return x, weight1, bias1, weight2, bias2, ln_weight, ln_bias
+
+
+def feed_forward(inputs, activation, gemm, row_mask, dropout_p=0.0):
+    x, weight1, bias1, weight2, bias2, ln_weight, ln_bias = inputs
+    return feed_forward_residual_layer_norm(x, weight1, bias1, weight2, bias2, x, ln_weight, ln_bias, 1e-12,
+                                            activation, row_mask=row_mask, dropout_p=dropout_p, gemm=gemm)
+
+
+@pytest.mark.parametrize("variant", GEMM_VARIANTS)
+# ReLU in fp32 only: in 16 bits some of lin1's outputs round to the other sign than in
+# fp64, which flips their derivative (activation_grad_out)
+@pytest.mark.parametrize("activation, dropout_p, dtype", [
+    ("gelu", 0.0, torch.float32), ("gelu", 0.0, torch.bfloat16), ("relu", 0.0, torch.float32),
+    ("gelu", 0.2, torch.float32), ("gelu", 0.2, torch.bfloat16)])
+def test_feed_forward_residual_layer_norm(activation, dropout_p, dtype, variant, monkeypatch):
+    """Output and the gradients of all seven inputs against fp64 (dropout's mask from
+    keep_mask); a padding row; with gradients, the output equals the inference one and
+    the chained linear_activation + linear_residual_layer_norm bit for bit."""
+    gemm = gemm_variant(variant, monkeypatch)
+    tensors = feed_forward_inputs(dtype, seed=70)
+    row_mask = torch.ones(2, 7, device=DEVICE, dtype=dtype)
+    row_mask[1, -2:] = 0
+    grad_out = random(2, 7, 48, dtype=dtype, seed=79)
+    inputs = leaves(*tensors)
+    torch.manual_seed(80)
+    out = feed_forward(inputs, activation, gemm, row_mask, dropout_p)
+    torch.manual_seed(80)
+    with torch.no_grad():
+        assert torch.equal(out, feed_forward(tensors, activation, gemm, row_mask, dropout_p))
+    torch.manual_seed(80)
+    x, weight1, bias1, weight2, bias2, ln_weight, ln_bias = tensors
+    hidden = linear_activation(x, weight1, bias1, activation, gemm=gemm)
+    assert torch.equal(out, linear_residual_layer_norm(hidden, weight2, bias2, x, ln_weight, ln_bias, 1e-12,
+                                                       row_mask=row_mask, dropout_p=dropout_p))
+    torch.manual_seed(80)
+    keep = keep_mask(philox_seed(), (2, 7, 48), dropout_p, DEVICE) if dropout_p else 1.0
+    grads = torch.autograd.grad(out, inputs, grad_out)
+
+    ref = [t.detach().double().requires_grad_() for t in tensors]
+    pre = ref[0] @ ref[1].t() + ref[2]
+    hidden = exact_gelu(pre) if activation == "gelu" else pre.clamp_min(0)
+    total = ref[0] + (hidden @ ref[3].t() + ref[4]) * keep / (1 - dropout_p)
+    expected = torch.nn.functional.layer_norm(total, (48,), ref[5], ref[6], 1e-12) * row_mask.double()[..., None]
+    assert_close(out, expected.detach(), dtype)
+    for grad, expected_grad in zip(grads, torch.autograd.grad(expected, ref, grad_out.double())):
+        assert_close(grad, expected_grad, dtype)
+
+
+@pytest.mark.parametrize("gemm", GEMMS)
+def test_feed_forward_keeps_one_hidden_sized_tensor(gemm):
+    """The backward keeps lin1's GEMM output but not the activation, which the chained
+    calls (and eager PyTorch) keep too; frozen lin2 weights still get no gradient."""
+    tensors = feed_forward_inputs(torch.float32, seed=90)
+    row_mask = torch.ones(2, 7, device=DEVICE)
+
+    def hidden_sized_saved(run):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            run()
+        return sum(n == 2 * 7 * 192 for n in saved)
+
+    inputs = leaves(*tensors)
+    assert hidden_sized_saved(lambda: feed_forward(inputs, "gelu", gemm, row_mask)) == 1
+
+    def chained():
+        x, weight1, bias1, weight2, bias2, ln_weight, ln_bias = inputs
+        hidden = linear_activation(x, weight1, bias1, gemm=gemm)
+        linear_residual_layer_norm(hidden, weight2, bias2, x, ln_weight, ln_bias, 1e-12, row_mask=row_mask)
+    assert hidden_sized_saved(chained) == 2
+
+    frozen = [t.detach().requires_grad_(i != 3) for i, t in enumerate(tensors)]
+    grads = torch.autograd.grad(feed_forward(frozen, "gelu", gemm, row_mask).sum(),
+                                [t for t in frozen if t.requires_grad])
+    assert len(grads) == 6 and frozen[3].grad is None
+
+
+def test_feed_forward_rejects_bad_inputs():
+    x, weight1, bias1, weight2, bias2, ln_weight, ln_bias = feed_forward_inputs(torch.float32, seed=95)
+
+    def call(**changes):
+        arguments = dict(x=x, weight1=weight1, bias1=bias1, weight2=weight2, bias2=bias2, residual=x,
+                         ln_weight=ln_weight, ln_bias=ln_bias, eps=1e-12)
+        return feed_forward_residual_layer_norm(**dict(arguments, **changes))
+    with pytest.raises(ValueError, match="weight1"):
+        call(weight1=weight1.t())
+    with pytest.raises(ValueError, match="weight2"):
+        call(weight2=weight2.t())
+    with pytest.raises(ValueError, match="bias2"):
+        call(bias2=bias2[:3])
+    with pytest.raises(TypeError, match="weight2"):
+        call(weight2=weight2.double())
+    with pytest.raises(ValueError, match="activation"):
+        call(activation="tanh")
+    with pytest.raises(ValueError, match="gemm"):
+        call(gemm="cutlass")

@@ -13,6 +13,8 @@
     post-LayerNorm, bias, dropout and residual ride on the LayerNorm pass
     (triton_kernels.layer_norm), which needs the whole row anyway, so the (tokens, dim)
     sum is never written and read back.
+  * `feed_forward_residual_layer_norm`: the two chained, XLM's whole feed-forward block
+    LN(residual + dropout(act(x @ W1^T + b1) @ W2^T + b2)) * row_mask.
 
 Backward of `linear_activation` (autograd.Function `_LinearActivation`): the forward
 keeps x, W and the GEMM output before bias, p = x @ W1^T rounded to the dtype (the
@@ -24,6 +26,11 @@ fp32 column sum of dpre (library GEMMs). Saving p costs what eager PyTorch saves
 its activation's backward, the (tokens, 4 * dim) GEMM output; recomputing the GEMM
 instead would add half of lin1's backward FLOPs.
 `linear_residual_layer_norm` is differentiable through torch.matmul and add_layer_norm.
+In `feed_forward_residual_layer_norm` (autograd.Function `_FeedForwardProjection` for
+act(x @ W1^T + b1) @ W2^T) h is not kept for lin2's dW2 = dy^T @ h, as eager PyTorch
+and the two calls keep it: the backward recomputes h = act(p + b1) from the saved p
+(one elementwise pass, the library forward's h bit for bit, the Triton epilogue's up to
+p's rounding), so a layer keeps one (tokens, 4 * dim) tensor instead of two.
 
 Which GEMM for lin1 (the issue: whichever measures faster on the H100). At the
 benchmark shapes (16k tokens, dim 2048) the GEMMs are ~95% of the forward's floor
@@ -311,16 +318,23 @@ def _activation_backward(grad2d, y2d, bias, activation):
 
 def _check_linear(x, weight, bias):
     check_floating("x", x)
-    check_floating("weight", weight)
-    check_floating("bias", bias)
-    if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(
-            f"weight must be (out_features, {x.shape[-1] if x.dim() else '?'}), got {tuple(weight.shape)}"
-        )
+    _check_weight_and_bias(weight, bias, x.shape[-1] if x.dim() else None, x.dtype)
+
+
+def _check_weight_and_bias(weight, bias, in_features, dtype, names=("weight", "bias")):
+    """weight (out_features, in_features) and bias (out_features,) in `dtype`, the input's;
+    in_features None: a 0-d input, which no weight fits."""
+    weight_name, bias_name = names
+    check_floating(weight_name, weight)
+    check_floating(bias_name, bias)
+    if weight.dim() != 2 or in_features is None or weight.shape[1] != in_features:
+        raise ValueError(f"{weight_name} must be (out_features, {'?' if in_features is None else in_features}), "
+                         f"got {tuple(weight.shape)}")
     if bias.shape != (weight.shape[0],):
-        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-    if weight.dtype != x.dtype or bias.dtype != x.dtype:
-        raise TypeError(f"x, weight and bias must have one dtype, got {x.dtype}, {weight.dtype}, {bias.dtype}")
+        raise ValueError(f"{bias_name} must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if weight.dtype != dtype or bias.dtype != dtype:
+        raise TypeError(f"the input, {weight_name} and {bias_name} must have one dtype, "
+                        f"got {dtype}, {weight.dtype}, {bias.dtype}")
 
 
 def _linear_activation_forward(x, weight, bias, activation, gemm, save_pre):
@@ -410,4 +424,76 @@ def linear_residual_layer_norm(
     check_same_device(x=x, weight=weight, bias=bias)
     projected = torch.matmul(x, weight.t())  # library GEMM, no bias: the LN pass adds it
     return add_layer_norm(residual, projected, ln_weight, ln_bias, eps, residual_bias=bias, row_mask=row_mask,
+                          dropout_p=dropout_p)
+
+
+class _FeedForwardProjection(torch.autograd.Function):
+    """act(x @ W1^T + b1) @ W2^T with its backward (module docstring): keeps x, W1, b1,
+    p = x @ W1^T and W2, not h = act(p + b1), which the backward recomputes from p."""
+
+    @staticmethod
+    def forward(ctx, x, weight1, bias1, weight2, activation, gemm):
+        hidden, pre = _linear_activation_forward(x, weight1, bias1, activation, gemm, save_pre=True)
+        ctx.save_for_backward(x, weight1, bias1, pre, weight2)
+        ctx.activation = activation
+        return torch.matmul(hidden, weight2.t())  # h is freed when the caller's forward moves on
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, weight1, bias1, pre, weight2 = ctx.saved_tensors
+        needs_x, needs_weight1, needs_bias1, needs_weight2 = ctx.needs_input_grad[:4]
+        grad2d = grad_out.reshape(-1, grad_out.shape[-1])  # (M, dim)
+        grad_weight2 = None
+        if needs_weight2:  # dW2 = dy^T @ h, with h recomputed and dropped at once
+            grad_weight2 = torch.matmul(grad2d.t(), _bias_activation(pre, bias1, ctx.activation, torch.empty_like(pre)))
+        grad_pre = _activation_backward(torch.matmul(grad2d, weight2), pre, bias1, ctx.activation)  # (M, hidden)
+        grad_x = torch.matmul(grad_pre, weight1).view(x.shape) if needs_x else None
+        grad_weight1 = torch.matmul(grad_pre.t(), x.reshape(-1, x.shape[-1])) if needs_weight1 else None
+        grad_bias1 = grad_pre.sum(dim=0, dtype=torch.float32).to(bias1.dtype) if needs_bias1 else None
+        return grad_x, grad_weight1, grad_bias1, grad_weight2, None, None
+
+
+def feed_forward_residual_layer_norm(
+    x: torch.Tensor,
+    weight1: torch.Tensor,
+    bias1: torch.Tensor,
+    weight2: torch.Tensor,
+    bias2: torch.Tensor,
+    residual: torch.Tensor,
+    ln_weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    eps: float,
+    activation: str = "gelu",
+    *,
+    row_mask: torch.Tensor = None,
+    dropout_p: float = 0.0,
+    gemm: str = None,
+):
+    """XLM's feed-forward block with its residual and LayerNorm:
+    LN(residual + dropout(act(x @ W1^T + b1) @ W2^T + b2, dropout_p)) * row_mask[..., None].
+
+    x: (..., dim); weight1: (hidden, dim); bias1: (hidden,); weight2: (out, hidden);
+    bias2, ln_weight, ln_bias: (out,); residual: (..., out); activation, gemm as in
+    linear_activation (lin1); row_mask, dropout_p as in linear_residual_layer_norm
+    (lin2). Equals linear_activation followed by linear_residual_layer_norm; with
+    gradients, the (..., hidden) activation is not kept for the backward but recomputed
+    there, a quarter less saved per token than the two calls keep in XLM's layer
+    (hidden = 4 * dim). Returns (..., out) in x's dtype.
+    """
+    gemm = DEFAULT_GEMM if gemm is None else gemm
+    check_floating("x", x)
+    _check_weight_and_bias(weight1, bias1, x.shape[-1] if x.dim() else None, x.dtype, names=("weight1", "bias1"))
+    _check_weight_and_bias(weight2, bias2, weight1.shape[0], x.dtype, names=("weight2", "bias2"))
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if gemm not in GEMMS:
+        raise ValueError(f"gemm must be one of {GEMMS}, got {gemm!r}")
+    check_same_device(x=x, weight1=weight1, bias1=bias1, weight2=weight2, bias2=bias2)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight1, bias1, weight2)):
+        projected = _FeedForwardProjection.apply(x, weight1, bias1.contiguous(), weight2, activation, gemm)
+    else:
+        hidden, _ = _linear_activation_forward(x, weight1, bias1.contiguous(), activation, gemm, save_pre=False)
+        projected = torch.matmul(hidden, weight2.t())
+    return add_layer_norm(residual, projected, ln_weight, ln_bias, eps, residual_bias=bias2, row_mask=row_mask,
                           dropout_p=dropout_p)

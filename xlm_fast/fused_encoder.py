@@ -113,9 +113,10 @@ def _fused_layer(model, i, tensor, key_padding, padding_mask, layer_head_mask, a
     checkpointing recomputes. One GEMM for the fused QKV projection, flash attention
     reading q, k, v as strided views of its output, out_lin and lin2 each as a library
     GEMM whose bias + dropout + residual + LayerNorm (+ padding mask after lin2) run in
-    one Triton pass, lin1 as a GEMM with a fused bias + activation."""
+    one Triton pass, lin1 as a GEMM with a fused bias + activation, which the backward
+    recomputes rather than keeps."""
     from .triton_kernels.attention import flash_attention, split_fused_qkv
-    from .triton_kernels.ffn import linear_activation, linear_residual_layer_norm
+    from .triton_kernels.ffn import feed_forward_residual_layer_norm, linear_residual_layer_norm
 
     attention, ffn = model.attentions[i], model.ffns[i]
     norm1, norm2 = model.layer_norm1[i], model.layer_norm2[i]
@@ -129,10 +130,10 @@ def _fused_layer(model, i, tensor, key_padding, padding_mask, layer_head_mask, a
     tensor = linear_residual_layer_norm(context, cast(attention.out_lin.weight), cast(attention.out_lin.bias), tensor,
                                         cast(norm1.weight), cast(norm1.bias), norm1.eps,
                                         dropout_p=output_dropout)
-    hidden = linear_activation(tensor, cast(ffn.lin1.weight), cast(ffn.lin1.bias), activation)
-    return linear_residual_layer_norm(hidden, cast(ffn.lin2.weight), cast(ffn.lin2.bias), tensor,
-                                      cast(norm2.weight), cast(norm2.bias), norm2.eps, row_mask=padding_mask,
-                                      dropout_p=ffn_dropout)
+    return feed_forward_residual_layer_norm(tensor, cast(ffn.lin1.weight), cast(ffn.lin1.bias),
+                                            cast(ffn.lin2.weight), cast(ffn.lin2.bias), tensor, cast(norm2.weight),
+                                            cast(norm2.bias), norm2.eps, activation, row_mask=padding_mask,
+                                            dropout_p=ffn_dropout)
 
 
 def triton_encoder_forward(model, *, inputs, position_ids, langs, token_type_ids, padding_mask,
