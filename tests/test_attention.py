@@ -247,6 +247,21 @@ def test_rejects_bad_inputs():
         split_fused_qkv(torch.randn(1, 2, 10), 4)
 
 
+@pytest.mark.parametrize("used", [(True, True, True), (True, False, True)])
+def test_split_fused_qkv_views_and_gradient(used):
+    """q, k, v are views of qkv with or without gradients; qkv's gradient is each view's
+    in its slice, zeros for a view the loss does not use."""
+    qkv = torch.randn(2, 5, 3 * 2 * 80, device=DEVICE, requires_grad=True)
+    views = split_fused_qkv(qkv, 2)
+    assert [view.data_ptr() for view in views] == [qkv.data_ptr() + i * 160 * 4 for i in range(3)]
+    assert all(view.shape == (2, 5, 2, 80) for view in views)
+    weights = [torch.randn(2, 5, 2, 80, device=DEVICE) for _ in range(3)]
+    loss = sum((view * weight).sum() for view, weight, use in zip(views, weights, used) if use)
+    grad, = torch.autograd.grad(loss, qkv)
+    expected = torch.stack([weight if use else torch.zeros_like(weight) for weight, use in zip(weights, used)], dim=2)
+    assert torch.equal(grad, expected.flatten(2))
+
+
 # ---- backward -----------------------------------------------------------------------
 # max |error| of a gradient relative to max |reference gradient| in fp32; 16-bit inputs
 # are held to the DESIGN rule instead: no less accurate than eager autograd in the same

@@ -651,11 +651,15 @@ def _launch_config(head_dim: int, dtype: torch.dtype, dropout: bool = False) -> 
       16-bit with dropout, 128 x 32, 8 warps, 3 stages: 128 175-245, 80 KB; 80 165-180;
         64 130 (128 x 64 took 255 and spilled 28-36 B at 128, 12 B at 80, 676 B at 64);
       fp32 32 x 16, 8 warps, 2 stages: 65-92 at head_dim 64 to 128, 34 KB at 128 (32 x 32
-        took 255 at 112 and 128 and spilled up to 836 B there)."""
+        took 255 at 112 and 128 and spilled up to 836 B there); 4 warps where head_dim
+        is split (80, 96): triton 3.6 (the GPU image's) holds 8 warps with 2 stages to
+        80 registers and spilled 4-8 B there; with 4 warps, forward and dq take 96-160
+        registers with 3.6, up to 255 (no spill) with 3.9."""
     if interpreting():
         return dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
     if dtype == torch.float32:
-        return dict(BLOCK_M=32, BLOCK_N=16, num_warps=8, num_stages=2)
+        return dict(BLOCK_M=32, BLOCK_N=16, num_warps=4 if _head_dim_slices(head_dim)["SPLIT_D"] else 8,
+                    num_stages=2)
     if dropout:
         return dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=3)
     if head_dim in (16, 32, 64):  # padded small head dims need the registers of 8 warps
@@ -678,13 +682,15 @@ def _backward_launch_config(head_dim: int, dtype: torch.dtype, dropout: bool = F
         255 at 128 and spilled 32 B in dkdv, 4 B in dq, with causal);
       fp32, 8 warps, 2 stages: dkdv 32 keys x 16 queries 72-106; dq 32 x 16 70-88 up to
         head_dim 80, 16 x 16 above, 60-72 at 128 (32-wide steps spilled 8 B with dropout,
-        dkdv at 80, dq at 128)."""
+        dkdv at 80, dq at 128); dq with 4 warps where head_dim is split (80, 96), as the
+        forward (triton 3.6 spilled 16 B at 80 with 8)."""
     if interpreting():
         return dict(dkdv=dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1),
                     dq=dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, num_stages=1))
     if dtype == torch.float32:
         return dict(dkdv=dict(BLOCK_M=16, BLOCK_N=32, num_warps=8, num_stages=2),
-                    dq=dict(BLOCK_M=16 if head_dim > 80 else 32, BLOCK_N=16, num_warps=8, num_stages=2))
+                    dq=dict(BLOCK_M=16 if head_dim > 80 else 32, BLOCK_N=16,
+                            num_warps=4 if _head_dim_slices(head_dim)["SPLIT_D"] else 8, num_stages=2))
     tiles = dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)
     if dropout:
         return dict(dkdv=dict(tiles, BLOCK_M=32), dq=dict(tiles, BLOCK_N=32))
@@ -859,17 +865,38 @@ def key_mask_prefix_lengths(key_padding_mask: torch.Tensor) -> torch.Tensor:
     return torch.where(is_prefix, length, -1).to(torch.int32)
 
 
+def _qkv_views(qkv, n_heads):
+    batch, seq_len, three_dim = qkv.shape
+    heads = qkv.view(batch, seq_len, 3, n_heads, three_dim // (3 * n_heads))
+    return heads[:, :, 0], heads[:, :, 1], heads[:, :, 2]
+
+
+class _SplitFusedQKV(torch.autograd.Function):
+    """The views of split_fused_qkv with one gradient buffer: each view's own backward
+    (select) would fill a zero buffer of qkv's size for each of dq, dk, dv and add the
+    three; this one stacks them, (batch, seq, 3, heads, head_dim) -> (batch, seq, 3 * dim)."""
+
+    @staticmethod
+    def forward(ctx, qkv, n_heads):
+        return _qkv_views(qkv, n_heads)
+
+    @staticmethod
+    def backward(ctx, grad_q, grad_k, grad_v):  # an unused view's gradient comes as zeros
+        return torch.stack((grad_q, grad_k, grad_v), dim=2).flatten(2), None
+
+
 def split_fused_qkv(qkv: torch.Tensor, n_heads: int):
     """Views q, k, v as (batch, seq, heads, head_dim) slices of a fused projection
-    output qkv (batch, seq, 3 * dim) laid out [q | k | v] along the last dim. No copy."""
+    output qkv (batch, seq, 3 * dim) laid out [q | k | v] along the last dim. No copy;
+    with gradients, the views may not be modified in place (one autograd Function
+    returns the three)."""
     if not isinstance(qkv, torch.Tensor) or qkv.dim() != 3:
         raise ValueError(f"qkv must be a (batch, seq, 3 * dim) tensor, got {getattr(qkv, 'shape', qkv)}")
     if qkv.shape[-1] % (3 * n_heads) != 0:
         raise ValueError(f"qkv last dim {qkv.shape[-1]} is not divisible by 3 * n_heads = {3 * n_heads}")
-    batch, seq_len, three_dim = qkv.shape
-    head_dim = three_dim // (3 * n_heads)
-    heads = qkv.view(batch, seq_len, 3, n_heads, head_dim)
-    return heads[:, :, 0], heads[:, :, 1], heads[:, :, 2]
+    if torch.is_grad_enabled() and qkv.requires_grad:
+        return _SplitFusedQKV.apply(qkv, n_heads)
+    return _qkv_views(qkv, n_heads)
 
 
 def flash_attention(
