@@ -368,12 +368,17 @@ class _LinearActivation(torch.autograd.Function):
     @once_differentiable  # the backward is not itself differentiable
     def backward(ctx, grad_out):
         x, weight, bias, pre = ctx.saved_tensors
-        needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         grad_pre = _activation_backward(grad_out.reshape(pre.shape).contiguous(), pre, bias, ctx.activation)  # (M, N)
-        grad_x = torch.matmul(grad_pre, weight).view(x.shape) if needs_x else None
-        grad_weight = torch.matmul(grad_pre.t(), x.reshape(-1, x.shape[-1])) if needs_weight else None
-        grad_bias = grad_pre.sum(dim=0, dtype=torch.float32).to(bias.dtype) if needs_bias else None
-        return grad_x, grad_weight, grad_bias, None, None
+        return *_linear_grads(grad_pre, x, weight, bias, ctx.needs_input_grad[:3]), None, None
+
+
+def _linear_grads(grad_pre, x, weight, bias, needs):
+    """(dx, dW, db) of pre = x @ W^T + b from dpre (M, N), None where `needs` says no."""
+    needs_x, needs_weight, needs_bias = needs
+    grad_x = torch.matmul(grad_pre, weight).view(x.shape) if needs_x else None
+    grad_weight = torch.matmul(grad_pre.t(), x.reshape(-1, x.shape[-1])) if needs_weight else None
+    grad_bias = grad_pre.sum(dim=0, dtype=torch.float32).to(bias.dtype) if needs_bias else None
+    return grad_x, grad_weight, grad_bias
 
 
 def linear_activation(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str = "gelu",
@@ -442,16 +447,12 @@ class _FeedForwardProjection(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         x, weight1, bias1, pre, weight2 = ctx.saved_tensors
-        needs_x, needs_weight1, needs_bias1, needs_weight2 = ctx.needs_input_grad[:4]
         grad2d = grad_out.reshape(-1, grad_out.shape[-1])  # (M, dim)
         grad_weight2 = None
-        if needs_weight2:  # dW2 = dy^T @ h, with h recomputed and dropped at once
+        if ctx.needs_input_grad[3]:  # dW2 = dy^T @ h, with h recomputed and dropped at once
             grad_weight2 = torch.matmul(grad2d.t(), _bias_activation(pre, bias1, ctx.activation, torch.empty_like(pre)))
         grad_pre = _activation_backward(torch.matmul(grad2d, weight2), pre, bias1, ctx.activation)  # (M, hidden)
-        grad_x = torch.matmul(grad_pre, weight1).view(x.shape) if needs_x else None
-        grad_weight1 = torch.matmul(grad_pre.t(), x.reshape(-1, x.shape[-1])) if needs_weight1 else None
-        grad_bias1 = grad_pre.sum(dim=0, dtype=torch.float32).to(bias1.dtype) if needs_bias1 else None
-        return grad_x, grad_weight1, grad_bias1, grad_weight2, None, None
+        return *_linear_grads(grad_pre, x, weight1, bias1, ctx.needs_input_grad[:3]), grad_weight2, None, None
 
 
 def feed_forward_residual_layer_norm(
